@@ -1,0 +1,1 @@
+"""One module per ``neurolens`` subcommand (see ``engine.cli.main``)."""

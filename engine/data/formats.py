@@ -1,0 +1,59 @@
+"""Format registry: detect what a path holds and open it as a ``Subject``.
+
+Each reader lives in ``engine/data/readers/<name>.py`` and provides ``sniff(path) -> bool`` (cheap: names and headers
+only) and ``read(path, **options) -> Subject``. Readers are imported only when used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from engine.data import native
+from engine.data.subject import Subject
+from engine.errors import SubjectFormatError
+
+# name -> module; order is the detection order (most specific first).
+FORMATS: dict[str, str] = {
+    "native": "engine.data.native",
+    "nsd": "engine.data.readers.nsd",
+    "god": "engine.data.readers.god",
+    "bold5000": "engine.data.readers.bold5000",
+    "nifti": "engine.data.readers.nifti",
+    "arrays": "engine.data.readers.arrays",
+}
+
+
+def _reader(fmt: str):
+    if fmt not in FORMATS:
+        raise SubjectFormatError(fmt, "unknown format", expected=f"one of {sorted(FORMATS)}", found=repr(fmt))
+    return importlib.import_module(FORMATS[fmt])
+
+
+def detect_format(path: str | Path) -> str:
+    """Name of the format of ``path``; ``SubjectFormatError`` naming the path if none recognises it."""
+    path = Path(path)
+    if not path.exists():
+        raise SubjectFormatError(path, "no such file or folder")
+    if native.is_native(path):
+        return "native"
+    for fmt in FORMATS:
+        if fmt == "native":
+            continue
+        try:
+            mod = _reader(fmt)
+        except ImportError:
+            continue
+        if mod.sniff(path):
+            return fmt
+    raise SubjectFormatError(
+        path, "format not recognised", expected=f"one of {sorted(FORMATS)} (or pass --format)", found="no reader matched"
+    )
+
+
+def open_subject(path: str | Path, format: str | None = None, **options) -> Subject:
+    """Open ``path`` as a ``Subject``; ``format`` overrides detection, ``options`` go to the reader."""
+    fmt = format or detect_format(path)
+    if fmt == "native":
+        return native.read_native(path)
+    return _reader(fmt).read(Path(path), **options)

@@ -1,0 +1,85 @@
+"""Typed errors of the engine.
+
+Every error a user can cause (bad file, bad config, incomplete model folder) is a ``NeuroLensError`` whose message
+alone says what is wrong: the file, the key, what was expected and what was found. The CLI prints that one line and
+exits with status 2; the GUI shows it in a dialog with the traceback behind "Details". Subclasses also derive from the
+matching built-in (``ValueError``, ``OSError``) so generic ``except`` clauses keep working.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class NeuroLensError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    exit_code = 2
+
+
+class DataError(NeuroLensError, ValueError):
+    """Input data that cannot be read as asked: names the file, the key, what was expected and what was found.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file or folder at fault.
+    problem : str
+        One sentence on what is wrong, used when no expected/found pair fits.
+    key : str, optional
+        The dataset, array key, column or field inside the file.
+    expected, found : str, optional
+        What the reader needed and what it saw, e.g. ``"2-D float array"`` and ``"1-D int64 array (750,)"``.
+    """
+
+    def __init__(self, path, problem: str = "", *, key: str | None = None, expected=None, found=None):
+        self.path = str(path)
+        self.key = key
+        self.expected = expected
+        self.found = found
+        self.problem = problem
+        parts = [self.path]
+        if key is not None:
+            parts.append(f"key '{key}'")
+        head = ": ".join(parts)
+        detail = problem
+        if expected is not None or found is not None:
+            ef = f"expected {expected}, found {found}"
+            detail = f"{problem} ({ef})" if problem else ef
+        super().__init__(f"{head}: {detail}")
+
+
+class SubjectFormatError(DataError):
+    """A subject folder or dataset file that does not follow its format."""
+
+
+class ConfigError(NeuroLensError, ValueError):
+    """A run or mapping configuration with an unknown key, a wrong type or an invalid value."""
+
+
+class CheckpointError(NeuroLensError, OSError):
+    """A checkpoint or model folder that is missing, incomplete or does not match the model."""
+
+
+class ModelFolderError(NeuroLensError, OSError):
+    """A local model folder (CLIP, Stable Diffusion, SDXL) that is incomplete: names the missing part."""
+
+    def __init__(self, path, missing: str, hint: str = ""):
+        self.path = str(path)
+        self.missing = missing
+        msg = f"{path}: incomplete model folder: missing {missing}"
+        super().__init__(msg + (f" ({hint})" if hint else ""))
+
+
+class DeviceError(NeuroLensError, RuntimeError):
+    """The chosen device cannot run the job (not present, or out of memory): says what to change."""
+
+
+class Cancelled(NeuroLensError):
+    """A job stopped because its cancel token was set. The last good checkpoint is kept."""
+
+    exit_code = 3
+
+    def __init__(self, message: str = "cancelled", checkpoint: str | Path | None = None):
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
+        super().__init__(message)
