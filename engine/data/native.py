@@ -39,17 +39,18 @@ def is_native(path: str | Path) -> bool:
     return p.is_dir() and (p / "subject.json").is_file()
 
 
-def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False) -> Path:
+def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False, on_block=None) -> Path:
     """Write ``subject`` as a native folder at ``path``, atomically. Returns the path.
 
-    Arrays are streamed from the subject's (possibly memory-mapped) arrays in row blocks, so writing a large
-    subject never holds a second full copy in RAM.
+    Arrays are streamed from the subject's (possibly memory-mapped or lazy) arrays in row blocks of at most ~64 MB,
+    so writing a large subject never holds a second full copy in RAM. ``on_block(name, rows_done, n_rows)``, if
+    given, is called after each block (progress; raising there, e.g. on cancel, aborts and removes the partial folder).
     """
     path = Path(path)
     _check_consistent(subject, path)
     with atomic_dir(path, overwrite=overwrite) as tmp:
-        _save_npy_blocked(tmp / "betas.npy", subject.betas)
-        _save_npy_blocked(tmp / "images.npy", subject.images, dtype=np.uint8)
+        _save_npy_blocked(tmp / "betas.npy", subject.betas, on_block=on_block)
+        _save_npy_blocked(tmp / "images.npy", subject.images, dtype=np.uint8, on_block=on_block)
         np.savez(tmp / "trials.npz", **{k: np.asarray(v) for k, v in subject.trials.as_dict().items()})
         np.savez(tmp / "voxels.npz", **{k: np.asarray(v) for k, v in subject.voxels.as_dict().items()})
         np.savez(tmp / "rois.npz", **{k: np.asarray(v, bool) for k, v in subject.rois.items()})
@@ -93,11 +94,15 @@ def _json_default(o):
     return str(o)
 
 
-def _save_npy_blocked(path: Path, arr, dtype=None, block: int = 2048) -> None:
+def _save_npy_blocked(path: Path, arr, dtype=None, block: int = 2048, on_block=None) -> None:
     dtype = np.dtype(dtype or arr.dtype)
     out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(arr.shape))
+    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * max(dtype.itemsize, 4)  # float32 temporaries
+    block = max(1, min(block, (64 << 20) // max(1, row_bytes)))
     for s in range(0, arr.shape[0], block):
         out[s : s + block] = np.asarray(arr[s : s + block], dtype=dtype)
+        if on_block is not None:
+            on_block(path.stem, min(s + block, arr.shape[0]), arr.shape[0])
     out.flush()
     del out
 

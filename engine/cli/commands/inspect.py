@@ -13,13 +13,21 @@ def add_arguments(p) -> None:
     p.add_argument("path", help="subject folder or dataset file/folder")
     p.add_argument("--format", default=None, help="override format detection (native, nsd, god, bold5000, nifti, arrays)")
     p.add_argument("--mapping", default=None, help="mapping file (YAML/JSON) for --format arrays")
+    p.add_argument("--subject", type=int, default=None, help="subject number when the source holds several")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra reader option (e.g. test_set=test for NSD); repeatable")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
 
 
 def run(args) -> int:
+    from engine.cli.commands.import_ import _parse_options
     from engine.data import open_subject
 
-    opts = {"mapping": args.mapping} if args.mapping else {}
+    opts = _parse_options(getattr(args, "option", []) or [])
+    if args.mapping:
+        opts["mapping"] = args.mapping
+    if getattr(args, "subject", None) is not None:
+        opts["subject"] = args.subject
     subject = open_subject(args.path, format=args.format, **opts)
     s = subject.summary()
     if args.json:

@@ -1,0 +1,58 @@
+"""``neurolens finetune RUN_DIR``: train the decoder (conditioning adapter, optional LoRA) on a run's encoder."""
+
+from __future__ import annotations
+
+NAME = "finetune"
+HELP = "fine-tune the image generator's conditioning (and optionally LoRA) on a trained run's brain encoder"
+DESCRIPTION = (
+    "Train, on the subject's training trials, the adapter that turns the run's predicted embeddings into the "
+    "generator's cross-attention condition (with a learned null condition for classifier-free guidance), and "
+    "optionally LoRA or the cross-attention layers of the UNet, a timestep router over a Mixture-of-Experts "
+    "encoder's levels, or the encoder itself. Writes RUN_DIR/decoder/ after every epoch."
+)
+ORDER = 60
+
+
+def add_arguments(p) -> None:
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
+    p.add_argument("--generator", default="demo", metavar="PATH|demo",
+                   help="'demo' or a local Stable Diffusion 1.5 / SDXL folder in diffusers layout (default: demo)")
+    p.add_argument("--subject", default=None, help="subject path (default: the one recorded in the run)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=5e-4, help="adapter learning rate (default: 5e-4)")
+    p.add_argument("--lora-rank", type=int, default=None, metavar="R", help="add LoRA of rank R to the UNet attention")
+    p.add_argument("--lora-ff", action="store_true", help="with --lora-rank: also the feed-forward projections")
+    p.add_argument("--cross-attn-only", action="store_true", help="train the UNet's cross-attention layers (no LoRA)")
+    p.add_argument("--unet-lr", type=float, default=1e-4)
+    p.add_argument("--min-snr-gamma", type=float, default=5.0, help="min-SNR loss weighting; 0 turns it off")
+    p.add_argument("--cond-drop", type=float, default=0.1, help="classifier-free-guidance condition dropout")
+    p.add_argument("--joint-encoder", action="store_true", help="train the brain encoder too (alignment loss)")
+    p.add_argument("--align-weight", type=float, default=0.03, help="weight of 1 - cos(predicted, true embedding)")
+    p.add_argument("--no-router", action="store_true", help="MoE encoders: do not learn a timestep router")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
+    p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
+
+
+def run(args) -> int:
+    from engine.cli.output import run_job
+    from engine.errors import ConfigError
+    from engine.recon.finetune import FinetuneConfig, finetune_job
+
+    if args.lora_rank is not None and args.cross_attn_only:
+        raise ConfigError("--lora-rank and --cross-attn-only exclude each other")
+    unet = "lora" if args.lora_rank is not None else ("cross_attn" if args.cross_attn_only else "frozen")
+    cfg = FinetuneConfig(generator=args.generator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         unet=unet, lora_rank=args.lora_rank or 4, lora_ff=args.lora_ff, unet_lr=args.unet_lr,
+                         drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
+                         joint_encoder=args.joint_encoder, align_weight=args.align_weight,
+                         router=not args.no_router, seed=args.seed, device=args.device, dtype=args.dtype,
+                         max_steps=args.max_steps)
+    result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject),
+                     json_events=args.json_events)
+    if not args.json_events:
+        print(f"decoder written to {result.decoder_dir} ({result.steps} steps, loss {result.loss:.4f})")
+    return 0

@@ -1,0 +1,186 @@
+"""The mapping file: how a plain-array file (``.npz``, ``.mat`` v5/v7.3, ``.h5``) holds a subject.
+
+A small YAML or JSON document (schema in ``docs/formats.md``)::
+
+    version: 1
+    file: sub01.mat                 # optional: the arrays file, relative to the mapping file
+    name: sub01                     # optional subject name
+    memory_order: auto              # auto | C | F: F reverses every array's axes (MATLAB column-major in HDF5)
+    betas:    {train: fmri_train, test: fmri_test}      # or {all: fmri, split: is_test}
+    images:   {train: stim_train, test: stim_test, layout: NHWC, range: auto}   # or {all: stim, ...}; file: other.npz
+    trials:   {train_image_index: lab_train, test_image_index: lab_test, index_base: 0, session: sess, run: run}
+    rois:     {V1: mask_v1, V2: mask_v2}
+    labels: cat_per_image           # optional integer category per image
+    categories: [dog, cat]          # optional names of the label values
+    noise_ceiling: nc               # optional per-voxel noise ceiling in [0, 1]
+
+Unknown keys, wrong types and impossible combinations raise ``ConfigError`` naming the mapping file and the key.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.errors import ConfigError
+
+LAYOUTS_HELP = "a permutation of N, H, W, C such as NHWC, NCHW, HWCN (MATLAB), or NHW for grey images"
+RANGES = ("auto", "0-1", "0-255", "-1-1")
+ORDERS = ("auto", "C", "F")
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """Parsed mapping file. Keys name arrays in the data file (HDF5 paths such as ``group/dset`` allowed)."""
+
+    source: Path  # the mapping file
+    file: Path | None = None
+    name: str | None = None
+    memory_order: str = "auto"
+    betas_train: str | None = None
+    betas_test: str | None = None
+    betas_all: str | None = None
+    split: str | None = None
+    images_file: Path | None = None
+    images_train: str | None = None
+    images_test: str | None = None
+    images_all: str | None = None
+    layout: str = "NHWC"
+    value_range: str = "auto"
+    train_image_index: str | None = None
+    test_image_index: str | None = None
+    image_index: str | None = None
+    index_base: int = 0
+    session: str | None = None
+    run: str | None = None
+    rois: dict[str, str] = field(default_factory=dict)
+    labels: str | None = None
+    categories: list[str] = field(default_factory=list)
+    noise_ceiling: str | None = None
+
+
+_TOP = {"version", "file", "name", "memory_order", "betas", "images", "trials", "rois", "labels", "categories",
+        "noise_ceiling"}
+_SECTIONS = {
+    "betas": {"train", "test", "all", "split"},
+    "images": {"file", "train", "test", "all", "layout", "range"},
+    "trials": {"train_image_index", "test_image_index", "image_index", "index_base", "session", "run"},
+}
+
+
+def _err(src: Path, key: str, expected: str, found) -> ConfigError:
+    f = repr(found)
+    if len(f) > 80:
+        f = f[:77] + "..."
+    return ConfigError(f"{src}: key {str(key)!r}: expected {expected}, found {f}")
+
+
+def _str(d: dict, k: str, src: Path, where: str) -> str | None:
+    v = d.get(k)
+    if v is None:
+        return None
+    if not isinstance(v, str) or not v.strip():
+        raise _err(src, f"{where}{k}", "an array name (non-empty string)", v)
+    return v
+
+
+def parse_mapping(d, source: Path) -> MappingConfig:
+    """Validate a mapping already parsed from YAML/JSON."""
+    source = Path(source)
+    if not isinstance(d, dict):
+        raise _err(source, "<top level>", "a mapping (key: value pairs)", type(d).__name__)
+    for k in d:
+        if not isinstance(k, str) or k not in _TOP:
+            raise _err(source, str(k), f"one of {sorted(_TOP)}", "unknown key")
+    version = d.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise _err(source, "version", "1", version)
+    sec = {}
+    for s, allowed in _SECTIONS.items():
+        v = d.get(s, {})
+        if v is None:
+            v = {}
+        if not isinstance(v, dict):
+            raise _err(source, s, "a mapping", type(v).__name__)
+        for k in v:
+            if not isinstance(k, str) or k not in allowed:
+                raise _err(source, f"{s}.{k}", f"one of {sorted(allowed)}", "unknown key")
+        sec[s] = v
+    b, im, tr = sec["betas"], sec["images"], sec["trials"]
+    kw: dict = {"source": source}
+    kw["betas_train"], kw["betas_test"] = _str(b, "train", source, "betas."), _str(b, "test", source, "betas.")
+    kw["betas_all"], kw["split"] = _str(b, "all", source, "betas."), _str(b, "split", source, "betas.")
+    if kw["betas_all"] and (kw["betas_train"] or kw["betas_test"]):
+        raise _err(source, "betas", "either all (+ split) or train (+ test)", sorted(b))
+    if not kw["betas_all"] and not kw["betas_train"]:
+        raise _err(source, "betas.train", "the array holding training betas (or betas.all)", None)
+    if kw["split"] and not kw["betas_all"]:
+        raise _err(source, "betas.split", "only with betas.all", kw["split"])
+    kw["images_train"], kw["images_test"] = _str(im, "train", source, "images."), _str(im, "test", source, "images.")
+    kw["images_all"] = _str(im, "all", source, "images.")
+    if kw["images_all"] and (kw["images_train"] or kw["images_test"]):
+        raise _err(source, "images", "either all or train (+ test)", sorted(im))
+    if not kw["images_all"] and not kw["images_train"]:
+        raise _err(source, "images.train", "the array holding the images (or images.all)", None)
+    f = _str(im, "file", source, "images.")
+    kw["images_file"] = None if f is None else Path(f)
+    layout = im.get("layout", "NHWC")
+    if not isinstance(layout, str) or sorted(layout.upper()) not in (sorted("NHWC"), sorted("NHW")):
+        raise _err(source, "images.layout", LAYOUTS_HELP, layout)
+    kw["layout"] = layout.upper()
+    rng = im.get("range", "auto")
+    if rng not in RANGES:
+        raise _err(source, "images.range", f"one of {list(RANGES)}", rng)
+    kw["value_range"] = rng
+    for k in ("train_image_index", "test_image_index", "image_index", "session", "run"):
+        kw[k] = _str(tr, k, source, "trials.")
+    if kw["image_index"] and (kw["train_image_index"] or kw["test_image_index"]):
+        raise _err(source, "trials", "either image_index or train_image_index (+ test_image_index)", sorted(tr))
+    base = tr.get("index_base", 0)
+    if base not in (0, 1) or isinstance(base, bool):
+        raise _err(source, "trials.index_base", "0 or 1 (MATLAB indices are 1-based)", base)
+    kw["index_base"] = int(base)
+    order = d.get("memory_order", "auto")
+    if order not in ORDERS:
+        raise _err(source, "memory_order", f"one of {list(ORDERS)}", order)
+    kw["memory_order"] = order
+    fl = _str(d, "file", source, "")
+    kw["file"] = None if fl is None else Path(fl)
+    nm = d.get("name")
+    if nm is not None and not isinstance(nm, str):
+        raise _err(source, "name", "a string", nm)
+    kw["name"] = nm
+    rois = d.get("rois", {}) or {}
+    if not isinstance(rois, dict) or not all(isinstance(k, str) and k and isinstance(v, str) and v for k, v in rois.items()):
+        raise _err(source, "rois", "a mapping ROI name -> array name", rois)
+    kw["rois"] = dict(rois)
+    kw["labels"] = _str(d, "labels", source, "")
+    cats = d.get("categories", []) or []
+    if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats):
+        raise _err(source, "categories", "a list of names", cats)
+    kw["categories"] = list(cats)
+    kw["noise_ceiling"] = _str(d, "noise_ceiling", source, "")
+    return MappingConfig(**kw)
+
+
+def load_mapping(path: str | Path) -> MappingConfig:
+    """Read and validate a YAML (``.yaml``/``.yml``) or JSON mapping file."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: mapping file not found")
+    try:
+        text = path.read_text()
+        d = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({first})") from e
+    return parse_mapping(d, path)
+
+
+def is_mapping_file(path: Path) -> bool:
+    """Cheap check used by format detection: a YAML/JSON file (no other source format is one)."""
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in (".yaml", ".yml", ".json")

@@ -1,0 +1,231 @@
+"""Array-like views over HDF5 datasets that read rows only when indexed (NSD betas and the 73k COCO images).
+
+``LazyBetas`` reads rows of a (trials, voxels) float dataset and returns float16/float32; ``load()`` reads them all
+once, in row blocks, into one float16 array (never a float64 copy). ``LazyImages`` turns rows of an (N, 3, H, W)
+float image dataset in [0, 1] into (H, W, 3) uint8 on indexing, so the 22 GB NSD image file is never loaded whole.
+Both support ``.shape``, ``.dtype``, ``.ndim``, ``len()`` and ``[int | slice | int array]``, which is all
+``Subject`` consumers and ``write_subject`` use. Every block read is checked for NaN/Inf and truncation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.readers.kernels import cast_into, minmax
+from engine.data.readers.checks import oneline, h5_dataset, h5_read, open_h5
+from engine.errors import SubjectFormatError
+
+_F16_MAX = float(np.finfo(np.float16).max)
+BLOCK_ELEMENTS = 1 << 24  # 64 MB of float32 per block: large enough for vectorised casts, small next to the data
+
+
+def _positions(sel, n: int) -> tuple[np.ndarray, bool]:
+    """Normalise a row selector to an int array of positions; the flag says whether a scalar was asked for."""
+    if isinstance(sel, (int, np.integer)):
+        i = int(sel)
+        if i < -n or i >= n:
+            raise IndexError(f"index {i} out of range for {n} rows")
+        return np.array([i % n]), True
+    if isinstance(sel, slice):
+        return np.arange(n)[sel], False
+    a = np.asarray(sel)
+    if a.dtype == np.bool_:
+        if a.shape != (n,):
+            raise IndexError(f"boolean index of shape {a.shape} for {n} rows")
+        return np.flatnonzero(a), False
+    if not np.issubdtype(a.dtype, np.integer):
+        raise IndexError(f"rows must be indexed by int, slice or int array, got {a.dtype}")
+    if a.size and (a.min() < -n or a.max() >= n):
+        raise IndexError(f"row index out of range for {n} rows")
+    return a.reshape(-1) % max(n, 1), False
+
+
+def _read_rows(ds, rows: np.ndarray, path: Path, key: str) -> np.ndarray:
+    """``ds[rows]`` for any row order: h5py needs strictly increasing unique indices, so sort, read, then reorder."""
+    if rows.size == 0:
+        return np.zeros((0,) + ds.shape[1:], ds.dtype)
+    uniq, inv = np.unique(rows, return_inverse=True)
+    if uniq.size == uniq[-1] - uniq[0] + 1:  # contiguous: a slice read is much faster than a point selection
+        block = h5_read(ds, path, key, np.s_[int(uniq[0]) : int(uniq[-1]) + 1])
+    else:
+        block = h5_read(ds, path, key, uniq)
+    return block if np.array_equal(uniq, rows) else block[inv.reshape(-1)]
+
+
+class LazyBetas:
+    """(n_trials, n_voxels) betas backed by an HDF5 dataset, optionally a subset of its rows.
+
+    Parameters
+    ----------
+    path : Path
+        The HDF5 file.
+    key : str
+        The dataset, e.g. ``"betas"``.
+    rows : (n_trials,) int array, optional
+        Dataset rows in trial order; all rows when omitted.
+    dtype : float16 or float32
+        What indexing and ``load()`` return.
+    """
+
+    ndim = 2
+
+    def __init__(self, path: Path, key: str, rows: np.ndarray | None = None, dtype=np.float16, block_rows: int | None = None):
+        self.path = Path(path)
+        self.key = key
+        with open_h5(self.path) as f:
+            ds = h5_dataset(f, key, self.path)
+            n_rows, n_vox = int(ds.shape[0]), int(ds.shape[1])
+        self.rows = None if rows is None else np.asarray(rows, dtype=np.int64)
+        self.dtype = np.dtype(dtype)
+        self.shape = (n_rows if self.rows is None else len(self.rows), n_vox)
+        self.block_rows = block_rows or max(1, BLOCK_ELEMENTS // max(1, n_vox))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def _dataset_rows(self, pos: np.ndarray) -> np.ndarray:
+        return pos if self.rows is None else self.rows[pos]
+
+    def _check_block(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> None:
+        lo, hi = minmax(block)  # NaN propagates: one reduction instead of an isfinite pass
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
+            row = int(rows[bad]) if rows is not None else first_row + bad
+            raise SubjectFormatError(self.path, f"row {row} holds NaN or Inf", key=self.key, expected="finite values",
+                                     found="NaN/Inf")
+        if self.dtype == np.float16 and max(-lo, hi) > _F16_MAX:
+            raise SubjectFormatError(self.path, "values too large for float16", key=self.key,
+                                     expected=f"|value| <= {_F16_MAX:g}", found=f"[{lo:.4g}, {hi:.4g}]")
+
+    def __getitem__(self, sel):
+        rest = ()
+        if isinstance(sel, tuple):
+            sel, rest = sel[0], sel[1:]
+        pos, scalar = _positions(sel, self.shape[0])
+        rows = self._dataset_rows(pos)
+        with open_h5(self.path) as f:
+            ds = h5_dataset(f, self.key, self.path)
+            block = _read_rows(ds, rows, self.path, self.key)
+        if block.size:
+            self._check_block(block, 0, rows)
+        out = block.astype(self.dtype, copy=False)
+        out = out[0] if scalar else out
+        return out[(slice(None),) * (0 if scalar else 1) + rest] if rest else out
+
+    def load(self, out: np.ndarray | None = None, on_block=None) -> np.ndarray:
+        """Read every row once, in blocks, into a new ``self.dtype`` array (no float64, one float32 block at a time).
+
+        ``on_block(block, start)``, if given, sees each float32 block (rows ``start:start+len(block)``) before it is
+        cast: preprocessing uses it to gather statistics in the same pass over the file.
+        """
+        n, v = self.shape
+        out = np.empty((n, v), self.dtype) if out is None else out
+        with open_h5(self.path) as f:
+            ds = h5_dataset(f, self.key, self.path)
+            contiguous_all = self.rows is None or np.array_equal(self.rows, np.arange(self.rows[0], self.rows[0] + n))
+            start = 0 if self.rows is None or n == 0 else int(self.rows[0])
+            buf = np.empty((min(self.block_rows, max(n, 1)), v), ds.dtype)
+            for s in range(0, n, self.block_rows):
+                e = min(n, s + self.block_rows)
+                if contiguous_all:
+                    try:
+                        ds.read_direct(buf, np.s_[start + s : start + e], np.s_[0 : e - s])
+                    except (OSError, ValueError, TypeError, RuntimeError) as err:
+                        raise SubjectFormatError(self.path, f"cannot read the data block, truncated or corrupt ({oneline(err)})",
+                                                 key=self.key) from err
+                    blk = buf[: e - s]
+                else:
+                    blk = _read_rows(ds, self.rows[s:e], self.path, self.key)
+                self._check_block(blk, s, None if self.rows is None else self.rows[s:e])
+                if on_block is not None:
+                    on_block(blk if blk.dtype == np.float32 else blk.astype(np.float32), s)
+                cast_into(out[s:e], blk)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.load()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy=True) -> np.ndarray:
+        """All rows in memory as ``dtype`` (like ``ndarray.astype``; loads the whole matrix)."""
+        return np.asarray(self, dtype=dtype)
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __repr__(self) -> str:
+        return f"LazyBetas({str(self.path)!r}, {self.key!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+class LazyImages:
+    """(n_images, H, W, 3) uint8 view of rows of an (N, 3, H, W) float dataset in [0, 1] (NSD ``images``).
+
+    Parameters
+    ----------
+    path : Path
+    key : str
+    rows : (n_images,) int array
+        Dataset rows (73KID − 1) in the subject's image order (ascending 73KID).
+    """
+
+    ndim = 4
+    dtype = np.dtype(np.uint8)
+
+    def __init__(self, path: Path, key: str, rows: np.ndarray):
+        self.path = Path(path)
+        self.key = key
+        self.rows = np.asarray(rows, dtype=np.int64)
+        with open_h5(self.path) as f:
+            ds = h5_dataset(f, key, self.path)
+            if len(ds.shape) != 4 or ds.shape[1] != 3:
+                raise SubjectFormatError(self.path, "not an image stack", key=key, expected="(N, 3, H, W) float images",
+                                         found=f"shape {tuple(ds.shape)}")
+            if not np.issubdtype(ds.dtype, np.floating):
+                raise SubjectFormatError(self.path, "not an image stack", key=key, expected="float16 values in [0, 1]",
+                                         found=str(ds.dtype))
+            self._n_source = int(ds.shape[0])
+            h, w = int(ds.shape[2]), int(ds.shape[3])
+        if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= self._n_source):
+            bad = int(self.rows[(self.rows < 0) | (self.rows >= self._n_source)][0])
+            raise SubjectFormatError(self.path, "trial points at a missing image", key=key,
+                                     expected=f"0 <= image index < {self._n_source}", found=bad)
+        self.shape = (len(self.rows), h, w, 3)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, sel):
+        rest = ()
+        if isinstance(sel, tuple):
+            sel, rest = sel[0], sel[1:]
+        pos, scalar = _positions(sel, self.shape[0])
+        with open_h5(self.path) as f:
+            ds = h5_dataset(f, self.key, self.path)
+            block = _read_rows(ds, self.rows[pos], self.path, self.key)
+        img = np.moveaxis(block, 1, -1).astype(np.float32)
+        if img.size and not np.isfinite(img).all():
+            raise SubjectFormatError(self.path, "image holds NaN or Inf", key=self.key, expected="values in [0, 1]",
+                                     found="NaN/Inf")
+        out = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+        out = out[0] if scalar else out
+        return out[(slice(None),) * (0 if scalar else 1) + rest] if rest else out
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.empty(self.shape, np.uint8)
+        for s in range(0, self.shape[0], 256):
+            out[s : s + 256] = self[s : s + 256]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy=True) -> np.ndarray:
+        """All images in memory as ``dtype`` (loads every image: avoid for the full NSD set)."""
+        return np.asarray(self, dtype=dtype)
+
+    def __repr__(self) -> str:
+        return f"LazyImages({str(self.path)!r}, {self.key!r}, shape={self.shape})"

@@ -1,0 +1,41 @@
+"""Image and caption embedding models used as decoding targets, and the on-disk embedding cache.
+
+``load_image_embedder("demo")`` gives the small demo net shipped with NeuroLens; ``load_image_embedder(PATH)`` a CLIP
+vision model from a local transformers folder. Both follow ``ImageEmbedder``. Captions: ``text.load_text_embedder``.
+torch and transformers are imported only when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from engine.errors import ModelFolderError
+from engine.models.embedders.base import ImageEmbedder
+from engine.models.embedders.cache import cached_image_embeddings
+
+__all__ = ["ImageEmbedder", "load_image_embedder", "cached_image_embeddings", "load_text_embedder"]
+
+
+def load_image_embedder(spec: str = "demo", *, device: str | None = None) -> ImageEmbedder:
+    """An image embedder from ``"demo"`` or a local CLIP folder (transformers layout).
+
+    Raises ``ModelFolderError`` naming the missing part (config.json, weights, preprocessor_config.json) when the
+    folder is incomplete.
+    """
+    if spec == "demo":
+        from engine.models.embedders.demo import DemoImageEmbedder
+
+        return DemoImageEmbedder(device=device)
+    folder = Path(spec).expanduser()
+    if not folder.exists():
+        raise ModelFolderError(folder, "the folder itself", "expected 'demo' or a local CLIP model folder")
+    from engine.models.embedders.clip import ClipImageEmbedder
+
+    return ClipImageEmbedder(folder, device=device)
+
+
+def load_text_embedder(spec: str = "demo", *, device: str | None = None):
+    """A caption embedder (see ``engine.models.embedders.text``)."""
+    from engine.models.embedders.text import load_text_embedder as _load
+
+    return _load(spec, device=device)

@@ -1,0 +1,466 @@
+"""Mixture-of-Experts brain encoder (MoRE-Brain): routed experts over the units of a per-subject input layer.
+
+Pipeline for one subject: betas (batch, n_voxels) → input layer ("ridge") → units (batch, hidden) → levels of
+experts. Every unit is a token with one feature (its value); a router turns it into probabilities over experts
+(softmax of ``value × w_e`` plus, optionally, a learned per-unit preference) and a dispatch rule picks which units each
+expert receives:
+
+- **expert choice** (MoRE-Brain): each expert takes its ``top_k = n_units / n_experts × capacity_factor`` most probable
+  units; a unit may go to several experts or to none.
+- **token choice** (Switch/GShard): each unit picks its ``top_k`` experts; an expert keeps at most
+  ``ceil(capacity_factor × n_units × top_k / n_experts)`` units (highest probability first), the rest are dropped.
+
+An expert sees its units scaled by their probability. Topologies:
+
+- ``flat``: one level, ``n_experts = (E,)``.
+- ``multi``: several independent levels (e.g. 2/4/8/16 experts), each routing the same input units; every expert is a
+  residual MLP of width ``hidden / E_level × capacity_factor``.
+- ``hierarchical`` (MoRE-Brain ``BrainMoEMulti``): level 0 routes the input units to residual-MLP experts; on each
+  further level every parent expert routes its own hidden units among its ``E_l / E_{l-1}`` children
+  (child = ``Linear(parent width → parent width / n_children)``).
+
+Each expert has its own output Linear to the target; a level's output is the sum over its experts, and the embedding
+is the mean over levels (per-level stacks are in ``EncoderOutput.extras["levels"]``). The load-balancing loss is in
+``EncoderOutput.aux_losses["load_balance"]``, averaged over levels.
+
+Differences from MoRE-Brain's code, on purpose:
+
+- Routing is over input-layer ("ridge") units, as in the code, not over voxels as the paper describes; voxel-level
+  routing for the expert views is attributed back through the input layer or by gradient × input
+  (``engine.models.routing.voxel_routing``).
+- An expert receives a dense, unit-indexed vector (unselected units are zero) rather than its selected units gathered in
+  top-k order, so each input position keeps one meaning across trials.
+- ``router_unit_bias`` (default on) adds a learned per-unit, per-expert logit: the code's router sees only a unit's
+  value, so it cannot prefer a unit by identity. Set it to false for the code's router.
+- The code's balancing term is computed from top-k indices and carries no gradient, and its deeper levels' terms are
+  dropped; here the ``mse`` term is the MSE between each expert's mean routing probability and 1/E, averaged over
+  parents and levels (``switch`` is the Switch-Transformer term E·Σ f_e·P_e, which is 1 at balance).
+- One retrieval projector on the combined embedding instead of one per expert.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.base import BrainEncoder, EncoderOutput, ModelConfig, RetrievalProjector, check
+from engine.models.losses import load_balance_loss, switch_balance_loss
+
+TOPOLOGIES = ("flat", "multi", "hierarchical")
+ROUTINGS = ("expert_choice", "token_choice")
+
+
+@dataclass(frozen=True)
+class MoEConfig(ModelConfig):
+    """Settings of ``MoEEncoder`` (defaults: MoRE-Brain's layout at a quarter of its width).
+
+    Attributes
+    ----------
+    hidden : int
+        Units of the per-subject input layer (MoRE-Brain: 4096).
+    topology : {"flat", "multi", "hierarchical"}
+    n_experts : tuple of int
+        Experts per level, e.g. (2, 4, 8, 16). ``flat`` needs one level; ``hierarchical`` needs each level to be a
+        multiple of the previous one.
+    routing : {"expert_choice", "token_choice"}
+    top_k : int
+        Experts each unit picks (token choice only).
+    capacity_factor : float
+        Scales how many units an expert takes (1.0: an even share).
+    router_noise : float
+        Std of the Gaussian noise added to routing probabilities while training (MoRE-Brain: 0.001).
+    router_init : float
+        Router weights start uniform in ±router_init (1e-4).
+    router_unit_bias : bool
+        Learn a per-unit preference for each expert (see module notes).
+    expert_width : int
+        Width of level-0 experts; 0 means ``hidden / n_experts[0] × capacity_factor`` (MoRE-Brain: 2048).
+    n_blocks : int
+        Residual blocks per residual-MLP expert (4).
+    dropout : float
+        Dropout in the residual blocks (0.15).
+    balance : {"mse", "switch"}
+        Load-balancing term.
+    retrieval : bool
+        Build the retrieval projector.
+    projector_hidden : int
+        Projector width; 0 means the embedding's last dimension.
+    """
+
+    hidden: int = 1024
+    topology: Literal["flat", "multi", "hierarchical"] = "hierarchical"
+    n_experts: tuple[int, ...] = (2, 4, 8, 16)
+    routing: Literal["expert_choice", "token_choice"] = "expert_choice"
+    top_k: int = 1
+    capacity_factor: float = 1.0
+    router_noise: float = 1e-3
+    router_init: float = 1e-4
+    router_unit_bias: bool = True
+    expert_width: int = 0
+    n_blocks: int = 4
+    dropout: float = 0.15
+    balance: Literal["mse", "switch"] = "mse"
+    retrieval: bool = True
+    projector_hidden: int = 0
+
+    def validate(self) -> None:
+        name = type(self).__name__
+        check(self.hidden > 0, name, "hidden", "a positive integer", self.hidden)
+        check(self.topology in TOPOLOGIES, name, "topology", f"one of {list(TOPOLOGIES)}", self.topology)
+        check(self.routing in ROUTINGS, name, "routing", f"one of {list(ROUTINGS)}", self.routing)
+        check(len(self.n_experts) >= 1 and all(e >= 1 for e in self.n_experts), name, "n_experts",
+              "a non-empty list of positive integers", list(self.n_experts))
+        if self.topology == "flat":
+            check(len(self.n_experts) == 1, name, "n_experts", "one level for topology 'flat'", list(self.n_experts))
+        if self.topology == "hierarchical":
+            ok = all(b % a == 0 and b > a for a, b in zip(self.n_experts, self.n_experts[1:]))
+            check(ok, name, "n_experts", "each level a larger multiple of the previous one (e.g. 2, 4, 8, 16) "
+                  "for topology 'hierarchical'", list(self.n_experts))
+        check(self.top_k >= 1, name, "top_k", "an integer >= 1", self.top_k)
+        check(self.capacity_factor > 0, name, "capacity_factor", "a number > 0", self.capacity_factor)
+        check(self.router_noise >= 0, name, "router_noise", "a number >= 0", self.router_noise)
+        check(self.router_init >= 0, name, "router_init", "a number >= 0", self.router_init)
+        check(self.expert_width >= 0, name, "expert_width", "an integer >= 0", self.expert_width)
+        check(self.n_blocks >= 0, name, "n_blocks", "an integer >= 0", self.n_blocks)
+        check(0.0 <= self.dropout < 1.0, name, "dropout", "a number in [0, 1)", self.dropout)
+        check(self.balance in ("mse", "switch"), name, "balance", "'mse' or 'switch'", self.balance)
+        check(self.projector_hidden >= 0, name, "projector_hidden", "an integer >= 0", self.projector_hidden)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Routing
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def expert_capacity(n_units: int, n_experts: int, routing: str, capacity_factor: float, top_k: int = 1) -> int:
+    """Units one expert takes: expert choice ``int(n_units / E × cf)``; token choice ``ceil(cf × n_units × k / E)``;
+    at least 1 and at most ``n_units``."""
+    if routing == "expert_choice":
+        k = int(n_units / n_experts * capacity_factor)
+    else:
+        k = math.ceil(capacity_factor * n_units * min(top_k, n_experts) / n_experts)
+    return max(1, min(n_units, k))
+
+
+def dispatch_mask(probs: torch.Tensor, routing: str, capacity_factor: float, top_k: int = 1) -> torch.Tensor:
+    """Which units go to which expert.
+
+    Parameters
+    ----------
+    probs : Tensor, shape (..., n_units, n_experts)
+        Routing probabilities.
+    routing : {"expert_choice", "token_choice"}
+
+    Returns
+    -------
+    Tensor of bool, shape (..., n_units, n_experts)
+    """
+    n_units, n_experts = probs.shape[-2], probs.shape[-1]
+    cap = expert_capacity(n_units, n_experts, routing, capacity_factor, top_k)
+    if routing == "expert_choice":
+        idx = probs.topk(cap, dim=-2).indices
+        return torch.zeros_like(probs, dtype=torch.bool).scatter_(-2, idx, True)
+    k = min(top_k, n_experts)
+    chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(k, dim=-1).indices, True)
+    # Units that did not pick an expert score -1 so an expert's capacity goes to its highest-probability choosers.
+    score = torch.where(chosen, probs, torch.full_like(probs, -1.0))
+    keep = torch.zeros_like(chosen).scatter_(-2, score.topk(cap, dim=-2).indices, True)
+    return chosen & keep
+
+
+class UnitRouter(nn.Module):
+    """Routes ``n_units`` scalar tokens among ``n_experts``, independently for ``n_groups`` parents.
+
+    logits[b, g, u, e] = x[b, g, u] · w[g, e] (+ bias[g, u, e]); probabilities = softmax over e.
+    """
+
+    def __init__(self, n_groups: int, n_units: int, n_experts: int, *, init: float, unit_bias: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(n_groups, n_experts).uniform_(-init, init))
+        self.unit_bias = nn.Parameter(torch.zeros(n_groups, n_units, n_experts)) if unit_bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (batch, n_groups, n_units) → probabilities (batch, n_groups, n_units, n_experts)."""
+        logits = x.unsqueeze(-1) * self.weight[:, None, :]
+        if self.unit_bias is not None:
+            logits = logits + self.unit_bias
+        return logits.softmax(dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Experts, batched over the experts of a level
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class GroupedLinear(nn.Module):
+    """``n`` independent Linear layers applied at once: x (batch, n, d_in) → (batch, n, d_out)."""
+
+    def __init__(self, n: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(d_in)
+        self.weight = nn.Parameter(torch.empty(n, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bni,nio->bno", x, self.weight) + self.bias
+
+
+class GroupedLayerNorm(nn.Module):
+    """LayerNorm over the last axis with one affine pair per expert: x (batch, n, d)."""
+
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(n, d))
+        self.bias = nn.Parameter(torch.zeros(n, d))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
+
+
+class GroupedResidualBlock(nn.Module):
+    """The MindEyeV2 residual block, one per expert: x + Linear(Dropout(GELU(Linear(LN(x)))))."""
+
+    def __init__(self, n: int, d: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = GroupedLayerNorm(n, d)
+        self.fc1 = GroupedLinear(n, d, d)
+        self.fc2 = GroupedLinear(n, d, d)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(self.drop(F.gelu(self.fc1(self.norm(x)))))
+
+
+class ExpertLevel(nn.Module):
+    """One level: a router per parent, the level's experts and their output heads.
+
+    Parameters
+    ----------
+    n_parents, units_per_parent : int
+        The level routes ``units_per_parent`` units of each of ``n_parents`` inputs (1 parent: the input layer).
+    children : int
+        Experts per parent; the level has ``n_parents × children`` experts, expert ``p·children + j`` belongs to
+        parent ``p``.
+    width : int
+        Hidden width of each expert.
+    n_blocks : int or None
+        Residual blocks per expert; ``None`` makes each expert a single Linear (MoRE-Brain's child experts).
+    """
+
+    def __init__(self, n_parents: int, units_per_parent: int, children: int, width: int, n_blocks: int | None,
+                 out_dim: int, config: MoEConfig) -> None:
+        super().__init__()
+        self.n_parents, self.units, self.n_children = n_parents, units_per_parent, children
+        self.n_experts = n_parents * children
+        self.width = width
+        self.routing, self.capacity_factor, self.top_k = config.routing, config.capacity_factor, config.top_k
+        self.noise, self.balance = config.router_noise, config.balance
+        self.router = UnitRouter(n_parents, units_per_parent, children, init=config.router_init,
+                                 unit_bias=config.router_unit_bias)
+        self.inp = GroupedLinear(self.n_experts, units_per_parent, width)
+        blocks = n_blocks or 0
+        self.blocks = nn.Sequential(*[GroupedResidualBlock(self.n_experts, width, config.dropout)
+                                      for _ in range(blocks)])
+        self.head = GroupedLinear(self.n_experts, width, out_dim)
+
+    def forward(self, x: torch.Tensor) -> dict:
+        """x (batch, n_parents, units) → dict with ``out`` (batch, out_dim) summed over experts, ``expert_out``
+        (batch, n_experts, out_dim), ``hidden``
+        (batch, n_experts, width), ``weights`` (batch, n_parents, units, children), ``probs``, ``mask``, ``lb``."""
+        probs = self.router(x)
+        if self.training and self.noise > 0:
+            probs = probs + torch.randn_like(probs) * self.noise
+        mask = dispatch_mask(probs.detach(), self.routing, self.capacity_factor, self.top_k)
+        weights = probs * mask
+        b = x.shape[0]
+        # (batch, parents, units, children) → (batch, experts, units): expert p·children + j sees parent p's units.
+        inp = (x.unsqueeze(-1) * weights).permute(0, 1, 3, 2).reshape(b, self.n_experts, self.units)
+        hidden = self.blocks(self.inp(inp))
+        expert_out = self.head(hidden)  # (batch, experts, out_dim)
+        out = expert_out.sum(dim=1)
+        mean_prob = probs.mean(dim=(0, 2))  # (parents, children)
+        if self.balance == "mse":
+            lb = load_balance_loss(mean_prob)
+        else:
+            counts = mask.float().sum(dim=(0, 2))
+            lb = switch_balance_loss(counts / counts.sum(-1, keepdim=True).clamp_min(1e-9), mean_prob)
+        return {"out": out, "expert_out": expert_out, "hidden": hidden, "weights": weights, "probs": probs,
+                "mask": mask, "lb": lb}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Routing records
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LevelRouting:
+    """Routing of one level over a set of trials (numpy, float32).
+
+    Attributes
+    ----------
+    weights : ndarray, shape (n_trials, n_units, n_experts)
+        Probability × selection of each unit for each expert (0 where the expert did not take the unit). Units are the
+        input layer's units (``source == "input"``) or, on deeper hierarchical levels, the parents' hidden units laid
+        end to end (parent p's units are rows ``p·units_per_parent ...``; zero outside the parent's own children).
+    usage : ndarray, shape (n_trials, n_experts)
+        Each expert's share of the level's routed weight in that trial (rows sum to 1).
+    parents : ndarray of int, shape (n_experts,)
+        Index of each expert's parent on the previous level; -1 where the level routes input units.
+    source : {"input", "parent"}
+    """
+
+    weights: np.ndarray
+    usage: np.ndarray
+    parents: np.ndarray
+    source: str
+
+    @property
+    def n_experts(self) -> int:
+        return int(self.usage.shape[1])
+
+
+@dataclass(frozen=True)
+class RoutingWeights:
+    """Per-level routing of a set of trials, from ``MoEEncoder.routing_weights``."""
+
+    subject: str
+    levels: list[LevelRouting]
+
+    @property
+    def n_experts(self) -> list[int]:
+        return [lv.n_experts for lv in self.levels]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Encoder
+# --------------------------------------------------------------------------------------------------------------------
+
+
+class MoEEncoder(BrainEncoder):
+    """MoRE-Brain Mixture-of-Experts encoder; see the module docstring and ``MoEConfig``.
+
+    ``subject_layers[name]`` is the subject's input layer ``Linear(n_voxels, hidden)``; routers are
+    ``levels[i].router``; ``param_groups("router_only", subject=new)`` trains the new subject's input layer and
+    every router while experts, heads and the projector stay frozen (MoRE-Brain's ``--train_router_only``).
+    """
+
+    config_class = MoEConfig
+    kind = "moe"
+
+    def __init__(self, config: MoEConfig, *, n_voxels, target_shape) -> None:
+        super().__init__(config, n_voxels=n_voxels, target_shape=target_shape)
+        c = self.config
+        cf = c.capacity_factor
+        levels = []
+        e0 = c.n_experts[0]
+        width0 = c.expert_width or max(1, int(c.hidden // e0 * cf))
+        for i, e in enumerate(c.n_experts):
+            if c.topology == "hierarchical" and i > 0:
+                prev = levels[-1]
+                children = e // c.n_experts[i - 1]
+                width = max(1, int(prev.width // children * cf))
+                levels.append(ExpertLevel(prev.n_experts, prev.width, children, width, None, self.embed_dim, c))
+            else:
+                width = width0 if i == 0 else max(1, int(c.hidden // e * cf))
+                levels.append(ExpertLevel(1, c.hidden, e, width, c.n_blocks, self.embed_dim, c))
+        self.levels = nn.ModuleList(levels)
+        d = self.target_shape[-1]
+        self.projector = RetrievalProjector(d, c.projector_hidden or d) if c.retrieval else None
+        self._init_subjects()
+
+    def _build_subject(self, n_voxels: int) -> nn.Module:
+        return nn.Linear(n_voxels, self.config.hidden)
+
+    def _router_parameters(self) -> dict[str, nn.Parameter]:
+        return {f"levels.{i}.router.{k}": p for i, lv in enumerate(self.levels)
+                for k, p in lv.router.named_parameters()}
+
+    def _run(self, betas: torch.Tensor, subject: str | None) -> tuple[torch.Tensor, list[dict]]:
+        betas, name = self._check_betas(betas, subject)
+        units = self.subject_layer(name)(betas)
+        results = []
+        for i, level in enumerate(self.levels):
+            if self.config.topology == "hierarchical" and i > 0:
+                x = results[-1]["hidden"]
+            else:
+                x = units.unsqueeze(1)
+            results.append(level(x))
+        return units, results
+
+    def forward(self, betas: torch.Tensor, subject: str | None = None) -> EncoderOutput:
+        """Encode betas (batch, n_voxels) of one subject.
+
+        Returns ``EncoderOutput`` with ``aux_losses["load_balance"]`` and ``extras["levels"]``
+        (n_levels, batch, *target_shape).
+        """
+        _, results = self._run(betas, subject)
+        b = betas.shape[0]
+        stack = torch.stack([r["out"] for r in results]).reshape(len(results), b, *self.target_shape)
+        emb = stack.mean(dim=0)
+        retrieval = self.projector(emb).flatten(1) if self.projector is not None else None
+        lb = torch.stack([r["lb"] for r in results]).mean()
+        return EncoderOutput(embedding=emb, retrieval=retrieval, aux_losses={"load_balance": lb},
+                             extras={"levels": stack})
+
+    def expert_outputs(self, betas: torch.Tensor, subject: str | None = None) -> list[torch.Tensor]:
+        """Each expert's own contribution, per level: (batch, n_experts, *target_shape); differentiable.
+
+        A level's output is the sum over its experts; ``forward``'s embedding is the mean over levels.
+        """
+        _, results = self._run(betas, subject)
+        b = betas.shape[0]
+        return [r["expert_out"].reshape(b, r["expert_out"].shape[1], *self.target_shape) for r in results]
+
+    @torch.no_grad()
+    def routing_weights(self, betas, subject: str | None = None, *, batch_size: int = 256) -> RoutingWeights:
+        """Routing of every level for a set of trials, in eval mode (no noise, no dropout).
+
+        Parameters
+        ----------
+        betas : array or Tensor, shape (n_trials, n_voxels)
+        subject : str, optional
+
+        Returns
+        -------
+        RoutingWeights
+            ``levels[i].weights`` (n_trials, n_units, n_experts) and ``levels[i].usage`` (n_trials, n_experts).
+        """
+        name = self.resolve_subject(subject)
+        was_training = self.training
+        self.eval()
+        try:
+            if torch.is_tensor(betas):
+                x_all = betas.detach().float()
+            else:
+                x_all = torch.as_tensor(np.asarray(betas, dtype=np.float32))
+            per_level: list[list[np.ndarray]] = [[] for _ in self.levels]
+            for s in range(0, x_all.shape[0], batch_size):
+                _, results = self._run(x_all[s:s + batch_size], name)
+                for i, r in enumerate(results):
+                    w = r["weights"].float()
+                    bsz, p, u, c = w.shape
+                    if p > 1:  # lay parents end to end, zeros outside each parent's own children
+                        eye = torch.eye(p, dtype=w.dtype, device=w.device)
+                        w = (w.unsqueeze(3) * eye[None, :, None, :, None]).reshape(bsz, p * u, p * c)
+                    else:
+                        w = w[:, 0]
+                    per_level[i].append(w.cpu().numpy())
+        finally:
+            self.train(was_training)
+        levels = []
+        for i, (lv, chunks) in enumerate(zip(self.levels, per_level)):
+            w = np.concatenate(chunks, axis=0).astype(np.float32)
+            mass = w.sum(axis=1)
+            usage = mass / np.maximum(mass.sum(axis=1, keepdims=True), 1e-12)
+            hier = self.config.topology == "hierarchical" and i > 0
+            parents = (np.arange(lv.n_experts) // lv.n_children) if hier else np.full(lv.n_experts, -1)
+            levels.append(LevelRouting(weights=w, usage=usage.astype(np.float32), parents=parents.astype(np.int64),
+                                       source="parent" if hier else "input"))
+        return RoutingWeights(subject=name, levels=levels)

@@ -1,0 +1,359 @@
+"""The demo generator: a small latent diffusion model for the 64×64 demo stimuli, sized to train and sample on a CPU.
+
+Parts (diffusers classes, so the demo runs through exactly the code real generators use):
+
+- VAE: ``AutoencoderKL`` 64×64×3 → 16×16×4 (two downsamplings, no attention), latents scaled to unit variance;
+- UNet: ``UNet2DConditionModel`` on 16×16 latents, channels 32/64/64, attention only at 8×8 and 4×4 (self-attention
+  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of width 64;
+- conditioning: a ``ConditioningAdapter`` from the demo image embedder's pooled 128-d vector to those 4 tokens, with
+  the learned null condition. The generator learns to invert the embedding (unCLIP / IP-Adapter-like), so any brain
+  encoder that predicts demo embeddings can drive it.
+
+Training recipe (``DemoTrainConfig``, fixed seed): render demo stimuli, embed them, train the VAE as a deterministic
+autoencoder (L1 + MSE on the decoded posterior mean, a small penalty on that mean), encode the latents, then train
+UNet + adapter on ε-prediction with min-SNR-γ weighting, the condition dropped to the null condition with p = 0.1, and
+an EMA of the weights. ``resources/build/build_demo_generator.py`` runs it and writes the shipped folder
+``resources/models/demo-generator/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.events import CancelToken, EtaClock, Log, Metric, Progress, Started, ensure_token
+
+FOLDER_NAME = "demo-generator"
+MANIFEST = "generator.json"
+
+
+@dataclass(frozen=True)
+class DemoGeneratorConfig:
+    """Architecture of the demo generator (stored in ``generator.json``)."""
+
+    image_size: int = 64
+    latent_channels: int = 4
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    attention_levels: tuple[bool, ...] = (False, True, True)
+    context_dim: int = 64
+    n_tokens: int = 4
+    attention_head_dim: int = 32
+    embed_dim: int = 128  # demo image embedder, pooled
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DemoGeneratorConfig":
+        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class DemoTrainConfig:
+    """The fixed recipe that builds the shipped weights (seeded; CPU)."""
+
+    seed: int = 0
+    n_images: int = 4000
+    stimulus_seed: int = 1234
+    vae_steps: int = 400
+    vae_batch: int = 16
+    vae_crop: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-4
+    unet_steps: int = 1500
+    unet_batch: int = 32
+    unet_lr: float = 5e-4
+    warmup: int = 100
+    drop_prob: float = 0.1
+    min_snr_gamma: float = 5.0
+    ema_decay: float = 0.998
+    threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads stall each other)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_vae(cfg: DemoGeneratorConfig):
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+                         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.vae_channels,
+                         layers_per_block=1, latent_channels=cfg.latent_channels, norm_num_groups=8,
+                         sample_size=cfg.image_size, mid_block_add_attention=False)
+
+
+def build_unet(cfg: DemoGeneratorConfig):
+    from diffusers import UNet2DConditionModel
+
+    down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.attention_levels)
+    up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.attention_levels))
+    return UNet2DConditionModel(sample_size=cfg.latent_size, in_channels=cfg.latent_channels,
+                                out_channels=cfg.latent_channels, layers_per_block=1,
+                                block_out_channels=cfg.unet_channels, down_block_types=down, up_block_types=up,
+                                cross_attention_dim=cfg.context_dim, attention_head_dim=cfg.attention_head_dim,
+                                norm_num_groups=16)
+
+
+def build_scheduler():
+    """The training noise schedule (SD-1.5's: 1000 steps, scaled-linear β 0.00085 → 0.012, ε-prediction)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         prediction_type="epsilon", clip_sample=False)
+
+
+def build_adapter(cfg: DemoGeneratorConfig):
+    from engine.recon.conditioning import ConditioningAdapter, ConditioningConfig
+
+    return ConditioningAdapter(ConditioningConfig(input_shape=(cfg.embed_dim,), n_tokens=cfg.n_tokens,
+                                                  context_dim=cfg.context_dim, pooled_tokens=cfg.n_tokens))
+
+
+def images_to_tensor(images_u8: np.ndarray):
+    """uint8 ``(N, H, W, 3)`` → float ``(N, 3, H, W)`` in [-1, 1] (the VAE's input range)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(images_u8)).permute(0, 3, 1, 2).float()
+    return x / 127.5 - 1.0
+
+
+def tensor_to_images(x) -> np.ndarray:
+    """float ``(N, 3, H, W)`` in [-1, 1] → uint8 ``(N, H, W, 3)``."""
+    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(dtype=__import__("torch").uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def min_snr_weights(scheduler, timesteps, gamma: float):
+    """Min-SNR-γ loss weights for ε-prediction: ``min(SNR, γ) / SNR`` (Hang et al. 2023)."""
+    import torch
+
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.minimum(snr, torch.full_like(snr, gamma)) / snr
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(),
+                         cfg: DemoGeneratorConfig = DemoGeneratorConfig(), *, cancel: CancelToken | None = None,
+                         images: np.ndarray | None = None, embeddings: np.ndarray | None = None,
+                         embedder_identity: str | None = None):
+    """Job: train the demo generator from scratch and write it to ``out_dir`` (atomically). Returns the folder.
+
+    Parameters
+    ----------
+    out_dir : path
+        Destination folder (replaced when it exists).
+    images : uint8 (n, 64, 64, 3), optional
+        Training images; default ``render_stimuli(recipe.n_images, seed=recipe.stimulus_seed)``.
+    embeddings : float (n, 128), optional
+        Their demo-embedder pooled vectors; default computed with ``load_image_embedder("demo")``.
+    """
+    import torch
+
+    cancel = ensure_token(cancel)
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    yield Started(job="build-demo-generator", run_dir=str(out_dir), total=recipe.vae_steps + recipe.unet_steps)
+    stimuli = "given images"
+    if images is None:
+        stimuli = f"engine.data.demo.stimuli.render_stimuli({recipe.n_images}, seed={recipe.stimulus_seed})"
+        from engine.data.demo.stimuli import render_stimuli
+
+        images = render_stimuli(recipe.n_images, seed=recipe.stimulus_seed, size=cfg.image_size).images
+    if embeddings is None:
+        from engine.models.embedders import load_image_embedder
+
+        embedder = load_image_embedder("demo", device="cpu")
+        embeddings = embedder.embed(images, tokens=False)
+        embedder_identity = embedder.identity
+    yield Log(f"{len(images)} images, embeddings {tuple(embeddings.shape)}")
+    gen = torch.Generator().manual_seed(recipe.seed)
+    n = len(images)
+
+    # ---- stage 1: VAE ------------------------------------------------------------------------------------------------
+    vae = build_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    clock = EtaClock(recipe.vae_steps + recipe.unet_steps)
+    for step in range(recipe.vae_steps):
+        cancel.raise_if_set()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, recipe.vae_steps, recipe.vae_lr, recipe.warmup)
+        idx = torch.randint(0, n, (recipe.vae_batch,), generator=gen)
+        x = images_to_tensor(images[idx.numpy()])
+        if recipe.vae_crop and recipe.vae_crop < x.shape[-1]:
+            # The autoencoder is fully convolutional: random crops train it at a quarter of the cost.
+            i, j = torch.randint(0, x.shape[-1] - recipe.vae_crop + 1, (2,), generator=gen).tolist()
+            x = x[:, :, i:i + recipe.vae_crop, j:j + recipe.vae_crop]
+        post = vae.encode(x).latent_dist
+        # Decode the posterior mean: with few CPU steps, sampling (log-variance starts at 0, i.e. unit noise) keeps
+        # the decoder from learning; a small penalty on the mean keeps the latents bounded instead of the KL.
+        rec = vae.decode(post.mean).sample
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + recipe.kl_weight * (post.mean ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == recipe.vae_steps - 1:
+            yield Metric("vae_loss", float(loss.detach()), step=step)
+        yield Progress(step + 1, clock.total, eta_s=clock.eta(step + 1), stage="vae")
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(images_to_tensor(images[i:i + 256])).latent_dist.mean
+                         for i in range(0, n, 256)])
+    scaling = float(1.0 / lat.std())
+    vae.register_to_config(scaling_factor=scaling)
+    lat = lat * scaling
+    yield Log(f"VAE done: latents {tuple(lat.shape[1:])}, scaling factor {scaling:.4f}")
+
+    # ---- stage 2: UNet + conditioning adapter ----------------------------------------------------------------------
+    from engine.recon.guidance import apply_drop, drop_mask
+
+    unet = build_unet(cfg)
+    adapter = build_adapter(cfg)
+    adapter.set_statistics(embeddings)
+    sched = build_scheduler()
+    emb = torch.from_numpy(np.asarray(embeddings, np.float32))
+    params = list(unet.parameters()) + list(adapter.parameters())
+    opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in params]
+    for step in range(recipe.unet_steps):
+        cancel.raise_if_set()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, recipe.unet_steps, recipe.unet_lr, recipe.warmup)
+        idx = torch.randint(0, n, (recipe.unet_batch,), generator=gen)
+        x0 = lat[idx]
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        xt = sched.add_noise(x0, noise, t)
+        cond = adapter(emb[idx])
+        tokens, _ = apply_drop(cond.tokens, None, adapter.null,
+                               drop_mask(len(idx), recipe.drop_prob, generator=gen))
+        pred = unet(xt, t, encoder_hidden_states=tokens).sample
+        w = min_snr_weights(sched, t, recipe.min_snr_gamma)
+        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        with torch.no_grad():
+            decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        if step % 50 == 0 or step == recipe.unet_steps - 1:
+            yield Metric("diffusion_loss", float(loss.detach()), step=step)
+        s = recipe.vae_steps + step + 1
+        yield Progress(s, clock.total, eta_s=clock.eta(s), stage="unet")
+    with torch.no_grad():
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    folder = save_demo_generator(out_dir, vae=vae, unet=unet, adapter=adapter, scheduler=sched, cfg=cfg,
+                                 recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli)
+    yield Log(f"demo generator written to {folder}")
+    return folder
+
+
+def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGeneratorConfig,
+                        recipe: DemoTrainConfig | None = None, embedder_identity: str | None = None,
+                        stimuli: str | None = None) -> Path:
+    """Write the generator folder (diffusers layout for vae/unet/scheduler, plus adapter and ``generator.json``)."""
+    from engine.atomic import atomic_dir
+
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        vae.save_pretrained(tmp / "vae", safe_serialization=True)
+        unet.save_pretrained(tmp / "unet", safe_serialization=True)
+        scheduler.save_pretrained(tmp / "scheduler")
+        adapter.save(tmp / "adapter")
+        manifest = {"kind": "demo", "schema": 1, "config": cfg.to_dict(), "embedder": "demo",
+                    "embedder_identity": embedder_identity, "condition": "pooled", "stimuli": stimuli,
+                    "recipe": recipe.to_dict() if recipe else None,
+                    "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return out_dir
+
+
+def refit_demo_adapter(folder: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(), *, steps: int = 600,
+                       lr: float = 1e-3, cancel: CancelToken | None = None, images: np.ndarray | None = None,
+                       embeddings: np.ndarray | None = None, embedder_identity: str | None = None):
+    """Job: retrain only the conditioning adapter of a demo generator folder (VAE and UNet frozen), in place.
+
+    For when the demo image embedder is rebuilt after the generator: the UNet keeps its condition space and a new
+    adapter learns to map the new embeddings into it (same diffusion loss, null-condition dropout and min-SNR weights
+    as the full recipe). Returns the folder.
+    """
+    import torch
+
+    from engine.recon.generators import load_demo_generator
+    from engine.recon.guidance import apply_drop, drop_mask
+
+    cancel = ensure_token(cancel)
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    yield Started(job="refit-demo-adapter", run_dir=str(folder), total=steps)
+    gen = load_demo_generator(folder, config=None)
+    cfg = DemoGeneratorConfig.from_dict(gen.info["config"])
+    if images is None:
+        from engine.data.demo.stimuli import render_stimuli
+
+        images = render_stimuli(recipe.n_images, seed=recipe.stimulus_seed, size=cfg.image_size).images
+    if embeddings is None:
+        from engine.models.embedders import load_image_embedder
+
+        embedder = load_image_embedder("demo", device="cpu")
+        embeddings = embedder.embed(images, tokens=False)
+        embedder_identity = embedder.identity
+    with torch.no_grad():
+        lat = torch.cat([gen.encode(images[i:i + 256]) for i in range(0, len(images), 256)]).float()
+    adapter = build_adapter(cfg)
+    adapter.set_statistics(embeddings)
+    sched = build_scheduler()
+    emb = torch.from_numpy(np.asarray(embeddings, np.float32))
+    opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-2)
+    gen_rng = torch.Generator().manual_seed(recipe.seed)
+    clock = EtaClock(steps)
+    for step in range(steps):
+        cancel.raise_if_set()
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, steps, lr, min(recipe.warmup, steps // 10 + 1))
+        idx = torch.randint(0, len(images), (recipe.unet_batch,), generator=gen_rng)
+        x0 = lat[idx]
+        noise = torch.randn(x0.shape, generator=gen_rng)
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen_rng)
+        cond = adapter(emb[idx])
+        tokens, _ = apply_drop(cond.tokens, None, adapter.null, drop_mask(len(idx), recipe.drop_prob,
+                                                                           generator=gen_rng))
+        pred = gen.unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=tokens).sample
+        loss = (min_snr_weights(sched, t, recipe.min_snr_gamma) * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == steps - 1:
+            yield Metric("diffusion_loss", float(loss.detach()), step=step)
+        yield Progress(step + 1, steps, eta_s=clock.eta(step + 1), stage="adapter")
+    folder = Path(folder)
+    adapter.save(folder / "adapter")
+    meta = dict(gen.info)
+    meta["embedder_identity"] = embedder_identity
+    meta["adapter_refit"] = {"steps": steps, "lr": lr,
+                             "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    from engine.atomic import atomic_write_json
+
+    atomic_write_json(folder / MANIFEST, meta)
+    yield Log(f"adapter refitted for embedder {embedder_identity}")
+    return folder

@@ -1,0 +1,458 @@
+"""Fine-tuning the decoder of a run: conditioning adapter (+ LoRA or cross-attention) on the run's encoder outputs.
+
+``finetune_job(run_dir, generator="demo", config=FinetuneConfig(...), cancel=...)`` trains, on the subject's training
+trials, what turns this run's predicted embeddings into images:
+
+- the conditioning adapter (always; started from the demo generator's own adapter when the run predicts the same
+  embedding, else fresh) and its learned null condition, with the condition dropped with ``drop_prob`` (0.1);
+- optionally the UNet: ``unet="lora"`` adds peft LoRA of rank ``lora_rank`` on the attention projections
+  (``to_q``, ``to_k``, ``to_v``, ``to_out.0``; plus ``ff.net.0.proj``, ``ff.net.2`` with ``lora_ff``), as MoRE-Brain;
+  ``unet="cross_attn"`` trains the cross-attention layers (``attn2``, ``norm2``) as upstream NeuroLens / MinD-Vis;
+- optionally the brain encoder itself (``joint_encoder``), with the auxiliary alignment loss
+  ``align_weight * (1 - cos(predicted, true embedding))`` (upstream NeuroLens "clipA": 0.03);
+- for a Mixture-of-Experts encoder, a ``TimestepRouter`` over its expert levels;
+- a ``BlurryRidge`` for the low-level image when the encoder has no blurry head.
+
+Loss: ε-MSE on the VAE latents of the seen images, with min-SNR-γ weights when ``min_snr_gamma`` is set.
+Everything is written to ``RUN_DIR/decoder/`` (atomically, after every epoch: a ``Checkpoint`` event each time; a
+cancelled job keeps the last complete epoch)::
+
+    decoder.json        generator, input shape, embedder, UNet mode, LoRA settings, config, steps
+    adapter/            ConditioningAdapter (config.json + model.safetensors)
+    unet_lora.safetensors | unet_cross_attn.safetensors   (when the UNet trains)
+    router/             TimestepRouter (MoE encoders)
+    encoder/            the jointly trained encoder (joint_encoder)
+    blurry.npz          BlurryRidge
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from engine.errors import Cancelled, CheckpointError, ConfigError
+from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
+
+DECODER_DIR = "decoder"
+DECODER_FILE = "decoder.json"
+UNET_MODES = ("frozen", "lora", "cross_attn")
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+LORA_FF_TARGETS = ("ff.net.0.proj", "ff.net.2")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Decoder fine-tuning settings.
+
+    Parameters
+    ----------
+    generator : str
+        ``"demo"`` or a local SD-1.5 / SDXL folder.
+    epochs, batch_size : int
+    lr : float
+        Learning rate of the adapter and router.
+    unet : {"frozen", "lora", "cross_attn"}
+    lora_rank : int
+    lora_alpha : float or None
+        LoRA scaling numerator (default: the rank, i.e. scale 1, as MoRE-Brain).
+    lora_ff : bool
+        Also put LoRA on the feed-forward projections.
+    unet_lr : float
+        Learning rate of the LoRA / cross-attention weights (MoRE-Brain: 1e-4).
+    drop_prob : float
+        Classifier-free-guidance condition dropout.
+    min_snr_gamma : float or None
+        Min-SNR-γ loss weighting (MoRE-Brain: 1.5; None = plain MSE).
+    joint_encoder : bool
+        Train the brain encoder too (torch encoders only), with ``encoder_lr`` and the alignment loss.
+    align_weight : float
+        Weight of ``1 - cos(predicted, true embedding)`` when the encoder trains.
+    router : bool
+        Learn a timestep router over the levels of a Mixture-of-Experts encoder.
+    max_steps : int or None
+        Stop after this many steps (for quick runs).
+    dtype : {"fp32", "bf16", "fp16", "auto"}
+        Precision of the generator while training (fp32 by default: the trained weights stay fp32).
+    """
+
+    generator: str = "demo"
+    epochs: int = 3
+    batch_size: int = 16
+    lr: float = 5e-4
+    unet: Literal["frozen", "lora", "cross_attn"] = "frozen"
+    lora_rank: int = 4
+    lora_alpha: float | None = None
+    lora_ff: bool = False
+    unet_lr: float = 1e-4
+    drop_prob: float = 0.1
+    min_snr_gamma: float | None = 5.0
+    joint_encoder: bool = False
+    encoder_lr: float = 1e-5
+    align_weight: float = 0.03
+    router: bool = True
+    blurry_alpha: float = 1.0
+    seed: int = 0
+    device: str | None = None
+    dtype: str = "fp32"
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.unet not in UNET_MODES:
+            raise ConfigError(f"finetune: key 'unet': expected one of {list(UNET_MODES)}, found {self.unet!r}")
+        for key in ("epochs", "batch_size", "lora_rank"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ConfigError(f"finetune: key '{key}': expected a positive integer, found {v!r}")
+        if not 0.0 <= self.drop_prob < 1.0:
+            raise ConfigError(f"finetune: key 'drop_prob': expected a number in [0, 1), found {self.drop_prob!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    decoder_dir: str
+    steps: int
+    loss: float
+
+
+@dataclass
+class Decoder:
+    """What reconstruction needs on top of a run's encoder: generator, adapter, optional router/blurry/encoder."""
+
+    generator: object
+    adapter: object
+    router: object = None
+    blurry: object = None
+    encoder_dir: Path | None = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# UNet training modes
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def lora_config(rank: int, alpha: float | None = None, ff: bool = False):
+    from peft import LoraConfig
+
+    targets = list(LORA_TARGETS) + (list(LORA_FF_TARGETS) if ff else [])
+    return LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else rank, init_lora_weights="gaussian",
+                      target_modules=targets)
+
+
+def add_lora(unet, rank: int, alpha: float | None = None, ff: bool = False) -> list:
+    """Add a peft LoRA adapter to the UNet's attention (and feed-forward) projections; return its parameters."""
+    unet.add_adapter(lora_config(rank, alpha, ff))
+    params = [p for n, p in unet.named_parameters() if "lora_" in n]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def cross_attn_parameters(unet) -> dict:
+    """The cross-attention layers (``attn2``) and their norms (``norm2``) of every transformer block."""
+    return {n: p for n, p in unet.named_parameters()
+            if ".transformer_blocks." in n and (".attn2." in n or ".norm2." in n)}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The job
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def _open_run_subject(run, subject):
+    from engine.data import open_subject
+    from engine.data.subject import Subject
+
+    if isinstance(subject, Subject):
+        return subject
+    if subject is None:
+        try:
+            subject = run.provenance()["subject"]["path"]
+        except (OSError, KeyError, TypeError, ValueError):
+            subject = None
+        if not subject:
+            raise CheckpointError(f"{run.path}: provenance.json does not name the subject's path; pass the subject")
+    return open_subject(subject)
+
+
+def encoder_outputs(model, betas: np.ndarray, subject_key: str, target_shape, *, batch_size: int = 256):
+    """(embeddings (n, *shape), levels (n_levels, n, *shape) or None, blurry (n, 3, H, W) or None) of a model."""
+    import torch
+
+    if hasattr(model, "coef_"):  # RidgeCV
+        return model.predict(betas).reshape(len(betas), *target_shape).astype(np.float32), None, None
+    embs, levels, blurs = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for s in range(0, len(betas), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(betas[s:s + batch_size], np.float32))
+            out = model(x, subject=subject_key)
+            embs.append(out.embedding.float().numpy())
+            if "levels" in out.extras:
+                levels.append(out.extras["levels"].float().numpy())
+            if "blurry" in out.extras:
+                blurs.append(out.extras["blurry"].float().numpy())
+    return (np.concatenate(embs), np.concatenate(levels, axis=1) if levels else None,
+            np.concatenate(blurs) if blurs else None)
+
+
+def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig | None = None,
+                 cancel: CancelToken | None = None, *, subject=None):
+    """Job: fine-tune the decoder of ``run_dir`` (see the module docstring). Returns ``FinetuneResult``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished encoder run.
+    generator : str, optional
+        Overrides ``config.generator`` (``"demo"`` or a local folder).
+    config : FinetuneConfig
+    subject : path or Subject, optional
+        Default: the subject named in the run's ``provenance.json``.
+    """
+    import torch
+
+    from engine.recon.conditioning import Condition, ConditioningAdapter
+    from engine.recon.demo_generator import min_snr_weights
+    from engine.recon.generators import GeneratorConfig, load_generator
+    from engine.recon.guidance import apply_drop, drop_mask
+    from engine.recon.timestep_router import TimestepRouter
+    from engine.train.dataset import split_groups
+    from engine.train.predict import load_encoder, load_normalizer, model_info
+    from engine.train.run import Run
+    from engine.train.targets import target_embeddings
+
+    cfg = config or FinetuneConfig()
+    if generator is not None:
+        cfg = dataclasses.replace(cfg, generator=str(generator))
+    cancel = ensure_token(cancel)
+    run = Run.open(run_dir)
+    info = model_info(run)
+    out_dir = run.path / DECODER_DIR
+    yield Started(job="finetune", run_dir=str(run.path))
+    subj = _open_run_subject(run, subject)
+    torch.manual_seed(cfg.seed)
+    rng = torch.Generator().manual_seed(cfg.seed)
+
+    gen = load_generator(GeneratorConfig(spec=cfg.generator, device=cfg.device, dtype=cfg.dtype))
+    yield Log(f"generator {gen.kind} ({gen.path}), {gen.image_size}px, context {gen.n_tokens}×{gen.context_dim}")
+
+    # ---- training data: the run's encoder outputs on the training trials, and the seen images' latents -----------
+    norm = load_normalizer(run)
+    _, _, rows = split_groups(subj, "train")
+    betas = norm.apply(subj.betas, rows)
+    images_of_rows = np.asarray(subj.trials.image_index)[rows].astype(np.int64)
+    shape = tuple(info["target_shape"])
+    encoder = load_encoder(run)
+    if cfg.joint_encoder and hasattr(encoder, "coef_"):
+        raise ConfigError("finetune: joint_encoder needs a torch encoder (mlp, mbm, moe), found a ridge run")
+    emb, levels, enc_blurry = encoder_outputs(encoder, betas, info["subject"], shape)
+    targets = target_embeddings(subj.images, info["embedder"], info["target"]).astype(np.float32)
+    uniq, pos = np.unique(images_of_rows, return_inverse=True)
+    yield Log(f"{len(rows)} training trials on {len(uniq)} images; encoding them with the generator's VAE")
+    lat = torch.cat([gen.encode(np.asarray(subj.images[uniq[s:s + 64]])).float().cpu()
+                     for s in range(0, len(uniq), 64)])
+
+    # ---- what trains ----------------------------------------------------------------------------------------------
+    same_space = (gen.adapter is not None and tuple(gen.adapter.config.input_shape) == shape
+                  and gen.embedder == info["embedder"])
+    if same_space:
+        adapter = copy.deepcopy(gen.adapter).float()
+        yield Log("adapter starts from the generator's own image-embedding adapter")
+    else:
+        adapter = ConditioningAdapter(gen.adapter_config(shape))
+    adapter.set_statistics(emb)
+    adapter.to(gen.device).train()
+    router = None
+    if levels is not None and cfg.router:
+        router = TimestepRouter(levels.shape[0], num_train_timesteps=1000).to(gen.device)
+        yield Log(f"timestep router over {levels.shape[0]} expert levels")
+    groups = [{"params": list(adapter.parameters()) + (list(router.parameters()) if router else []), "lr": cfg.lr}]
+    unet = gen.unet
+    unet_params: list = []
+    if cfg.unet == "lora":
+        unet_params = add_lora(unet, cfg.lora_rank, cfg.lora_alpha, cfg.lora_ff)
+    elif cfg.unet == "cross_attn":
+        named = cross_attn_parameters(unet)
+        if not named:
+            raise ConfigError(f"finetune: unet 'cross_attn': the generator's UNet has no attn2 layers")
+        unet_params = list(named.values())
+        for p in unet_params:
+            p.requires_grad_(True)
+    if unet_params:
+        groups.append({"params": unet_params, "lr": cfg.unet_lr})
+    if cfg.joint_encoder:
+        encoder.train()
+        groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    params = [p for g in groups for p in g["params"]]
+
+    from diffusers import DDPMScheduler
+
+    # The generator's own noise schedule (an SD folder ships a PNDM config; the betas are what matter here).
+    sched = DDPMScheduler.from_config({k: v for k, v in gen.scheduler_config.items() if not k.startswith("_")})
+    n_train = sched.config.num_train_timesteps
+    emb_t = torch.from_numpy(emb)
+    lev_t = None if levels is None else torch.from_numpy(levels)
+    tgt_t = torch.from_numpy(targets[images_of_rows])
+    betas_t = torch.from_numpy(betas)
+    n = len(rows)
+    per_epoch = max(1, n // cfg.batch_size)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs, cfg.max_steps)
+    clock = EtaClock(total)
+    step, last_loss, saved = 0, float("nan"), None
+    try:
+        for epoch in range(cfg.epochs):
+            order = torch.randperm(n, generator=rng)
+            for b in range(per_epoch):
+                if step >= total:
+                    break
+                cancel.raise_if_set()
+                idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x0 = lat[torch.from_numpy(pos[idx.numpy()])].to(gen.device)
+                noise = torch.randn(x0.shape, generator=rng).to(gen.device)
+                t = torch.randint(0, n_train, (len(idx),), generator=rng).to(gen.device)
+                xt = sched.add_noise(x0, noise, t)
+                if cfg.joint_encoder:
+                    out = encoder(betas_t[idx], subject=info["subject"])
+                    e, lv = out.embedding, out.extras.get("levels")
+                else:
+                    e = emb_t[idx]
+                    lv = None if lev_t is None else lev_t[:, idx]
+                e_in = router.mix(lv.to(gen.device), t) if router is not None and lv is not None else e
+                cond = adapter(e_in.to(gen.device).float())
+                tokens, pooled = apply_drop(cond.tokens, cond.pooled, adapter.null,
+                                            drop_mask(len(idx), cfg.drop_prob, generator=rng, device=gen.device))
+                pred = gen.predict_noise(xt, t, Condition(tokens, pooled)).float()
+                per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
+                if cfg.min_snr_gamma:
+                    per = per * min_snr_weights(sched, t, cfg.min_snr_gamma)
+                loss = per.mean()
+                if cfg.joint_encoder and cfg.align_weight > 0:
+                    cos = torch.nn.functional.cosine_similarity(e.flatten(1), tgt_t[idx].flatten(1), dim=1)
+                    align = (1 - cos).mean()
+                    loss = loss + cfg.align_weight * align
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                step += 1
+                last_loss = float(loss.detach())
+                yield Metric("diffusion_loss", last_loss, step=step)
+                yield Progress(step, total, eta_s=clock.eta(step), stage=f"finetune epoch {epoch + 1}")
+            saved = _save_decoder(out_dir, cfg, gen, adapter, router, encoder if cfg.joint_encoder else None,
+                                  info, step, emb, enc_blurry, subj.images, images_of_rows, levels, rows)
+            yield Checkpoint(path=str(saved), step=step)
+            if step >= total:
+                break
+    except Cancelled as e:
+        raise Cancelled(str(e), checkpoint=saved) from None
+    yield Finished(status="done", summary={"step": step, "diffusion_loss": last_loss})
+    return FinetuneResult(str(out_dir), step, last_loss)
+
+
+def _save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encoder, info: dict, step: int,
+                  emb: np.ndarray, enc_blurry, images, images_of_rows, levels, rows) -> Path:
+    from engine.atomic import atomic_dir, atomic_save_safetensors, atomic_write_json
+    from engine.recon.blurry import BlurryRidge
+
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        adapter.save(tmp / "adapter")
+        lora = None
+        if cfg.unet == "lora":
+            from peft.utils import get_peft_model_state_dict
+
+            atomic_save_safetensors(tmp / "unet_lora.safetensors", get_peft_model_state_dict(gen.unet))
+            lora = {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha, "ff": cfg.lora_ff}
+        elif cfg.unet == "cross_attn":
+            atomic_save_safetensors(tmp / "unet_cross_attn.safetensors",
+                                    {k: v.detach() for k, v in cross_attn_parameters(gen.unet).items()})
+        if router is not None:
+            router.save(tmp / "router")
+        if encoder is not None:
+            encoder.save(tmp / "encoder", overwrite=False)
+        if enc_blurry is None:
+            sel = np.random.default_rng(0).permutation(len(rows))[:4000]
+            BlurryRidge(cfg.blurry_alpha).fit(emb[sel], take_images(images, images_of_rows[sel])).save(
+                tmp / "blurry.npz")
+        atomic_write_json(tmp / DECODER_FILE, {
+            "schema": 1, "generator": gen.path, "generator_kind": gen.kind,
+            "input_shape": list(adapter.config.input_shape),
+            "embedder": info.get("embedder"), "target": info.get("target"), "unet": cfg.unet, "lora": lora,
+            "router": router is not None, "joint_encoder": encoder is not None, "config": cfg.to_dict(),
+            "steps": step, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    return out_dir
+
+
+def take_images(images, index: np.ndarray) -> np.ndarray:
+    """``images[index]`` for any index order (lazy arrays are read once per distinct image, in ascending order)."""
+    uniq, inv = np.unique(np.asarray(index, np.int64), return_inverse=True)
+    return np.asarray(images[uniq])[inv]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Loading a decoder back
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def load_decoder(run_dir, generator_config=None, *, info: dict | None = None) -> Decoder:
+    """The fine-tuned decoder of a run (``RUN_DIR/decoder/``), or, when there is none, the demo generator's own
+    adapter if the run predicts demo-embedder vectors of the generator's input shape (zero-shot).
+
+    Parameters
+    ----------
+    generator_config : GeneratorConfig, optional
+        Device/dtype/compile options; its ``spec`` overrides the decoder's generator when not ``"demo"``.
+    """
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.recon.blurry import BlurryRidge
+    from engine.recon.conditioning import ConditioningAdapter
+    from engine.recon.generators import GeneratorConfig, load_generator
+    from engine.recon.timestep_router import TimestepRouter
+
+    folder = Path(run_dir) / DECODER_DIR
+    gcfg = generator_config or GeneratorConfig()
+    if not (folder / DECODER_FILE).is_file():
+        gen = load_generator(gcfg)
+        shape = tuple((info or {}).get("target_shape", ()))
+        if gen.adapter is not None and shape == tuple(gen.adapter.config.input_shape) \
+                and (info or {}).get("embedder") == gen.embedder:
+            return Decoder(gen, gen.adapter, info={"zero_shot": True})
+        raise ConfigError(f"{run_dir}: no fine-tuned decoder (missing {DECODER_DIR}/{DECODER_FILE}) and the "
+                          f"generator cannot read this run's embeddings directly; run "
+                          f"'neurolens finetune {run_dir}' first")
+    meta = json.loads((folder / DECODER_FILE).read_text(encoding="utf-8"))
+    spec = meta["generator"] if gcfg.spec == "demo" else gcfg.spec
+    gen = load_generator(dataclasses.replace(gcfg, spec=spec))
+    adapter = ConditioningAdapter.load(folder / "adapter").to(gen.device).eval()
+    if meta.get("unet") == "lora":
+        from peft import set_peft_model_state_dict
+
+        lora = meta["lora"]
+        gen.unet.add_adapter(lora_config(lora["rank"], lora.get("alpha"), lora.get("ff", False)))
+        set_peft_model_state_dict(gen.unet, load_file(str(folder / "unet_lora.safetensors")))
+        gen.unet.to(gen.device, gen.dtype).requires_grad_(False)
+    elif meta.get("unet") == "cross_attn":
+        state = load_file(str(folder / "unet_cross_attn.safetensors"))
+        own = cross_attn_parameters(gen.unet)
+        if set(state) != set(own):
+            raise CheckpointError(f"{folder}: unet_cross_attn.safetensors does not match the generator's UNet")
+        with torch.no_grad():
+            for k, v in state.items():
+                own[k].copy_(v.to(own[k].dtype))
+    router = TimestepRouter.load(folder / "router").to(gen.device).eval() if (folder / "router").is_dir() else None
+    blurry = BlurryRidge.load(folder / "blurry.npz") if (folder / "blurry.npz").is_file() else None
+    enc = folder / "encoder" if (folder / "encoder").is_dir() else None
+    return Decoder(gen, adapter, router=router, blurry=blurry, encoder_dir=enc, info=meta)

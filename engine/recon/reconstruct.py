@@ -1,0 +1,264 @@
+"""The reconstruction job: a run's predicted embeddings → images, written with ``index.json`` (``engine.recon.index``).
+
+``reconstruct_job(run_dir, subject, split="test", samples=K, guidance=S, steps=N, sampler=..., seed=X, out_dir=...)``
+
+1. predicts the embedding of every image of the split (test repeats: the single-trial predictions averaged in
+   embedding space, ``average_embeddings``, as MindEyeV2 and MoRE-Brain do, or the betas averaged first,
+   ``average_voxels``);
+2. loads the run's decoder (``finetune``'s ``RUN_DIR/decoder/``; without one the demo generator reads demo-embedder
+   predictions directly);
+3. samples ``K`` images per image with classifier-free guidance against the learned null condition (one seed per
+   image and sample, so a result does not depend on batching), optionally from the blurry image (img2img);
+4. writes ``samples/``, ``gt/``, ``blurry/``, ``index.json`` and ``embeddings.npz`` into ``out_dir`` atomically
+   (a cancelled job leaves no half-written folder).
+
+Events: ``Started``, ``Progress`` per denoising step, ``Preview("denoise", step, image, trial=image_index)`` of the
+first image of each batch every ``preview_every`` steps, ``Log``, ``Finished``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import ConfigError, DataError
+from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
+
+REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
+
+
+@dataclass(frozen=True)
+class ReconResult:
+    out_dir: str
+    n_images: int
+    n_samples: int
+
+
+@dataclass
+class BrainPrediction:
+    """Per image of the split: predicted embeddings, optional per-level stacks and blurry images, true targets."""
+
+    image_index: np.ndarray  # (n,)
+    trials: list  # per image, the trial rows combined
+    embeddings: np.ndarray  # (n, *shape)
+    targets: np.ndarray  # (n, *shape)
+    levels: np.ndarray | None = None  # (n_levels, n, *shape)
+    blurry: np.ndarray | None = None  # (n, 3, H, W) in [0, 1]
+
+
+def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Path | None = None,
+                  want_levels: bool = False) -> BrainPrediction:
+    """The run's predictions for ``split`` (through ``engine.train.predict`` unless a jointly trained encoder or
+    the per-level outputs are needed)."""
+    from engine.train.dataset import average_groups, split_groups
+    from engine.train.predict import load_encoder, load_normalizer, model_info, predict_embeddings
+
+    mode = REPEAT_MODES.get(repeat_mode)
+    if mode is None:
+        raise ConfigError(f"repeat_mode: expected one of {list(REPEAT_MODES)}, found {repeat_mode!r}")
+    info = model_info(run)
+    image_index, groups, rows = split_groups(subject, split)
+    if len(rows) == 0:
+        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    trials = [[int(rows[g]) for g in grp if g >= 0] for grp in groups]
+    if encoder_dir is None and not want_levels:
+        p = predict_embeddings(run, subject, split, mode)
+        if not np.array_equal(p.image_index, image_index):
+            raise DataError(subject.path or subject.name, "prediction rows do not match the split's images")
+        return BrainPrediction(p.image_index, trials, p.embeddings, p.targets, None, p.blurry)
+    from engine.recon.finetune import encoder_outputs
+    from engine.train.targets import target_embeddings
+
+    if encoder_dir is not None:
+        from engine.models.base import BrainEncoder
+
+        model = BrainEncoder.load(encoder_dir).eval()
+    else:
+        model = load_encoder(run)
+    betas = load_normalizer(run).apply(subject.betas, rows)
+    shape = tuple(info["target_shape"])
+    if mode == "average_voxels":
+        emb, levels, blur = encoder_outputs(model, average_groups(betas, groups), info["subject"], shape)
+    else:
+        emb, levels, blur = encoder_outputs(model, betas, info["subject"], shape)
+        emb = average_groups(emb, groups)
+        if levels is not None:
+            levels = np.stack([average_groups(lv, groups) for lv in levels])
+        if blur is not None:
+            blur = average_groups(blur, groups)
+    targets = target_embeddings(subject.images, info["embedder"], info["target"])[image_index]
+    return BrainPrediction(image_index, trials, emb.astype(np.float32), targets.astype(np.float32), levels, blur)
+
+
+def _stale_demo_adapter(decoder) -> str | None:
+    """A warning when the demo generator's own adapter was trained for another build of the demo embedder."""
+    gen = decoder.generator
+    trained_for = gen.info.get("embedder_identity") if isinstance(gen.info, dict) else None
+    if not decoder.info.get("zero_shot") or gen.kind != "demo" or not trained_for:
+        return None
+    from engine.models.embedders.base import file_digest
+    from engine.models.embedders.demo import CONFIG_FILE, WEIGHTS_FILE, default_folder
+
+    folder = default_folder()
+    try:
+        current = f"demo:{file_digest([folder / CONFIG_FILE, folder / WEIGHTS_FILE])}"
+    except OSError:
+        return None
+    if current == trained_for:
+        return None
+    return ("the demo generator's adapter was trained for another build of the demo image embedder "
+            f"({trained_for}, now {current}); run 'neurolens finetune' on this run, or refit it with "
+            "python resources/build/build_demo_generator.py --refit-adapter")
+
+
+def _png(path: Path, image: np.ndarray) -> str:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
+    return str(path)
+
+
+def sample_seed(seed: int, image_index: int, k: int) -> int:
+    """The noise seed of sample ``k`` of image ``image_index`` (independent of batching)."""
+    return (int(seed) * 1_000_003 + int(image_index) * 1009 + int(k)) % (2**63 - 1)
+
+
+def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, samples: int = 4, guidance: float = 3.0,
+                    steps: int = 25, sampler: str = "ddim", seed: int = 0, out_dir=None,
+                    repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
+                    generator: str | None = None, device: str | None = None, dtype: str = "auto",
+                    batch_size: int = 8, preview_every: int = 5, method: str | None = None,
+                    cancel: CancelToken | None = None):
+    """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
+
+    Parameters
+    ----------
+    run_dir : path
+        A finished encoder run (with ``decoder/`` after ``finetune``).
+    subject : path or Subject, optional
+        Default: the subject named in the run's provenance.
+    trials : sequence of int, optional
+        Only the images whose trials include one of these trial rows.
+    samples, guidance, steps, sampler, seed
+        Samples per image, CFG scale, denoising steps, ``"ddim"`` or ``"dpmpp"``, base seed.
+    out_dir : path, optional
+        Default ``RUN_DIR/recon/<split>``; replaced when it exists.
+    img2img_strength : float, optional
+        Start from the blurry image, re-running this share of the schedule.
+    generator : str, optional
+        Override the decoder's generator (``"demo"`` or a folder).
+    """
+    import torch
+
+    from engine.atomic import atomic_dir
+    from engine.recon.blurry import resize, to_uint8
+    from engine.recon.finetune import _open_run_subject, load_decoder
+    from engine.recon.generators import GeneratorConfig
+    from engine.recon.index import (ReconIndex, ReconItem, blurry_name, gt_name, sample_name, save_embeddings)
+    from engine.recon.sampler import SamplerConfig, denoise
+    from engine.train.predict import model_info
+    from engine.train.run import Run
+
+    cancel = ensure_token(cancel)
+    if isinstance(samples, bool) or int(samples) < 1:
+        raise ConfigError(f"samples: expected a positive integer, found {samples!r}")
+    scfg = SamplerConfig(sampler=sampler, steps=int(steps), guidance=float(guidance), seed=int(seed),
+                         strength=img2img_strength)
+    run = Run.open(run_dir)
+    info = model_info(run)
+    out_dir = Path(out_dir) if out_dir is not None else run.path / "recon" / split
+    yield Started(job="reconstruct", run_dir=str(run.path))
+    subj = _open_run_subject(run, subject)
+    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
+    gen = decoder.generator
+    stale = _stale_demo_adapter(decoder)
+    if stale:
+        yield Log(stale, level="warning")
+    pred = predict_split(run, subj, split, repeat_mode, encoder_dir=decoder.encoder_dir,
+                         want_levels=decoder.router is not None)
+    keep = np.arange(len(pred.image_index))
+    if trials is not None:
+        wanted = {int(t) for t in trials}
+        keep = np.array([i for i, ts in enumerate(pred.trials) if wanted & set(ts)], np.int64)
+        if len(keep) == 0:
+            raise DataError(subj.path or subj.name, f"none of the trials {sorted(wanted)[:8]} is in split "
+                                                    f"'{split}'", key="trials")
+    blurry = pred.blurry
+    if blurry is None and decoder.blurry is not None:
+        blurry = decoder.blurry.predict(pred.embeddings)
+    if img2img_strength is not None and blurry is None:
+        raise ConfigError("img2img_strength needs a blurry image: the run's encoder has no low-level head and the "
+                          "decoder has no blurry ridge (run finetune)")
+    blurry_u8 = None if blurry is None else resize(to_uint8(blurry), gen.image_size)
+    labels = subj.stimuli.labels
+    cats = subj.stimuli.categories
+    k_samples = int(samples)
+    per_batch = max(1, int(batch_size) // k_samples)
+    n_batches = -(-len(keep) // per_batch)
+    total = n_batches * scfg.steps
+    clock = EtaClock(total)
+    yield Log(f"{len(keep)} images × {k_samples} samples, {scfg.sampler} {scfg.steps} steps, guidance "
+              f"{scfg.guidance}, generator {gen.kind} ({gen.image_size}px)")
+    done = 0
+    items: list[ReconItem] = []
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        for b in range(n_batches):
+            sel = keep[b * per_batch:(b + 1) * per_batch]
+            img_idx = pred.image_index[sel]
+            emb = torch.from_numpy(pred.embeddings[sel]).to(gen.device)
+            null = decoder.adapter.null_condition(len(sel) * k_samples)
+            with torch.no_grad():
+                if decoder.router is not None and pred.levels is not None:
+                    lv = torch.from_numpy(pred.levels[:, sel]).to(gen.device)
+
+                    def cond(t, lv=lv):
+                        with torch.no_grad():
+                            return decoder.adapter(decoder.router.mix(lv, t.reshape(1))).repeat(k_samples)
+                else:
+                    cond = decoder.adapter(emb).repeat(k_samples)
+            seeds = [sample_seed(seed, int(i), k) for i in img_idx for k in range(k_samples)]
+            init = None
+            if img2img_strength is not None:
+                init = gen.encode(np.repeat(blurry_u8[sel], k_samples, axis=0))
+            loop = denoise(gen, cond, null, scfg, seeds=seeds, init_latents=init, cancel=cancel)
+            while True:
+                try:
+                    state = next(loop)
+                except StopIteration as stop:
+                    latents = stop.value
+                    break
+                done += 1
+                yield Progress(done, total, eta_s=clock.eta(done), stage="reconstruct")
+                if preview_every and (state.step % preview_every == 0 or state.step == state.total):
+                    yield Preview(kind="denoise", step=state.step, image=gen.decode(state.x0[:1])[0],
+                                  trial=int(img_idx[0]))
+            images = gen.decode(latents)
+            for j, i in enumerate(img_idx):
+                i = int(i)
+                names = []
+                for k in range(k_samples):
+                    _png(tmp / sample_name(i, k), images[j * k_samples + k])
+                    names.append(sample_name(i, k))
+                _png(tmp / gt_name(i), np.asarray(subj.images[i]))
+                bname = None
+                if blurry_u8 is not None:
+                    _png(tmp / blurry_name(i), blurry_u8[sel[j]])
+                    bname = blurry_name(i)
+                lab = None if labels is None else int(labels[i])
+                category = cats[lab] if lab is not None and 0 <= lab < len(cats) else None
+                items.append(ReconItem(image_index=i, trials=pred.trials[sel[j]], category=category,
+                                       ground_truth=gt_name(i), blurry=bname, samples=names))
+        settings = {"generator": gen.path, "guidance": scfg.guidance, "steps": scfg.steps, "sampler": scfg.sampler,
+                    "seed": scfg.seed, "samples": k_samples, "repeat_mode": repeat_mode,
+                    "img2img_strength": img2img_strength, "image_size": gen.image_size}
+        label = method or f"{run.config.name} ({info.get('kind')}) + {gen.kind} generator"
+        ReconIndex(subject=str(subj.path) if subj.path else subj.name, run=str(run.path), split=split,
+                   method=label, settings=settings, embedder=info.get("embedder"), items=items).save(tmp)
+        save_embeddings(tmp, pred.image_index[keep], pred.embeddings[keep], pred.targets[keep])
+    yield Finished(status="done", summary={"out_dir": str(out_dir), "n_images": len(keep),
+                                           "n_samples": len(keep) * k_samples})
+    return ReconResult(str(out_dir), len(keep), len(keep) * k_samples)
+

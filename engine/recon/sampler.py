@@ -1,0 +1,164 @@
+"""One readable sampling loop over a diffusers scheduler, with classifier-free guidance and per-step previews.
+
+``denoise(generator, cond, null, config)`` is a Python generator: it yields a ``StepState`` after every denoising step
+(step number, current latents and the model's current estimate of the clean latents, for previews) and returns the
+final latents. ``sample_latents`` runs it to the end with an optional callback. Steps:
+
+1. timesteps from the scheduler (DDIM or DPM-Solver++), cut to the last ``strength`` share for img2img;
+2. initial latents: seeded Gaussian noise per item (one ``torch.Generator`` per item, so an item's result does not
+   depend on the batch it was sampled in), or the noised init latents for img2img;
+3. per step: one UNet call on [null; cond] (two halves of one batch), guidance, scheduler step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+from engine.errors import ConfigError
+from engine.events import CancelToken, ensure_token
+from engine.recon.conditioning import Condition
+from engine.recon.guidance import combine
+
+SAMPLERS = ("ddim", "dpmpp")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """Sampling settings.
+
+    Parameters
+    ----------
+    sampler : {"ddim", "dpmpp"}
+        DDIM (η = 0) or DPM-Solver++ (2nd order, multistep).
+    steps : int
+        Denoising steps (upstream NeuroLens: DDIM 30).
+    guidance : float
+        Classifier-free guidance scale (0: unconditional, 1: no guidance; upstream NeuroLens 3).
+    seed : int
+        Base seed; item ``i`` uses its own seed from ``seeds``.
+    strength : float or None
+        img2img: share of the schedule re-run from the init latents (1.0 = from pure noise); None = no init.
+    """
+
+    sampler: str = "ddim"
+    steps: int = 25
+    guidance: float = 3.0
+    seed: int = 0
+    strength: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler: expected one of {list(SAMPLERS)}, found {self.sampler!r}")
+        if isinstance(self.steps, bool) or int(self.steps) < 1 or int(self.steps) > 1000:
+            raise ConfigError(f"steps: expected an integer in 1..1000, found {self.steps!r}")
+        if self.guidance < 0:
+            raise ConfigError(f"guidance: expected a number >= 0, found {self.guidance!r}")
+        if self.strength is not None and not 0.0 < self.strength <= 1.0:
+            raise ConfigError(f"img2img strength: expected a number in (0, 1], found {self.strength!r}")
+
+
+@dataclass
+class StepState:
+    """One finished denoising step: ``step`` (1-based) of ``total``, latents and the clean-latent estimate."""
+
+    step: int
+    total: int
+    timestep: int
+    latents: object
+    x0: object
+
+
+def make_scheduler(scheduler_config: dict, sampler: str):
+    """A fresh sampling scheduler with the generator's noise schedule (betas, timesteps, prediction type)."""
+    from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
+
+    cfg = {k: v for k, v in scheduler_config.items() if not k.startswith("_")}
+    if sampler == "ddim":
+        return DDIMScheduler.from_config(cfg, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    if sampler == "dpmpp":
+        return DPMSolverMultistepScheduler.from_config(cfg, algorithm_type="dpmsolver++", solver_order=2)
+    raise ConfigError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
+
+
+def initial_noise(shape: tuple[int, ...], seeds: Sequence[int], *, device=None, dtype=None):
+    """Gaussian noise ``(len(seeds), *shape)``, each row from its own CPU generator (reproducible across devices)."""
+    import torch
+
+    rows = [torch.randn(shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
+    return torch.stack(rows).to(device=device, dtype=dtype)
+
+
+def denoise(generator, cond: Condition, null: Condition, config: SamplerConfig, *, seeds: Sequence[int] | None = None,
+            init_latents=None, cancel: CancelToken | None = None) -> Iterator[StepState]:
+    """Sample latents for a batch of conditions; yields a ``StepState`` per step and returns the final latents.
+
+    Parameters
+    ----------
+    generator : Generator
+    cond : Condition or callable
+        The batch's conditions, or ``cond(t) -> Condition`` when the condition depends on the timestep (the
+        timestep router).
+    null : Condition
+        The null condition (same batch size), from the same conditioning adapter.
+    config : SamplerConfig
+    seeds : sequence of int, optional
+        One seed per item; default ``config.seed + i``.
+    init_latents : Tensor (batch, C, h, w), optional
+        img2img starting latents (with ``config.strength``).
+    """
+    import torch
+
+    cancel = ensure_token(cancel)
+    batch = null.batch
+    cond_at = cond if callable(cond) else (lambda t: cond)
+    seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(batch)]
+    sched = make_scheduler(generator.scheduler_config, config.sampler)
+    sched.set_timesteps(config.steps, device=generator.device)
+    timesteps = sched.timesteps
+    shape = (generator.latent_channels, generator.latent_size, generator.latent_size)
+    noise = initial_noise(shape, seeds, device=generator.device, dtype=torch.float32)
+    if init_latents is not None and config.strength is not None and config.strength < 1.0:
+        start = config.steps - max(1, int(round(config.steps * config.strength)))
+        timesteps = timesteps[start * sched.order:]
+        if hasattr(sched, "set_begin_index"):
+            sched.set_begin_index(start * sched.order)
+        latents = sched.add_noise(init_latents.to(generator.device, torch.float32), noise, timesteps[:1])
+    else:
+        latents = noise * sched.init_noise_sigma
+
+    s = float(config.guidance)
+    alphas = sched.alphas_cumprod.to(generator.device)
+    total = len(timesteps)
+    with torch.no_grad():
+        for i, t in enumerate(timesteps):
+            cancel.raise_if_set()
+            c = cond_at(t)
+            if c.batch != batch:
+                raise ConfigError(f"condition batch {c.batch} != null condition batch {batch}")
+            both = null.cat(c) if s not in (0.0, 1.0) else (null if s == 0.0 else c)
+            x = torch.cat([latents, latents]) if both.batch == 2 * batch else latents
+            x = sched.scale_model_input(x, t)
+            eps = generator.predict_noise(x, t, both).float()
+            if both.batch == 2 * batch:
+                eps_null, eps_cond = eps.chunk(2)
+                eps = combine(eps_null, eps_cond, s)
+            a = alphas[int(t)]
+            x0 = (latents - (1 - a).sqrt() * eps) / a.sqrt()
+            latents = sched.step(eps, t, latents).prev_sample
+            yield StepState(step=i + 1, total=total, timestep=int(t), latents=latents, x0=x0)
+    return latents
+
+
+def sample_latents(generator, cond: Condition, null: Condition, config: SamplerConfig, *,
+                   seeds: Sequence[int] | None = None, init_latents=None, cancel: CancelToken | None = None,
+                   callback: Callable[[StepState], None] | None = None):
+    """Run ``denoise`` to the end; ``callback(state)`` after every step. Returns latents ``(batch, C, h, w)``."""
+    loop = denoise(generator, cond, null, config, seeds=seeds, init_latents=init_latents, cancel=cancel)
+    while True:
+        try:
+            state = next(loop)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(state)

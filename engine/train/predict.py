@@ -1,0 +1,176 @@
+"""Predicted embeddings from a trained run: what the reconstruction stage and the GUI consume.
+
+>>> pred = predict_embeddings("runs/demo-mlp", "demo-sub01.nlsubj", split="test")
+>>> pred.embeddings.shape, pred.targets.shape        # (n_test_images, *target_shape) twice
+>>> pred.per_repeat.shape                            # (n_test_images, max_repeats, *target_shape), NaN-padded
+
+The run's ``model/`` folder holds ``run_model.json`` (kind, subject, target shape, embedder), the voxel selection and
+z-scoring statistics (``normalization.safetensors``) and either ``encoder/`` (a torch ``BrainEncoder`` folder) or
+``ridge/`` (a ``RidgeCV`` folder). Betas are normalised with the *training* statistics before the model sees them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import CheckpointError, ConfigError, DataError
+from engine.train.dataset import Normalizer, average_groups, split_groups
+from engine.train.run import Run
+
+MODEL_INFO = "run_model.json"
+NORMALIZATION = "normalization.safetensors"
+REPEAT_MODES = ("average_outputs", "average_voxels")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Predictions of a run for one split of a subject, one row per image (ascending image index).
+
+    Attributes
+    ----------
+    image_index : int64 array (n,)
+        Rows into ``subject.images``.
+    embeddings : float32 array (n, *target_shape)
+        Predicted target embeddings, combined over repeats as ``repeat_mode`` says.
+    targets : float32 array (n, *target_shape)
+        The true embeddings of the seen images (same embedder as training).
+    per_repeat : float32 array (n, R, *target_shape) or None
+        Single-trial predictions (``average_outputs`` only); NaN where an image has fewer than R repeats.
+    blurry : float32 array (n, C, H, W) or None
+        The low-level head's output (MLP with ``blurry: true``), combined the same way.
+    repeat_mode : str
+    """
+
+    image_index: np.ndarray
+    embeddings: np.ndarray
+    targets: np.ndarray
+    per_repeat: np.ndarray | None
+    blurry: np.ndarray | None
+    repeat_mode: str = "average_outputs"
+
+
+@dataclass(frozen=True)
+class GroupPrediction:
+    embeddings: np.ndarray
+    per_repeat: np.ndarray | None
+    blurry: np.ndarray | None
+
+
+def model_info(run_dir: str | Path | Run) -> dict:
+    """``model/run_model.json`` of a finished run."""
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    p = run.model_dir / MODEL_INFO
+    if not p.is_file():
+        raise CheckpointError(f"{run.path}: no final model yet (missing model/{MODEL_INFO}); status: "
+                              f"{run.status().get('status')}")
+    return json.loads(p.read_text(encoding="utf-8"))
+
+
+def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
+    """The trained model of a run: a torch ``BrainEncoder`` in eval mode, or a fitted ``RidgeCV``."""
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    info = model_info(run)
+    if info["kind"] == "ridge":
+        from engine.models.ridge import RidgeCV
+
+        return RidgeCV.load(run.model_dir / "ridge")
+    from engine.models.base import BrainEncoder
+
+    return BrainEncoder.load(run.model_dir / "encoder", device=device).eval()
+
+
+def load_normalizer(run_dir: str | Path | Run) -> Normalizer:
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    p = run.model_dir / NORMALIZATION
+    if not p.is_file():
+        raise CheckpointError(f"{run.path}: incomplete model folder: missing model/{NORMALIZATION}")
+    return Normalizer.load(p)
+
+
+def forward_all(model, betas: np.ndarray, subject_key: str, target_shape, *, device="cpu",
+                batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """Model outputs for every row of ``betas`` (n, n_voxels): (embeddings (n, *shape), blurry (n, C, H, W) or None)."""
+    shape = tuple(target_shape)
+    if hasattr(model, "coef_"):  # RidgeCV
+        return model.predict(betas).reshape(len(betas), *shape).astype(np.float32), None
+    import torch
+
+    was_training = model.training
+    model.eval()
+    embs, blurs = [], []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(betas), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(betas[s : s + batch_size], np.float32)).to(device)
+                out = model(x, subject=subject_key)
+                embs.append(out.embedding.float().cpu().numpy())
+                if "blurry" in out.extras:
+                    blurs.append(out.extras["blurry"].float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    emb = np.concatenate(embs) if embs else np.zeros((0, *shape), np.float32)
+    return emb, (np.concatenate(blurs) if blurs else None)
+
+
+def predict_groups(model, betas: np.ndarray, groups: np.ndarray, subject_key: str, target_shape, *,
+                   repeat_mode: str = "average_outputs", device="cpu", per_repeat: bool = False) -> GroupPrediction:
+    """Predictions per image from normalised betas (n_trials, n_voxels) and repeat groups (n_images, R), -1-padded."""
+    if repeat_mode not in REPEAT_MODES:
+        raise ConfigError(f"repeat_mode: expected one of {list(REPEAT_MODES)}, found {repeat_mode!r}")
+    if repeat_mode == "average_voxels":
+        emb, blur = forward_all(model, average_groups(betas, groups), subject_key, target_shape, device=device)
+        return GroupPrediction(emb, None, blur)
+    single, blur = forward_all(model, betas, subject_key, target_shape, device=device)
+    emb = average_groups(single, groups)
+    rep = None
+    if per_repeat:
+        valid = groups >= 0
+        rep = single[np.where(valid, groups, 0)].astype(np.float32)
+        rep[~valid] = np.nan
+    return GroupPrediction(emb.astype(np.float32), rep, None if blur is None else average_groups(blur, groups))
+
+
+def predict_embeddings(run, subject, split: str = "test", repeat_mode: str = "average_outputs", *,
+                       device: str = "cpu") -> Prediction:
+    """Predicted and true embeddings of every image of ``split``.
+
+    Parameters
+    ----------
+    run : str, Path or Run
+        A finished run folder.
+    subject : str, Path or Subject
+        The subject the run was trained on (or one with the same voxels).
+    split : {"test", "train"}
+    repeat_mode : {"average_outputs", "average_voxels"}
+        Average the single-trial predictions over an image's repeats, or average the betas first.
+    device : str
+        Torch device for the forward passes.
+    """
+    from engine.data.subject import Subject
+    from engine.train.targets import target_embeddings
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    info = model_info(run)
+    if not isinstance(subject, Subject):
+        from engine.data import open_subject
+
+        subject = open_subject(subject)
+    norm = load_normalizer(run)
+    if norm.voxel_index.size and int(norm.voxel_index.max()) >= subject.n_voxels:
+        raise DataError(subject.path or subject.name, "subject does not match the run's voxels", key="betas",
+                        expected=f"at least {int(norm.voxel_index.max()) + 1} voxels", found=subject.n_voxels)
+    model = load_encoder(run, device=device)
+    image_index, groups, rows = split_groups(subject, split)
+    if len(rows) == 0:
+        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    betas = norm.apply(subject.betas, rows)
+    shape = tuple(info["target_shape"])
+    gp = predict_groups(model, betas, groups, info["subject"], shape, repeat_mode=repeat_mode, device=device,
+                        per_repeat=True)
+    targets = target_embeddings(subject.images, info["embedder"], info["target"])[image_index]
+    return Prediction(image_index=image_index, embeddings=gp.embeddings, targets=targets.astype(np.float32),
+                      per_repeat=gp.per_repeat, blurry=gp.blurry, repeat_mode=repeat_mode)

@@ -1,0 +1,143 @@
+"""A training run is a folder; ``Run`` reads and writes its parts.
+
+::
+
+    RUN_DIR/
+      config.yaml          the resolved TrainConfig
+      provenance.json      data hash, package versions, device, seed, subject path, trial ids used
+      events.jsonl         every event of the job, one JSON object per line (appended across resumes)
+      status.json          running | done | cancelled | failed, step, total, final metrics, error
+      tb/                  TensorBoard scalars (only when the ``tensorboard`` package is installed)
+      checkpoints/step-XXXXXX/   model.safetensors, optimizer.safetensors, rng.safetensors, state.json, model.json
+      model/               the final model (see ``engine.train.predict.load_encoder``)
+
+Every file except ``events.jsonl`` is written atomically; checkpoint folders appear under their final name only once
+complete (``engine.atomic.atomic_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from engine.atomic import atomic_write_json
+from engine.errors import CheckpointError, ConfigError
+from engine.events import Event, event_from_dict
+from engine.train.config import TrainConfig
+
+CONFIG_FILE = "config.yaml"
+PROVENANCE_FILE = "provenance.json"
+EVENTS_FILE = "events.jsonl"
+STATUS_FILE = "status.json"
+CHECKPOINTS = "checkpoints"
+MODEL_DIR = "model"
+TB_DIR = "tb"
+STATUSES = ("running", "done", "cancelled", "failed")
+
+
+class Run:
+    """One run folder. Build with ``Run.create`` (new run) or ``Run.open`` (existing run)."""
+
+    def __init__(self, path: str | Path, config: TrainConfig) -> None:
+        self.path = Path(path)
+        self.config = config
+
+    # --- creation / opening ---------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: str | Path, config: TrainConfig) -> "Run":
+        """Start a new run folder with ``config.yaml``; refuses a folder that already holds a run."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ConfigError(f"{path}: run folder: expected a folder, found a file")
+        if (path / CONFIG_FILE).exists():
+            raise ConfigError(f"{path}: already holds a run (config.yaml exists); use 'neurolens resume {path}' or "
+                              f"choose another --out")
+        if path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".")):
+            raise ConfigError(f"{path}: run folder: expected a new or empty folder, found other files")
+        path.mkdir(parents=True, exist_ok=True)
+        config.save(path / CONFIG_FILE)
+        return cls(path, config)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Run":
+        """Open an existing run folder (reads its ``config.yaml``)."""
+        path = Path(path)
+        if not (path / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{path}: not a NeuroLens run folder (no {CONFIG_FILE})")
+        return cls(path, TrainConfig.load(path / CONFIG_FILE))
+
+    # --- parts ----------------------------------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path:
+        return self.path / MODEL_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINTS
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoint folders, oldest first (half-written ones carry a hidden temporary name)."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = [p for p in self.checkpoint_dir.iterdir() if p.is_dir() and p.name.startswith("step-")
+                 and p.name[5:].isdigit() and (p / "state.json").is_file()]
+        return sorted(found, key=lambda p: int(p.name[5:]))
+
+    def latest_checkpoint(self) -> Path | None:
+        cps = self.checkpoints()
+        return cps[-1] if cps else None
+
+    # --- provenance and status ------------------------------------------------------------------------------------
+    def write_provenance(self, provenance: dict) -> None:
+        atomic_write_json(self.path / PROVENANCE_FILE, provenance)
+
+    def provenance(self) -> dict:
+        return _read_json(self.path / PROVENANCE_FILE)
+
+    def write_status(self, status: str, **fields) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        atomic_write_json(self.path / STATUS_FILE, {"status": status, "updated": time.time(), **fields})
+
+    def status(self) -> dict:
+        """``status.json`` as a dict; ``{"status": "unknown"}`` before the job wrote one."""
+        p = self.path / STATUS_FILE
+        return _read_json(p) if p.is_file() else {"status": "unknown"}
+
+    # --- events ---------------------------------------------------------------------------------------------------
+    def append_event(self, event: Event) -> None:
+        """Append one event as a JSON line (flushed, so a crash loses at most the line being written)."""
+        with open(self.path / EVENTS_FILE, "a", encoding="utf-8") as f:
+            f.write(event.to_json() + "\n")
+            f.flush()
+
+    def events(self) -> list[Event]:
+        """Every event recorded so far; a torn last line (crash mid-write) is skipped."""
+        p = self.path / EVENTS_FILE
+        if not p.is_file():
+            return []
+        out = []
+        for line in p.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(event_from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        return out
+
+    def metrics(self, split: str | None = None) -> list[dict]:
+        """Metric events as dicts ``{name, value, step, split}``, optionally of one split."""
+        return [e.to_dict() for e in self.events()
+                if type(e).__name__ == "Metric" and (split is None or e.split == split)]
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, kind={self.config.model.kind!r})"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing") from None
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None

@@ -1,0 +1,52 @@
+"""``AppContext``: what every panel receives: the state objects, the settings, the job manager, and requests to the
+window (open a subject, show a status message). Panels never call each other; they share this context.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, Signal
+
+from neurolens_app.overlay_sources import OverlaySources
+from neurolens_app.state.overlay_state import OverlayState
+from neurolens_app.state.settings import AppSettings
+from neurolens_app.state.subject_state import SubjectState
+from neurolens_app.workers.job_manager import JobManager
+
+
+class AppContext(QObject):
+    """Shared state of one window.
+
+    Attributes
+    ----------
+    settings : AppSettings
+    subject : SubjectState
+    overlays : OverlayState
+    sources : OverlaySources (fills ``overlays`` from the subject and the selected run)
+    jobs : JobManager
+
+    Signals
+    -------
+    status_message(str, int)       text for the status bar, and how long to show it (ms, 0 = until replaced)
+    open_subject_requested(str)    a panel asks the window to open a subject path
+    error_raised(str, object, str) title, exception, traceback: shown in the error dialog
+    """
+
+    status_message = Signal(str, int)
+    open_subject_requested = Signal(str)
+    error_raised = Signal(str, object, str)
+
+    def __init__(self, settings: AppSettings, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.settings = settings
+        self.subject = SubjectState(self)
+        self.overlays = OverlayState(self)
+        self.sources = OverlaySources(self.subject, self.overlays, self)
+        self.jobs = JobManager(self)
+        self.jobs.failed.connect(self.error_raised)
+        self.actions: dict = {}  # window actions panels may show as buttons: "open", "import", "demo", "export"
+
+    def show_status(self, text: str, timeout_ms: int = 5000) -> None:
+        self.status_message.emit(text, timeout_ms)
+
+    def request_open(self, path: str) -> None:
+        self.open_subject_requested.emit(str(path))

@@ -1,0 +1,1 @@
+"""Dialogs: errors with details, import of plain arrays, figure export, keyboard shortcuts, about."""

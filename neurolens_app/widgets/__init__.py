@@ -1,0 +1,1 @@
+"""Reusable widgets: flatmap, 3-D surface, slice view, colour bar helpers, voxel inspector."""

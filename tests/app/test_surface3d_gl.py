@@ -1,0 +1,38 @@
+"""The 3-D surface view (OpenGL). Needs a real X display: run under
+``QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1280x1024x24 +extension GLX" python -m pytest -m gl tests/app``."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gl
+
+needs_display = pytest.mark.skipif(
+    not os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM", "") == "offscreen",
+    reason="OpenGL needs an X display (run under xvfb-run with QT_QPA_PLATFORM=xcb)",
+)
+
+
+@needs_display
+def test_3d_view_shows_overlay_colours(qtbot, loaded_window):
+    win = loaded_window
+    win.act_3d.trigger()
+    brain = win.brain
+    qtbot.waitUntil(lambda: brain.surface3d is not None and brain.surface3d.item is not None, timeout=60000)
+    ov = win.context.overlays
+    ov.set_current("Noise ceiling")
+    colors = brain.surface3d.meshdata.vertexColors()
+    g = brain.flatmap._voxel_vertex
+    # vertices with voxels are coloured by the map, the others keep the grey shading
+    assert not np.allclose(colors[g, 0], colors[g, 1])
+    ov.set_display(cmap="gray")
+    colors = brain.surface3d.meshdata.vertexColors()
+    assert np.allclose(colors[g, 0], colors[g, 1], atol=0.02)
+    qtbot.wait(200)
+    img = brain.surface3d.grab_image()
+    assert img.width() > 0
+    arr = np.frombuffer(img.constBits(), np.uint8)
+    assert arr.std() > 5  # something was rendered, not a black frame

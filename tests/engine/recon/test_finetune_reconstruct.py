@@ -1,0 +1,119 @@
+"""Run → finetune → reconstruct on tiny models: files, index.json, events, cancel, CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import Cancelled, ConfigError
+from engine.events import CancelToken, Checkpoint, Preview, Progress, drive
+from engine.recon.finetune import FinetuneConfig, finetune_job, load_decoder
+from engine.recon.index import load_embeddings, read_index
+from engine.recon.reconstruct import reconstruct_job
+
+
+@pytest.fixture(scope="module")
+def lora_decoder(ridge_run, tiny_demo_gen, tiny_subject_s):
+    cfg = FinetuneConfig(generator=str(tiny_demo_gen), max_steps=3, unet="lora", lora_rank=2, lora_ff=True)
+    events = []
+    result = drive(finetune_job(ridge_run, config=cfg, subject=tiny_subject_s), events.append)
+    return result, events
+
+
+def test_finetune_writes_the_decoder_with_lora_and_a_checkpoint_event(lora_decoder, ridge_run):
+    result, events = lora_decoder
+    assert result.steps == 3
+    assert any(isinstance(e, Checkpoint) for e in events)
+    files = {p.name for p in (ridge_run / "decoder").iterdir()}
+    assert {"decoder.json", "adapter", "unet_lora.safetensors", "blurry.npz"} <= files
+    meta = json.loads((ridge_run / "decoder" / "decoder.json").read_text())
+    assert meta["lora"] == {"rank": 2, "alpha": None, "ff": True} and meta["input_shape"] == [64]
+
+
+def test_decoder_loads_back_with_its_lora_weights(lora_decoder, ridge_run):
+    dec = load_decoder(ridge_run)
+    names = [n for n, _ in dec.generator.unet.named_parameters() if "lora_" in n]
+    assert names and any("ff.net" in n for n in names)
+
+
+def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, tiny_subject_s, tmp_path):
+    events = []
+    out = tmp_path / "rec"
+    res = drive(reconstruct_job(ridge_run, tiny_subject_s, samples=2, steps=3, guidance=3.0, seed=1, out_dir=out,
+                                trials=[200, 204], preview_every=1), events.append)
+    assert (res.n_images, res.n_samples) == (2, 4)
+    idx = read_index(out)
+    assert idx.split == "test" and idx.settings["samples"] == 2 and idx.settings["image_size"] == 32
+    assert [it.image_index for it in idx.items] == [200, 201]
+    assert idx.items[0].trials == [200, 201, 202] and idx.items[0].category == "a"
+    for it in idx.items:
+        assert np.asarray(Image.open(out / it.samples[1])).shape == (32, 32, 3)
+        assert np.asarray(Image.open(out / it.ground_truth)).shape == (16, 16, 3)
+        assert (out / it.blurry).is_file()
+    z = load_embeddings(out)
+    assert z["brain"].shape == z["target"].shape == (2, 64)
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert len(previews) == 3 and previews[0].image.shape == (32, 32, 3)
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3]
+    # Same seed → same images (one seed per image and sample, independent of batching).
+    again = drive(reconstruct_job(ridge_run, tiny_subject_s, samples=2, steps=3, seed=1, out_dir=tmp_path / "b",
+                                  trials=[204], batch_size=2, img2img_strength=None))
+    assert again.n_images == 1
+    a = np.asarray(Image.open(out / "samples/img-00201-s1.png"))
+    b = np.asarray(Image.open(tmp_path / "b" / "samples/img-00201-s1.png"))
+    assert np.array_equal(a, b)
+
+
+def test_reconstruct_cancel_leaves_no_folder(lora_decoder, ridge_run, tiny_subject_s, tmp_path):
+    token = CancelToken()
+    job = reconstruct_job(ridge_run, tiny_subject_s, samples=1, steps=3, out_dir=tmp_path / "c", cancel=token)
+    with pytest.raises(Cancelled):
+        for ev in job:
+            if isinstance(ev, Progress):
+                token.set()
+    assert not (tmp_path / "c").exists()
+
+
+def test_moe_run_gets_a_timestep_router_and_cross_attention_training(moe_run, tiny_demo_gen, tiny_subject_s,
+                                                                      tmp_path):
+    cfg = FinetuneConfig(generator=str(tiny_demo_gen), max_steps=2, unet="cross_attn", joint_encoder=True)
+    drive(finetune_job(moe_run, config=cfg, subject=tiny_subject_s))
+    dec = load_decoder(moe_run)
+    assert dec.router is not None and dec.encoder_dir is not None and dec.info["unet"] == "cross_attn"
+    w = dec.router.weights_per_step([999, 500, 0])
+    assert w.shape == (3, dec.router.n_levels)
+    res = drive(reconstruct_job(moe_run, tiny_subject_s, samples=1, steps=2, out_dir=tmp_path / "m",
+                                trials=[200], img2img_strength=0.5, repeat_mode="average_voxels"))
+    assert res.n_samples == 1
+
+
+def test_without_a_decoder_the_generator_reads_only_its_own_embedding(tiny_demo_gen, tmp_path):
+    from engine.recon.generators import GeneratorConfig
+
+    gcfg = GeneratorConfig(spec=str(tiny_demo_gen), device="cpu")
+    dec = load_decoder(tmp_path, gcfg, info={"target_shape": [64], "embedder": "pixels"})
+    assert dec.info == {"zero_shot": True} and dec.adapter is dec.generator.adapter
+    with pytest.raises(ConfigError, match="neurolens finetune"):
+        load_decoder(tmp_path, gcfg, info={"target_shape": [16, 12], "embedder": "pixels"})
+
+
+def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, tmp_path, capsys, monkeypatch):
+    from engine.cli.main import main
+    from engine.data.native import write_subject
+
+    subj_path = tmp_path / "tiny.nlsubj"
+    write_subject(tiny_subject_s, subj_path)
+    rc = main(["finetune", str(ridge_run), "--generator", str(tiny_demo_gen), "--max-steps", "2",
+               "--subject", str(subj_path), "--json-events"])
+    assert rc == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines[0]["event"] == "Started" and lines[-1]["event"] == "Finished"
+    out = tmp_path / "cli-rec"
+    rc = main(["reconstruct", str(ridge_run), "--split", "test", "--trials", "200-202", "--samples", "1",
+               "--guidance", "2", "--steps", "2", "--seed", "3", "--out", str(out), "--sampler", "dpmpp",
+               "--subject", str(subj_path)])
+    assert rc == 0
+    idx = read_index(out)
+    assert idx.settings["sampler"] == "dpmpp" and len(idx.items) == 1
+    assert main(["reconstruct", str(ridge_run), "--steps", "0", "--subject", str(subj_path)]) == 2

@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from engine.errors import Cancelled, ConfigError
+from engine.events import CancelToken
+from engine.recon.generators import load_generator
+from engine.recon.sampler import SamplerConfig, denoise, sample_latents
+
+
+@pytest.fixture(scope="module")
+def gen(tiny_demo_gen):
+    return load_generator(str(tiny_demo_gen), device="cpu")
+
+
+def _cond(gen, n, seed=0):
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return gen.adapter(torch.randn(n, 64)), gen.adapter.null_condition(n)
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_an_item_gets_the_same_sample_alone_or_in_a_batch(gen, sampler):
+    cond, null = _cond(gen, 3)
+    cfg = SamplerConfig(sampler=sampler, steps=3, guidance=3.0)
+    both = sample_latents(gen, cond, null, cfg, seeds=[7, 8, 9])
+    one = sample_latents(gen, cond.__class__(cond.tokens[1:2]), gen.adapter.null_condition(1), cfg, seeds=[8])
+    assert both.shape == (3, 4, gen.latent_size, gen.latent_size)
+    assert torch.allclose(both[1:2], one, atol=1e-4)
+
+
+def test_guidance_zero_ignores_the_condition_and_one_step_state_per_step(gen):
+    c1, null = _cond(gen, 1, seed=0)
+    c2, _ = _cond(gen, 1, seed=1)
+    cfg = SamplerConfig(steps=4, guidance=0.0)
+    states = []
+    a = sample_latents(gen, c1, null, cfg, seeds=[0], callback=states.append)
+    b = sample_latents(gen, c2, null, cfg, seeds=[0])
+    assert torch.allclose(a, b)
+    assert [s.step for s in states] == [1, 2, 3, 4] and states[-1].x0.shape == a.shape
+    g = sample_latents(gen, c1, null, SamplerConfig(steps=4, guidance=3.0), seeds=[0])
+    assert not torch.allclose(a, g)
+
+
+def test_img2img_runs_only_the_last_share_of_the_schedule(gen):
+    cond, null = _cond(gen, 2)
+    init = torch.zeros(2, 4, gen.latent_size, gen.latent_size)
+    states = []
+    sample_latents(gen, cond, null, SamplerConfig(steps=10, guidance=2.0, strength=0.3), init_latents=init,
+                   callback=states.append)
+    assert len(states) == 3
+
+
+def test_cancel_stops_between_steps(gen):
+    cond, null = _cond(gen, 1)
+    token = CancelToken()
+    loop = denoise(gen, cond, null, SamplerConfig(steps=5), cancel=token)
+    next(loop)
+    token.set()
+    with pytest.raises(Cancelled):
+        next(loop)
+
+
+def test_sampler_settings_are_checked():
+    with pytest.raises(ConfigError, match="sampler"):
+        SamplerConfig(sampler="euler")
+    with pytest.raises(ConfigError, match="steps"):
+        SamplerConfig(steps=0)
+    with pytest.raises(ConfigError, match="strength"):
+        SamplerConfig(strength=1.5)

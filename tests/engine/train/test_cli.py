@@ -1,0 +1,57 @@
+"""``neurolens train`` / ``neurolens resume``: exit codes 0 (done), 2 (bad input), 3 (cancelled by SIGINT)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+from engine.cli.main import main
+from engine.train.checkpoint import load_checkpoint
+from engine.train.run import Run
+
+
+def test_train_and_resume_exit_0(tiny_subject_path, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_subject_path), "--preset", "tiny-ridge", "--out", str(out),
+                 "--json-events"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[0]["event"] == "Started" and events[-1]["event"] == "Finished"
+    assert main(["resume", str(out)]) == 0  # already finished: nothing to do
+
+
+def test_bad_input_exit_2(tiny_subject_path, tmp_path):
+    base = ["train", "--data", str(tiny_subject_path), "--out", str(tmp_path / "r")]
+    assert main(base + ["--preset", "no-such-preset"]) == 2
+    assert main(base + ["--preset", "tiny-mlp", "--set", "model.params.hiden=3"]) == 2
+    assert main(base + ["--preset", "tiny-mlp", "--epochs", "0"]) == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 2\nbatch_sise: 4\n")
+    assert main(["train", "--data", str(tiny_subject_path), "--config", str(bad), "--out", str(tmp_path / "s")]) == 2
+    assert main(["train", "--data", str(tmp_path / "missing"), "--preset", "tiny-mlp", "--out",
+                 str(tmp_path / "t")]) == 2
+    assert main(["resume", str(tmp_path / "not-a-run")]) == 2
+
+
+def test_sigint_saves_a_checkpoint_and_exits_3(tiny_subject_path, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "train", "--data", str(tiny_subject_path),
+                             "--preset", "tiny-mlp", "--epochs", "1000", "--set", "checkpoint_every=2", "--out",
+                             str(out), "--json-events"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stdout:
+            if json.loads(line)["event"] == "Checkpoint":
+                proc.send_signal(signal.SIGINT)
+                break
+        rest = proc.stdout.read()
+        rc = proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert rc == 3, proc.stderr.read()[-2000:]
+    last = json.loads(rest.splitlines()[-1])
+    assert last["event"] == "Finished" and last["status"] == "cancelled"
+    run = Run.open(out)
+    assert run.status()["status"] == "cancelled"
+    cp = load_checkpoint(run.latest_checkpoint())
+    assert cp.state["step"] == run.status()["step"]
