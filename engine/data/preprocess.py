@@ -280,7 +280,12 @@ def _take_voxels(subject: Subject, keep: np.ndarray, step: dict) -> Subject:
     step = {**step, "n_voxels": int(keep.sum()), "of": int(keep.size)}
     if dropped:
         step["rois_dropped"] = dropped
-    return _derive(subject, step, betas=out, voxels=subject.voxels.take(np.flatnonzero(keep)), rois=rois)
+    # Simulation ground truth is per voxel (pRF, tuning, noise): it must follow the voxels it describes.
+    gt = subject.ground_truth
+    if gt:
+        gt = {k: (np.asarray(v)[keep] if np.ndim(v) and np.shape(v)[0] == keep.size else v) for k, v in gt.items()}
+    return _derive(subject, step, betas=out, voxels=subject.voxels.take(np.flatnonzero(keep)), rois=rois,
+                   ground_truth=gt)
 
 
 def select_rois(subject: Subject, names: list[str] | str) -> Subject:

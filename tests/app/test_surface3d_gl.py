@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -36,3 +38,14 @@ def test_3d_view_shows_overlay_colours(qtbot, loaded_window):
     assert img.width() > 0
     arr = np.frombuffer(img.constBits(), np.uint8)
     assert arr.std() > 5  # something was rendered, not a black frame
+
+
+@pytest.mark.skipif(not os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM", "") != "offscreen",
+                    reason="needs an X display while the suite itself runs offscreen")
+def test_gl_view_runs_on_the_x_display():
+    """The suite runs offscreen (no GL there); under xvfb-run, run this file again on the real X display."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "xcb"}
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+                        "-k", "test_3d_view_shows_overlay_colours"],
+                       capture_output=True, text=True, timeout=240, env=env)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]

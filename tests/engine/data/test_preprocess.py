@@ -142,3 +142,17 @@ def test_large_blocks_take_the_vectorised_path_with_the_same_result(dtype):
             np.testing.assert_allclose(z.betas.astype(np.float64), _ref(s, scope), atol=3e-3, rtol=2e-3)
         else:
             np.testing.assert_allclose(z.betas, _ref(s, scope), atol=2e-5)
+
+
+def test_voxel_selection_keeps_ground_truth_aligned(tiny_subject):
+    """Simulation ground truth is per voxel: selecting voxels must subset it the same way."""
+    from engine.data.subject import Subject
+
+    n = tiny_subject.n_voxels
+    gt = {"prf_x": np.arange(n, dtype=np.float32), "roi_id": np.r_[np.zeros(32), np.ones(n - 32)].astype(np.int16)}
+    s = Subject(betas=tiny_subject.betas, trials=tiny_subject.trials, images=tiny_subject.images,
+                voxels=tiny_subject.voxels, rois=tiny_subject.rois, stimuli=tiny_subject.stimuli,
+                name="gt", provenance={}, ground_truth=gt)
+    lo = select_rois(s, ["LO"])
+    np.testing.assert_array_equal(lo.ground_truth["prf_x"], np.arange(32, n, dtype=np.float32))
+    assert set(lo.ground_truth["roi_id"].tolist()) == {1}
