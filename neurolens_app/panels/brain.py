@@ -335,7 +335,7 @@ class BrainPanel(QWidget):
     def _on_raster(self, generation: int, raster, names: list[str]) -> None:
         if generation != self._raster_generation:
             return  # another subject was opened meanwhile
-        self.flatmap.set_raster(raster, names)
+        self.flatmap.set_raster(raster, names, redraw=False)  # _draw below paints the overlay once
         self._raster_ready = True
         self.flatmap.select_voxel(self.state.voxel)
         self._draw()

@@ -129,6 +129,7 @@ class FlatmapWidget(pg.GraphicsLayoutWidget):
         self.legend = pg.LegendItem(offset=(-5, 5), labelTextSize=f"{self.font().pointSizeF():.0f}pt")
         self.legend.setParentItem(self.view)
         self.legend.setVisible(False)
+        self._legend_key: tuple | None = None
         self.show_borders = True
         self.show_labels = True
         self.whole_cortex = False  # zoom: the subject's voxels (False) or the whole flatmap (True)
@@ -151,8 +152,11 @@ class FlatmapWidget(pg.GraphicsLayoutWidget):
         if self.raster is not None and self.raster.subset.mesh is not mesh:
             self.set_raster(None)
 
-    def set_raster(self, raster: "SubjectRaster | None", roi_names: list[str] = ()) -> None:
-        """Place a subject's voxels (``prepare_raster``, built off the GUI thread) and draw its ROI outlines."""
+    def set_raster(self, raster: "SubjectRaster | None", roi_names: list[str] = (), *, redraw: bool = True) -> None:
+        """Place a subject's voxels (``prepare_raster``, built off the GUI thread) and draw its ROI outlines.
+
+        ``redraw=False`` when the caller draws an overlay right after: one redraw instead of two in the GUI thread.
+        """
         self.raster = raster
         for t in self._labels:
             self.view.removeItem(t)
@@ -184,7 +188,8 @@ class FlatmapWidget(pg.GraphicsLayoutWidget):
                 self.view.addItem(t)
                 self._labels.append(t)
         self.fit_view(self.whole_cortex)
-        self._redraw()
+        if redraw:
+            self._redraw()
 
     def fit_view(self, whole_cortex: bool = False) -> None:
         """Zoom to the subject's voxels (with a margin of surrounding cortex), or to the whole flatmap."""
@@ -315,6 +320,12 @@ class FlatmapWidget(pg.GraphicsLayoutWidget):
             self._redraw()
 
     def _set_legend(self, categories: list[str], lut: np.ndarray) -> None:
+        # Rebuilding a pyqtgraph legend costs tens of ms of GUI-thread time: keep it when nothing changed.
+        key = (tuple(categories), lut.tobytes())
+        if key == self._legend_key:
+            self.legend.setVisible(bool(categories))
+            return
+        self._legend_key = key
         self.legend.clear()
         if not categories:
             self.legend.setVisible(False)
