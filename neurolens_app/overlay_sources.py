@@ -192,13 +192,20 @@ def load_run_maps(run: Path, subject) -> dict:
     try:
         from engine.models.encoding import EncodingMaps
 
-        maps = EncodingMaps.load(run, with_model=False)
+        maps = EncodingMaps.load(run, with_model=True)
         if maps.n_voxels != subject.n_voxels:
             out["encoding_reason"] = f"{run.name} has {maps.n_voxels} voxels, the subject {subject.n_voxels}"
         else:
             out["encoding"] = np.asarray(maps.test_r, np.float32)
             if np.isfinite(maps.normalized_r).any():
                 out["encoding_normalized"] = np.asarray(maps.normalized_r, np.float32)
+            if maps.model is not None and subject.stimuli.labels is not None and subject.stimuli.categories:
+                from engine.models.encoding import category_tuning
+
+                try:  # the voxel inspector's tuning plot; the maps stay usable without it
+                    out["encoding_tuning"], out["encoding_categories"] = category_tuning(maps, subject)
+                except (OSError, ValueError, KeyError) as exc:
+                    out["encoding_tuning_reason"] = str(exc)
     except ImportError:
         out["encoding_reason"] = "this NeuroLens build cannot read encoding maps"
     except (OSError, ValueError, KeyError) as exc:

@@ -205,6 +205,41 @@ def predict_voxels_for_images(maps, images: np.ndarray, *, embedder=None) -> np.
     return predict_voxels(maps, emb)
 
 
+def category_tuning(maps, subject, *, embedder=None, cache_dir=None) -> tuple[np.ndarray, list[str]]:
+    """Each voxel's predicted response to each stimulus category: the encoding model applied to the subject's images,
+    averaged per category label, in the model's units (z-scored betas).
+
+    Returns ``(n_voxels, n_categories)`` float32 and the category names; an interpretable view of a voxel's encoding
+    weights (the weights themselves live in the embedding's feature space).
+    """
+    from engine.models.embedders import cached_image_embeddings, load_image_embedder
+
+    if isinstance(maps, (str, Path)):
+        maps = EncodingMaps.load(maps)
+    if maps.model is None:
+        raise CheckpointError("EncodingMaps has no fitted model (load it with with_model=True)")
+    labels = subject.stimuli.labels
+    cats = list(subject.stimuli.categories)
+    if labels is None or not cats:
+        raise DataError(subject.path or subject.name, "the stimuli carry no category labels",
+                        key="stimuli.labels", expected="one category per image", found="none")
+    if embedder is None:
+        spec = maps.meta.get("embedder")
+        if not spec:
+            raise CheckpointError("encoding maps do not name their embedder (meta['embedder']); pass embedder=")
+        embedder = load_image_embedder(spec)
+    emb = cached_image_embeddings(subject.images, embedder, tokens=maps.model.features == "tokens",
+                                  cache_dir=cache_dir)
+    pred = predict_voxels(maps, emb)
+    labels = np.asarray(labels)
+    out = np.full((pred.shape[1], len(cats)), np.nan, np.float32)
+    for k in range(len(cats)):
+        m = labels == k
+        if m.any():
+            out[:, k] = pred[m].mean(0)
+    return out, cats
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # Fitting
 

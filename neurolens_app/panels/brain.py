@@ -432,7 +432,9 @@ class BrainPanel(QWidget):
         if voxel >= 0 and s is not None and s.voxels.has_volume:
             self.slices.select_voxel(voxel, s.voxels.ijk[voxel])
         ov = self.overlays.current_overlay()
-        extra = {"routing": self.context.sources.run_data.get("routing")}
+        run_data = self.context.sources.run_data
+        extra = {"routing": run_data.get("routing"), "encoding_tuning": run_data.get("encoding_tuning"),
+                 "encoding_categories": run_data.get("encoding_categories")}
         if ov is not None and 0 <= voxel < len(ov.values) and ov.kind == "scalar":
             extra.update(overlay=ov.name, value=float(ov.values[voxel]))
         self.inspector.show_voxel(s, voxel, extra)

@@ -17,7 +17,9 @@ _TEST_BRUSH = (214, 39, 40, 200)
 
 class VoxelInspectorWidget(QWidget):
     """Shows the selected voxel. Call ``show_voxel(subject, voxel, extra)``; ``extra`` may hold ``value`` (the
-    current overlay's value), ``overlay`` (its name) and ``routing`` (n_voxels, n_experts) weights."""
+    current overlay's value), ``overlay`` (its name), ``routing`` (n_voxels, n_experts) weights and
+    ``encoding_tuning`` (n_voxels, n_categories) with ``encoding_categories`` from the selected run's encoding model
+    (shown instead of the simulation's true tuning)."""
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -104,8 +106,9 @@ class VoxelInspectorWidget(QWidget):
 
     @staticmethod
     def _tuning_vector(subject, voxel: int, extra: dict):
-        if extra.get("encoding_weights") is not None:
-            return np.asarray(extra["encoding_weights"][voxel], np.float32), None, "Encoding weights"
+        if extra.get("encoding_tuning") is not None:  # the selected run's encoding model, per stimulus category
+            return (np.asarray(extra["encoding_tuning"][voxel], np.float32), extra.get("encoding_categories"),
+                    "Encoding model: predicted response per category")
         gt = subject.ground_truth or {}
         for key in sorted(k for k in gt if "tuning" in k):
             a = np.asarray(gt[key])

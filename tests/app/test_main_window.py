@@ -240,3 +240,27 @@ def test_demo_subject_opens_labelled_as_simulation(qtbot, window, demo_subject_p
     window.brain.load_mesh()
     qtbot.waitUntil(lambda: window.brain.is_drawn, timeout=60000)
     assert "SIMULATION" in window.brain.flatmap.title.text
+
+
+def test_voxel_inspector_shows_the_selected_runs_encoding_tuning(qtbot, loaded_window, tmp_path):
+    """A real `encode` run: clicking a voxel shows its model-predicted response per stimulus category."""
+    from engine.events import drive
+    from engine.models.encoding import encode_job
+
+    win = loaded_window
+    subject = win.context.subject.subject
+    drive(encode_job(subject, tmp_path / "runs" / "encode-1", embedder="demo", cache_dir=tmp_path / "cache"))
+    win.settings.set_value("folders/runs", str(tmp_path / "runs"))
+    data = win.panels["data"]
+    data.refresh_runs()
+    data.runs.setCurrentRow(0)
+    sources = win.context.sources
+    qtbot.waitUntil(lambda: sources.run_data.get("encoding_tuning") is not None, timeout=30000)
+    assert sources.run_data["encoding_categories"] == list(subject.stimuli.categories)
+    win.context.subject.set_voxel(5)
+    insp = win.brain.inspector
+    assert insp.tuning.isVisible()
+    assert "Encoding model" in insp.tuning.titleLabel.text
+    bars = [i for i in insp.tuning.items if type(i).__name__ == "BarGraphItem"]
+    heights = bars[0].opts["height"]
+    np.testing.assert_allclose(heights, sources.run_data["encoding_tuning"][5], rtol=1e-6)

@@ -132,3 +132,22 @@ def test_prf_centres_from_contrast_energy():
     est = estimate_prf_centres(responses, energy)
     assert np.corrcoef(est[:, 0], true[:, 0])[0, 1] > 0.9
     assert np.corrcoef(est[:, 1], true[:, 1])[0, 1] > 0.9
+
+
+def test_category_tuning_is_the_encoding_model_averaged_per_category(tiny_subject, tmp_path):
+    from engine.models.encoding import category_tuning
+    from engine.train.targets import PixelEmbedder
+
+    s, emb_model = tiny_subject, PixelEmbedder()
+    emb = emb_model.embed(s.images)
+    maps = fit_encoding(emb, s)
+    tuning, cats = category_tuning(maps, s, embedder=emb_model, cache_dir=tmp_path)
+    assert cats == ["a", "b", "c", "d"] and tuning.shape == (64, 4)
+    pred = predict_voxels(maps, emb)
+    for k in range(4):
+        np.testing.assert_allclose(tuning[:, k], pred[s.stimuli.labels == k].mean(0), rtol=1e-4, atol=1e-5)
+    import dataclasses
+
+    s.stimuli = dataclasses.replace(s.stimuli, labels=None)
+    with pytest.raises(DataError, match="category labels"):
+        category_tuning(maps, s, embedder=emb_model, cache_dir=tmp_path)
