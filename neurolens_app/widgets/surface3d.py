@@ -3,16 +3,42 @@
 Created only when the user asks for the 3-D view (OpenGL start-up is slow under software rendering). The meshes are
 built once; an overlay change only recomputes vertex colours (``setVertexColors`` + ``meshDataChanged``), ≈26 ms per
 frame with Mesa llvmpipe, instead of ≈250 ms for ``setMeshData``. Picking is done on the flatmap.
+
+A subject's voxels usually sit on a subset of the 20,484 vertices (one voxel per vertex, gaps between them): each
+empty vertex next to a voxel's vertex takes that voxel's value (``vertex_voxel_index``), so a map reads as a map and not
+as coloured dots. A colour bar (scalar maps) or a legend (categorical ones) sits beside the surface.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from neurolens_app.state.overlay_state import Overlay
-from neurolens_app.widgets.colormaps import colorize_categorical, colorize_scalar
+from neurolens_app.widgets.colormaps import categorical_lut, colorize_categorical, colorize_scalar, get_cmap
 from neurolens_app.widgets.flatmap_mesh import N_PER_HEMI
+
+
+def vertex_voxel_index(faces: np.ndarray, voxel_vertex: np.ndarray, n_vertices: int) -> np.ndarray:
+    """For every vertex, the voxel drawn there: its own voxel, else (for a vertex that shares a face edge with a
+    voxel's vertex) the lowest-numbered such neighbouring voxel, else -1.
+
+    ``voxel_vertex`` (n_voxels,) global vertex per voxel or -1. Computed once per subject and mesh.
+    """
+    out = np.full(n_vertices, -1, np.int64)
+    ok = np.flatnonzero(voxel_vertex >= 0)
+    out[voxel_vertex[ok][::-1]] = ok[::-1]  # several voxels on one vertex: the lowest-numbered one is drawn
+    f = np.asarray(faces, np.int64)
+    a = np.concatenate([f[:, 0], f[:, 1], f[:, 2], f[:, 1], f[:, 2], f[:, 0]])
+    b = np.concatenate([f[:, 1], f[:, 2], f[:, 0], f[:, 0], f[:, 1], f[:, 2]])
+    src = out[b]
+    take = (out[a] < 0) & (src >= 0)  # edge a–b: an empty vertex a next to a voxel at b
+    filled = np.full(n_vertices, np.iinfo(np.int64).max)
+    np.minimum.at(filled, a[take], src[take])
+    gap = (out < 0) & (filled < np.iinfo(np.int64).max)
+    out[gap] = filled[gap]
+    return out
 
 
 def load_inflated_mesh() -> dict:
@@ -47,15 +73,24 @@ class Surface3DWidget(QWidget):
         self.view = gl.GLViewWidget()
         self.view.setCameraPosition(distance=360, elevation=12, azimuth=-90)  # from behind: occipital poles
         self.view.setBackgroundColor(self.palette().color(self.backgroundRole()))
-        lay.addWidget(self.view)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.view, 1)
+        self.key = _ColourKey()
+        row.addWidget(self.key)
+        lay.addLayout(row)
         self.item = None
         self.meshdata = None
         self._base = None
+        self._faces = None
+        self._fill_key = None
+        self._vertex_voxel = None
 
     def set_mesh(self, mesh: dict) -> None:
         gl = self._gl
         v = mesh["vertices"] - mesh["vertices"].mean(0)
         self.meshdata = gl.MeshData(vertexes=v, faces=mesh["faces"])
+        self._faces, self._fill_key = mesh["faces"], None
         shade = np.clip(0.78 - 0.1 * np.asarray(mesh["sulc"], np.float32), 0.5, 0.95)
         self._base = np.stack([shade, shade, shade, np.ones_like(shade)], 1).astype(np.float32)
         self.meshdata.setVertexColors(self._base.copy())
@@ -76,16 +111,85 @@ class Surface3DWidget(QWidget):
         """Colour the surface by ``overlay`` (values per voxel; ``voxel_vertex`` (n_voxels,) global vertex or -1)."""
         rgba = np.zeros((2 * N_PER_HEMI, 4), np.uint8)
         if overlay is not None and overlay.available and len(overlay.values) == len(voxel_vertex):
-            ok = voxel_vertex >= 0
+            src = self._vertex_voxels(voxel_vertex)
+            ok = np.flatnonzero(src >= 0)
+            vox = src[ok]
             d = overlay.display
             if overlay.kind == "categorical":
-                alpha = overlay.alpha[ok] if overlay.alpha is not None else None
-                rgba[voxel_vertex[ok]] = colorize_categorical(overlay.values[ok], len(overlay.categories), alpha,
-                                                              d.opacity)
+                alpha = overlay.alpha[vox] if overlay.alpha is not None else None
+                rgba[ok] = colorize_categorical(overlay.values[vox], len(overlay.categories), alpha, d.opacity)
+                self.key.show_categories(overlay.categories)
             else:
-                rgba[voxel_vertex[ok]] = colorize_scalar(overlay.values[ok], d.cmap, d.limits, d.threshold,
-                                                         d.opacity)
+                rgba[ok] = colorize_scalar(overlay.values[vox], d.cmap, d.limits, d.threshold, d.opacity)
+                self.key.show_scale(d.cmap, d.limits)
+        else:
+            self.key.hide_key()
         self.set_vertex_colors(rgba)
+
+    def _vertex_voxels(self, voxel_vertex: np.ndarray) -> np.ndarray:
+        if self._faces is None:
+            out = np.full(2 * N_PER_HEMI, -1, np.int64)
+            ok = np.flatnonzero(voxel_vertex >= 0)
+            out[voxel_vertex[ok]] = ok
+            return out
+        key = np.asarray(voxel_vertex).tobytes()
+        if key != self._fill_key:
+            self._vertex_voxel = vertex_voxel_index(self._faces, voxel_vertex, 2 * N_PER_HEMI)
+            self._fill_key = key
+        return self._vertex_voxel
 
     def grab_image(self):
         return self.view.grabFramebuffer()
+
+
+class _ColourKey(QWidget):
+    """A vertical colour bar with its limits (scalar overlays) or a list of colour swatches (categorical ones)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        self.hi = QLabel()
+        self.bar = QLabel()
+        self.lo = QLabel()
+        self.legend = QLabel()
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
+        for w in (self.hi, self.bar, self.lo):
+            w.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        lay.addStretch(1)  # the key sits centred beside the surface
+        lay.addWidget(self.hi)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.lo)
+        lay.addWidget(self.legend)
+        lay.addStretch(1)
+        self.setToolTip("Colour key of the overlay shown on the surface")
+        self.hide_key()
+
+    def hide_key(self) -> None:
+        self.setVisible(False)
+
+    def show_scale(self, cmap: str, limits: tuple[float, float]) -> None:
+        from PySide6.QtGui import QImage, QPixmap
+
+        em = self.fontMetrics().height()
+        h = max(8 * em, 120)
+        lut = np.ascontiguousarray(get_cmap(cmap).getLookupTable(0.0, 1.0, h, alpha=False)[::-1], np.uint8)
+        img = np.ascontiguousarray(np.repeat(lut[:, None, :], int(1.2 * em), axis=1))
+        q = QImage(img.data, img.shape[1], img.shape[0], img.strides[0], QImage.Format.Format_RGB888).copy()
+        self.bar.setPixmap(QPixmap.fromImage(q))
+        self.hi.setText(f"{limits[1]:.3g}")
+        self.lo.setText(f"{limits[0]:.3g}")
+        for w in (self.hi, self.bar, self.lo):
+            w.setVisible(True)
+        self.legend.setVisible(False)
+        self.setVisible(True)
+
+    def show_categories(self, names) -> None:
+        lut = categorical_lut(max(len(names), 1))
+        rows = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
+                for (r, g, b, _), n in zip(lut, names) if n]
+        self.legend.setText("<br>".join(rows))
+        for w in (self.hi, self.bar, self.lo):
+            w.setVisible(False)
+        self.legend.setVisible(True)
+        self.setVisible(True)

@@ -30,6 +30,8 @@ def test_3d_view_shows_overlay_colours(qtbot, loaded_window):
     g = brain.flatmap._voxel_vertex
     # vertices with voxels are coloured by the map, the others keep the grey shading
     assert not np.allclose(colors[g, 0], colors[g, 1])
+    key = brain.surface3d.key
+    assert key.isVisible() and not key.bar.pixmap().isNull() and key.hi.text() and key.lo.text()
     ov.set_display(cmap="gray")
     colors = brain.surface3d.meshdata.vertexColors()
     assert np.allclose(colors[g, 0], colors[g, 1], atol=0.02)
