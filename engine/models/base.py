@@ -166,17 +166,35 @@ class EncoderOutput:
     extras : dict
         Model-specific outputs: ``"blurry"`` (batch, C, H, W) for the MLP's low-level head; ``"levels"``
         (n_levels, batch, *target_shape) for the MoE's per-level stacks.
+    caption : Tensor, shape (batch, caption_dim) or None
+        The caption head's predicted caption embedding (encoders built with ``caption_dim``), else ``None``.
     """
 
     embedding: torch.Tensor
     retrieval: torch.Tensor | None = None
     aux_losses: dict[str, torch.Tensor] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
+    caption: torch.Tensor | None = None
 
 
 # --------------------------------------------------------------------------------------------------------------------
 # Shared building blocks
 # --------------------------------------------------------------------------------------------------------------------
+
+
+class CaptionHead(nn.Module):
+    """Second target head: pooled encoder features → caption embedding, LayerNorm → Linear → GELU → Linear.
+
+    The hidden width is the caption dimension (MoRE-Brain: 1280).
+    """
+
+    def __init__(self, in_dim: int, caption_dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, caption_dim), nn.GELU(),
+                                 nn.Linear(caption_dim, caption_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
 
 
 class RetrievalProjector(nn.Module):
@@ -232,7 +250,9 @@ class BrainEncoder(nn.Module):
     Notes
     -----
     Subclasses implement ``_build_subject(n_voxels) -> nn.Module`` (stored in ``self.subject_layers``),
-    ``forward``, and ``_router_parameters()`` where routers exist.
+    ``forward``, and ``_router_parameters()`` where routers exist. Encoders that can predict captions set
+    ``caption_features`` (the width of the pooled features their ``forward`` passes to ``self.caption(...)``);
+    ``add_caption_head(dim)`` then adds the head, stored as ``caption_head`` and in ``spec()["caption_dim"]``.
     """
 
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
@@ -255,6 +275,8 @@ class BrainEncoder(nn.Module):
             raise ConfigError(f"{type(self).__name__}: n_voxels: expected at least one subject, found none")
         self.subjects: dict[str, int] = {}
         self.subject_layers = nn.ModuleDict()
+        self.caption_head: CaptionHead | None = None
+        self.caption_dim: int | None = None
 
         self._pending_subjects = subjects
 
@@ -294,6 +316,34 @@ class BrainEncoder(nn.Module):
 
     def _build_subject(self, n_voxels: int) -> nn.Module:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    # ---- caption head (second target) -------------------------------------------------------------------------------
+
+    @property
+    def caption_features(self) -> int:
+        """Width of the pooled features the caption head reads; 0 when the encoder has none."""
+        return 0
+
+    def add_caption_head(self, caption_dim: int) -> None:
+        """Add a freshly initialised caption head predicting ``(batch, caption_dim)`` caption embeddings."""
+        if isinstance(caption_dim, bool) or int(caption_dim) <= 0:
+            raise ConfigError(f"{type(self).__name__}: caption_dim: expected a positive integer, found "
+                              f"{caption_dim!r}")
+        if self.caption_features <= 0:
+            raise ConfigError(f"{type(self).__name__}: this encoder has no caption head")
+        if self.caption_head is not None:
+            raise ConfigError(f"{type(self).__name__}: the encoder already has a caption head "
+                              f"(caption_dim {self.caption_dim})")
+        head = CaptionHead(self.caption_features, int(caption_dim))
+        ref = next(self.parameters(), None)
+        if ref is not None:
+            head.to(device=ref.device, dtype=ref.dtype)
+        self.caption_head = head
+        self.caption_dim = int(caption_dim)
+
+    def caption(self, features: torch.Tensor) -> torch.Tensor | None:
+        """The caption head on pooled ``features`` (batch, caption_features); ``None`` without a head."""
+        return None if self.caption_head is None else self.caption_head(features)
 
     def resolve_subject(self, subject: str | None) -> str:
         """The subject a call is for: ``None`` is allowed only when the encoder has one subject."""
@@ -371,18 +421,26 @@ class BrainEncoder(nn.Module):
         return sorted(chosen)
 
     def param_groups(self, mode: str = "all", subject: str | None = None, *,
-                     weight_decay: float = 0.0) -> list[dict]:
+                     weight_decay: float = 0.0, router_lr_scale: float = 1.0) -> list[dict]:
         """Optimizer parameter groups for ``mode``; freezes every other parameter (``requires_grad=False``).
 
-        Returns up to two groups, ``{"name": "decay", "params": [...], "weight_decay": weight_decay}`` and
+        Returns up to three groups, ``{"name": "decay", "params": [...], "weight_decay": weight_decay}``,
         ``{"name": "no_decay", ..., "weight_decay": 0.0}`` (biases, norms, 1-D parameters, learned tokens), as in
-        MindEyeV2. Pass the list straight to ``torch.optim.AdamW``.
+        MindEyeV2, and for encoders with routers ``{"name": "router", ..., "weight_decay": 0.0, "lr_scale":
+        router_lr_scale}``: routers learn faster when asked (a router's logits are small and its gradients weak, so
+        at the experts' rate the routing barely leaves its initial, uniform state) and are not decayed towards that
+        uniform state. Pass the list straight to ``torch.optim.AdamW``; a trainer multiplies each group's learning
+        rate by its ``lr_scale`` (default 1).
         """
         self.set_trainable(mode, subject)
         norm_ids = {id(p) for m in self.modules() if isinstance(m, _NORM_TYPES) for p in m.parameters()}
-        decay, no_decay = [], []
+        router_ids = {id(p) for p in self._router_parameters().values()}
+        decay, no_decay, router = [], [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:
+                continue
+            if id(p) in router_ids:
+                router.append(p)
                 continue
             exempt = p.ndim < 2 or id(p) in norm_ids or name.endswith("_token")
             (no_decay if exempt else decay).append(p)
@@ -391,15 +449,21 @@ class BrainEncoder(nn.Module):
             groups.append({"name": "decay", "params": decay, "weight_decay": float(weight_decay)})
         if no_decay:
             groups.append({"name": "no_decay", "params": no_decay, "weight_decay": 0.0})
+        if router:
+            groups.append({"name": "router", "params": router, "weight_decay": 0.0,
+                           "lr_scale": float(router_lr_scale)})
         return groups
 
     # ---- persistence ------------------------------------------------------------------------------------------------
 
     def spec(self) -> dict:
         """What rebuilds this encoder without weights (the content of ``config.json``)."""
-        return {"class": type(self).__name__, "kind": self.kind, "config": self.config.to_dict(),
+        spec = {"class": type(self).__name__, "kind": self.kind, "config": self.config.to_dict(),
                 "subjects": [[k, v] for k, v in self.subjects.items()], "target_shape": list(self.target_shape),
                 "schema": SCHEMA_VERSION}
+        if self.caption_dim is not None:
+            spec["caption_dim"] = self.caption_dim  # absent in encoders without a caption head (and older ones)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict, *, source: str = "spec") -> "BrainEncoder":
@@ -423,7 +487,10 @@ class BrainEncoder(nn.Module):
         klass = ENCODER_CLASSES[cls_name]
         if cls is not BrainEncoder and not issubclass(klass, cls):
             raise CheckpointError(f"{source}: key 'class': expected {cls.__name__}, found {cls_name}")
-        return klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
+        model = klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
+        if spec.get("caption_dim") is not None:
+            model.add_caption_head(spec["caption_dim"])
+        return model
 
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
         """Write ``config.json`` + ``model.safetensors`` into the folder ``path``, atomically.

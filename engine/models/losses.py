@@ -197,6 +197,10 @@ class LossConfig(ModelConfig):
         Weight of the L1 loss of ``extras["blurry"]`` against a low-level target (0.5).
     load_balance : float
         Weight of ``aux_losses["load_balance"]`` (MoE; 1.0).
+    caption : float
+        Weight of the caption head's loss (``EncoderOutput.caption`` vs the caption embedding; runs with
+        ``data.caption_embedder`` only): the same contrastive kind as the image target plus MSE, unweighted inside
+        (MoRE-Brain trains its text branch with the image recipe).
     """
 
     contrastive: float = 1.0
@@ -210,10 +214,11 @@ class LossConfig(ModelConfig):
     cosine: float = 0.0
     blurry: float = 0.5
     load_balance: float = 1.0
+    caption: float = 1.0
 
     def validate(self) -> None:
         name = type(self).__name__
-        for key in ("contrastive", "mse", "cosine", "blurry", "load_balance"):
+        for key in ("contrastive", "mse", "cosine", "blurry", "load_balance", "caption"):
             check(getattr(self, key) >= 0, name, key, "a weight >= 0", getattr(self, key))
         check(self.contrastive_kind in ("mindeye", "infonce", "softclip", "bimixco"), name, "contrastive_kind",
               "one of mindeye, infonce, softclip, bimixco", self.contrastive_kind)
@@ -239,9 +244,19 @@ class LossConfig(ModelConfig):
         return cosine_anneal(self.softclip_temperature[0], self.softclip_temperature[1], phase)
 
 
+def contrastive_term(pred: torch.Tensor, target: torch.Tensor, config: LossConfig, *, progress: float = 0.0,
+                     mix: MixcoBatch | None = None) -> tuple[str, torch.Tensor]:
+    """The configured contrastive loss of ``pred`` vs ``target`` at ``progress``: (its name, the unweighted value)."""
+    if mix is not None:
+        return "bimixco", bimixco_loss(pred, target, mix.lam, mix.perm, config.mixco_temperature)
+    if config.contrastive_kind in ("infonce", "bimixco"):
+        return "infonce", info_nce(pred, target, config.mixco_temperature)
+    return "softclip", soft_clip_loss(pred, target, config.softclip_tau(progress))
+
+
 def encoder_loss(output, target: torch.Tensor, config: LossConfig, *, progress: float = 0.0,
-                 mix: MixcoBatch | None = None, blurry_target: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+                 mix: MixcoBatch | None = None, blurry_target: torch.Tensor | None = None,
+                 caption_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted training loss of one batch.
 
     Parameters
@@ -257,6 +272,9 @@ def encoder_loss(output, target: torch.Tensor, config: LossConfig, *, progress: 
         The mixup the betas went through (``config.uses_mixco(progress)``); MSE/cosine/blurry targets are then mixed
         with the same λ, as MindEyeV2 does for its VAE targets.
     blurry_target : Tensor, shape (batch, C, H, W), optional
+    caption_target : Tensor, shape (batch, D_caption), optional
+        Unmixed caption embeddings; with ``output.caption`` adds ``caption`` (contrastive + MSE, weighted by
+        ``config.caption``; logged as ``caption`` with its parts ``caption_<kind>`` and ``caption_mse``).
 
     Returns
     -------
@@ -275,18 +293,8 @@ def encoder_loss(output, target: torch.Tensor, config: LossConfig, *, progress: 
         return t * lam + t[mix.perm] * (1 - lam)
 
     if config.contrastive > 0 and output.retrieval is not None:
-        if mix is not None:
-            c = bimixco_loss(output.retrieval, target, mix.lam, mix.perm, config.mixco_temperature)
-            parts["bimixco"] = c
-        elif config.contrastive_kind == "infonce":
-            c = info_nce(output.retrieval, target, config.mixco_temperature)
-            parts["infonce"] = c
-        elif config.contrastive_kind == "bimixco":
-            c = info_nce(output.retrieval, target, config.mixco_temperature)
-            parts["infonce"] = c
-        else:
-            c = soft_clip_loss(output.retrieval, target, config.softclip_tau(progress))
-            parts["softclip"] = c
+        name, c = contrastive_term(output.retrieval, target, config, progress=progress, mix=mix)
+        parts[name] = c
         total = total + config.contrastive * c
     if config.mse > 0:
         parts["mse"] = mse_loss(output.embedding, mixed(target))
@@ -300,4 +308,14 @@ def encoder_loss(output, target: torch.Tensor, config: LossConfig, *, progress: 
     if config.load_balance > 0 and "load_balance" in output.aux_losses:
         parts["load_balance"] = output.aux_losses["load_balance"]
         total = total + config.load_balance * parts["load_balance"]
+    caption = getattr(output, "caption", None)
+    if config.caption > 0 and caption_target is not None and caption is not None:
+        cap = torch.zeros((), device=target.device)
+        if config.contrastive > 0:
+            name, c = contrastive_term(caption, caption_target, config, progress=progress, mix=mix)
+            parts[f"caption_{name}"] = c
+            cap = cap + c
+        parts["caption_mse"] = mse_loss(caption, mixed(caption_target))
+        parts["caption"] = cap + parts["caption_mse"]
+        total = total + config.caption * parts["caption"]
     return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -166,6 +166,10 @@ class MBMEncoder(BrainEncoder):
         nn.init.normal_(self.mask_token, std=0.02)
         self._init_subjects()
 
+    @property
+    def caption_features(self) -> int:
+        return self.config.dim  # the caption head reads the mean of the encoder's patch tokens
+
     def n_patches(self, n_voxels: int) -> int:
         return math.ceil(n_voxels / self.config.patch_size)
 
@@ -213,7 +217,8 @@ class MBMEncoder(BrainEncoder):
         mapped = self.head(self.subject_layer(name)(tokens))  # (batch, n_tokens, D)
         emb = mapped.reshape(betas.shape[0], *self.target_shape)
         retrieval = self.projector(emb).flatten(1) if self.projector is not None else None
-        return EncoderOutput(embedding=emb, retrieval=retrieval, extras={"tokens": tokens})
+        caption = self.caption(tokens.mean(dim=1)) if self.caption_head is not None else None
+        return EncoderOutput(embedding=emb, retrieval=retrieval, extras={"tokens": tokens}, caption=caption)
 
     # ---- masked autoencoding ----------------------------------------------------------------------------------------
 

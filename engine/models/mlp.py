@@ -129,6 +129,10 @@ class MLPEncoder(BrainEncoder):
     def _build_subject(self, n_voxels: int) -> nn.Module:
         return nn.Linear(n_voxels, self.config.hidden)
 
+    @property
+    def caption_features(self) -> int:
+        return self.config.hidden  # the caption head reads the backbone output
+
     def features(self, betas: torch.Tensor, subject: str | None = None) -> torch.Tensor:
         """Backbone output (batch, hidden)."""
         betas, name = self._check_betas(betas, subject)
@@ -140,4 +144,4 @@ class MLPEncoder(BrainEncoder):
         emb = self.head(h).reshape(h.shape[0], *self.target_shape)
         retrieval = self.projector(emb).flatten(1) if self.projector is not None else None
         extras = {"blurry": self.blurry(h)} if self.blurry is not None else {}
-        return EncoderOutput(embedding=emb, retrieval=retrieval, extras=extras)
+        return EncoderOutput(embedding=emb, retrieval=retrieval, extras=extras, caption=self.caption(h))

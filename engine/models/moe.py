@@ -36,6 +36,11 @@ Differences from MoRE-Brain's code, on purpose:
   dropped; here the ``mse`` term is the MSE between each expert's mean routing probability and 1/E, averaged over
   parents and levels (``switch`` is the Switch-Transformer term E·Σ f_e·P_e, which is 1 at balance).
 - One retrieval projector on the combined embedding instead of one per expert.
+- ``roi_groups`` (optional, off by default) makes the input layer ROI-aware: its units are split into one block per
+  group of ROIs (e.g. early visual V1–V3 / hV4 / category LO + VOT) and a unit only reads its own group's voxels, so a
+  unit — the token the routers dispatch — carries one brain region's signal, routing can specialise by region and the
+  expert × ROI tables are exact rather than smeared through a dense layer. The trainer assigns each voxel its group
+  from the subject's ROIs (``set_voxel_groups``); voxels in none of the groups feed every unit.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.errors import ConfigError
 from engine.models.base import BrainEncoder, EncoderOutput, ModelConfig, RetrievalProjector, check
 from engine.models.losses import load_balance_loss, switch_balance_loss
 
@@ -91,6 +97,14 @@ class MoEConfig(ModelConfig):
         Build the retrieval projector.
     projector_hidden : int
         Projector width; 0 means the embedding's last dimension.
+    roi_groups : list of lists of str
+        ROI-aware input layer (see module notes): one block of units per group, e.g.
+        ``[["V1", "V2", "V3"], ["hV4"], ["LO", "VOT"]]``; empty = a dense input layer (MoRE-Brain).
+    roi_group_prior : float
+        With ``roi_groups`` and ``router_unit_bias``: the learned per-unit router logits of every level that routes
+        input units start at this value for the expert ``floor(g × E / G)`` of the unit's group g (G groups, E experts),
+        0 elsewhere, so routing starts region by region and training keeps or changes it. 0 = no prior: routers
+        start uniform (their gradients have no consistent direction to split regions apart, so they stay mixed).
     """
 
     hidden: int = 1024
@@ -108,10 +122,20 @@ class MoEConfig(ModelConfig):
     balance: Literal["mse", "switch"] = "mse"
     retrieval: bool = True
     projector_hidden: int = 0
+    roi_groups: tuple[tuple[str, ...], ...] = ()
+    roi_group_prior: float = 0.0
 
     def validate(self) -> None:
         name = type(self).__name__
         check(self.hidden > 0, name, "hidden", "a positive integer", self.hidden)
+        check(all(len(g) >= 1 for g in self.roi_groups), name, "roi_groups",
+              "a list of non-empty lists of ROI names", [list(g) for g in self.roi_groups])
+        names = [r for g in self.roi_groups for r in g]
+        check(len(names) == len(set(names)), name, "roi_groups", "each ROI in at most one group",
+              [list(g) for g in self.roi_groups])
+        check(self.roi_group_prior >= 0, name, "roi_group_prior", "a number >= 0", self.roi_group_prior)
+        check(self.hidden >= len(self.roi_groups), name, "hidden", f"at least one unit per ROI group "
+              f"({len(self.roi_groups)})", self.hidden)
         check(self.topology in TOPOLOGIES, name, "topology", f"one of {list(TOPOLOGIES)}", self.topology)
         check(self.routing in ROUTINGS, name, "routing", f"one of {list(ROUTINGS)}", self.routing)
         check(len(self.n_experts) >= 1 and all(e >= 1 for e in self.n_experts), name, "n_experts",
@@ -191,6 +215,36 @@ class UnitRouter(nn.Module):
         if self.unit_bias is not None:
             logits = logits + self.unit_bias
         return logits.softmax(dim=-1)
+
+
+class RoiGroupedLinear(nn.Linear):
+    """``Linear(n_voxels → hidden)`` whose units are split into ``n_groups`` contiguous blocks; unit u of block g reads
+    only the voxels of group g (``voxel_group``, a buffer saved with the weights; -1 = a voxel of no group, read by
+    every unit). Until ``voxel_group`` is set every voxel is -1 and the layer is dense."""
+
+    def __init__(self, n_voxels: int, hidden: int, n_groups: int) -> None:
+        super().__init__(n_voxels, hidden)
+        self.n_groups = n_groups
+        self.register_buffer("voxel_group", torch.full((n_voxels,), -1, dtype=torch.int64))
+        self.register_buffer("unit_group", torch.arange(hidden) * n_groups // hidden, persistent=False)
+
+    def set_voxel_groups(self, groups) -> None:
+        g = torch.as_tensor(np.asarray(groups), dtype=torch.int64)
+        if g.shape != self.voxel_group.shape or bool(((g < -1) | (g >= self.n_groups)).any()):
+            raise ValueError(f"voxel groups: expected {tuple(self.voxel_group.shape)} integers in "
+                             f"[-1, {self.n_groups}), found shape {tuple(g.shape)}")
+        self.voxel_group.copy_(g.to(self.voxel_group.device))
+
+    def mask(self) -> torch.Tensor:
+        """(hidden, n_voxels) bool: which voxels each unit reads."""
+        v = self.voxel_group[None, :]
+        return (self.unit_group[:, None] == v) | (v < 0)
+
+    def effective_weight(self) -> torch.Tensor:
+        return self.weight * self.mask().to(self.weight.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.effective_weight(), self.bias)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -371,12 +425,53 @@ class MoEEncoder(BrainEncoder):
                 width = width0 if i == 0 else max(1, int(c.hidden // e * cf))
                 levels.append(ExpertLevel(1, c.hidden, e, width, c.n_blocks, self.embed_dim, c))
         self.levels = nn.ModuleList(levels)
+        if c.roi_groups and c.roi_group_prior > 0 and c.router_unit_bias:
+            self._init_roi_group_prior()
         d = self.target_shape[-1]
         self.projector = RetrievalProjector(d, c.projector_hidden or d) if c.retrieval else None
         self._init_subjects()
 
+    def _init_roi_group_prior(self) -> None:
+        """Unit biases of input-routing levels: group g's units start preferring expert floor(g·E/G)."""
+        c = self.config
+        n_groups = len(c.roi_groups)
+        unit_group = torch.arange(c.hidden) * n_groups // c.hidden
+        for i, level in enumerate(self.levels):
+            if c.topology == "hierarchical" and i > 0:
+                continue
+            e = level.n_children
+            with torch.no_grad():
+                level.router.unit_bias[0, torch.arange(c.hidden), unit_group * e // n_groups] += c.roi_group_prior
+
     def _build_subject(self, n_voxels: int) -> nn.Module:
+        if self.config.roi_groups:
+            return RoiGroupedLinear(n_voxels, self.config.hidden, len(self.config.roi_groups))
         return nn.Linear(n_voxels, self.config.hidden)
+
+    def set_voxel_groups(self, subject: str | None, roi_masks: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Assign the subject's voxels to ``roi_groups`` from its ROI masks (name → bool (n_voxels,)).
+
+        Returns the group of every voxel (-1: in no group), or None when the encoder has no ``roi_groups``.
+        """
+        layer = self.subject_layer(subject)
+        if not isinstance(layer, RoiGroupedLinear):
+            return None
+        n = layer.voxel_group.shape[0]
+        groups = np.full(n, -1, np.int64)
+        for g, names in enumerate(self.config.roi_groups):
+            for r in names:
+                if r in roi_masks:
+                    m = np.asarray(roi_masks[r], bool)
+                    if m.shape != (n,):
+                        raise ConfigError(f"ROI '{r}': expected a mask of {n} voxels, found shape {m.shape}")
+                    groups[m] = g
+        layer.set_voxel_groups(groups)
+        return groups
+
+    @property
+    def caption_features(self) -> int:
+        # The caption head reads the first level's routed expert states, concatenated (batch, experts × width).
+        return self.levels[0].n_experts * self.levels[0].width
 
     def _router_parameters(self) -> dict[str, nn.Parameter]:
         return {f"levels.{i}.router.{k}": p for i, lv in enumerate(self.levels)
@@ -406,8 +501,9 @@ class MoEEncoder(BrainEncoder):
         emb = stack.mean(dim=0)
         retrieval = self.projector(emb).flatten(1) if self.projector is not None else None
         lb = torch.stack([r["lb"] for r in results]).mean()
+        caption = self.caption(results[0]["hidden"].flatten(1)) if self.caption_head is not None else None
         return EncoderOutput(embedding=emb, retrieval=retrieval, aux_losses={"load_balance": lb},
-                             extras={"levels": stack})
+                             extras={"levels": stack}, caption=caption)
 
     def expert_outputs(self, betas: torch.Tensor, subject: str | None = None) -> list[torch.Tensor]:
         """Each expert's own contribution, per level: (batch, n_experts, *target_shape); differentiable.

@@ -80,7 +80,10 @@ def voxel_routing(model, subject_name: str, betas, *, method: str = "weights",
                                                                                      chunk_size)]
     if method != "weights":
         raise ConfigError(f"voxel routing method: expected 'weights' or 'gradient', found {method!r}")
-    weight = model.subject_layer(subject_name).weight.detach().cpu().numpy()  # (n_units, n_voxels)
+    layer = model.subject_layer(subject_name)
+    # An ROI-grouped input layer's units read only their group's voxels: attribute through the masked weight.
+    weight = (layer.effective_weight() if hasattr(layer, "effective_weight") else layer.weight)
+    weight = weight.detach().cpu().numpy()  # (n_units, n_voxels)
     attribution = np.abs(weight).astype(np.float64)
     sums: list[np.ndarray] | None = None
     # Chunks of trials bound memory: deep levels hold (trials, units, experts) arrays.

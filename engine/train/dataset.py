@@ -135,6 +135,8 @@ class PreparedData:
     test_betas : (n_test_trials, n_used_voxels)
     targets : (n_images, *target_shape)
         Target embedding of every stimulus image.
+    caption_targets : (n_images, D_caption) or None
+        Caption embedding of every stimulus image (``DataConfig.caption_embedder``), else ``None``.
     """
 
     normalizer: Normalizer
@@ -146,6 +148,7 @@ class PreparedData:
     test_rows: np.ndarray
     test_betas: np.ndarray
     targets: np.ndarray
+    caption_targets: np.ndarray | None = None
 
     @property
     def target_shape(self) -> tuple[int, ...]:
@@ -189,6 +192,11 @@ def prepare_data(subject, config: DataConfig, *, targets: np.ndarray | None = No
     if targets.shape[0] != subject.n_images:
         raise DataError(subject.path or subject.name, "targets do not match the stimulus images",
                         expected=f"{subject.n_images} rows", found=f"{targets.shape[0]}")
+    captions = None
+    if config.caption_embedder:
+        from engine.train.targets import caption_targets
+
+        captions = caption_targets(subject, config.caption_embedder)
     if has_test:
         img, groups, rows = split_groups(subject, "test")
     else:
@@ -203,6 +211,7 @@ def prepare_data(subject, config: DataConfig, *, targets: np.ndarray | None = No
         test_rows=rows,
         test_betas=norm.apply(subject.betas, rows) if len(rows) else np.zeros((0, norm.n_voxels), np.float32),
         targets=targets,
+        caption_targets=captions,
     )
 
 

@@ -7,6 +7,9 @@
 The run's ``model/`` folder holds ``run_model.json`` (kind, subject, target shape, embedder), the voxel selection and
 z-scoring statistics (``normalization.safetensors``) and either ``encoder/`` (a torch ``BrainEncoder`` folder) or
 ``ridge/`` (a ``RidgeCV`` folder). Betas are normalised with the *training* statistics before the model sees them.
+
+Runs trained with ``data.caption_embedder`` also predict caption embeddings: ``predict_captions(run, subject)`` (the
+encoder's caption head, or ``model/caption_ridge/`` for ridge runs).
 """
 
 from __future__ import annotations
@@ -174,3 +177,115 @@ def predict_embeddings(run, subject, split: str = "test", repeat_mode: str = "av
     targets = target_embeddings(subject.images, info["embedder"], info["target"])[image_index]
     return Prediction(image_index=image_index, embeddings=gp.embeddings, targets=targets.astype(np.float32),
                       per_repeat=gp.per_repeat, blurry=gp.blurry, repeat_mode=repeat_mode)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Caption predictions (second target, runs trained with ``data.caption_embedder``)
+
+CAPTION_RIDGE = "caption_ridge"
+
+
+@dataclass(frozen=True)
+class CaptionPrediction:
+    """Predicted caption embeddings of a run for one split, one row per image (ascending image index).
+
+    Attributes
+    ----------
+    image_index : int64 array (n,)
+    embeddings : float32 array (n, D_caption)
+        The caption head's predictions (a second ridge fit for ridge runs), combined over repeats.
+    targets : float32 array (n, D_caption)
+        Caption embeddings of the seen images' captions (the run's caption embedder).
+    per_repeat : float32 array (n, R, D_caption) or None
+        Single-trial predictions (``average_outputs`` only), NaN-padded.
+    repeat_mode : str
+    """
+
+    image_index: np.ndarray
+    embeddings: np.ndarray
+    targets: np.ndarray
+    per_repeat: np.ndarray | None
+    repeat_mode: str = "average_outputs"
+
+
+def forward_captions(model, betas: np.ndarray, subject_key: str, *, device="cpu", batch_size: int = 256) -> np.ndarray:
+    """Caption predictions (n, D_caption) for every row of normalised ``betas``.
+
+    ``model`` is a torch ``BrainEncoder`` with a caption head or the caption ``RidgeCV`` of a ridge run.
+    """
+    if hasattr(model, "coef_"):  # RidgeCV fitted on the caption embeddings
+        return model.predict(betas).reshape(len(betas), -1).astype(np.float32)
+    if getattr(model, "caption_head", None) is None:
+        raise ConfigError(f"{type(model).__name__}: this encoder has no caption head; train it with "
+                          f"data.caption_embedder set")
+    import torch
+
+    was_training = model.training
+    model.eval()
+    outs = []
+    try:
+        with torch.no_grad():
+            for s in range(0, len(betas), batch_size):
+                x = torch.from_numpy(np.ascontiguousarray(betas[s : s + batch_size], np.float32)).to(device)
+                outs.append(model(x, subject=subject_key).caption.float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(outs) if outs else np.zeros((0, int(model.caption_dim)), np.float32)
+
+
+def predict_caption_groups(model, betas: np.ndarray, groups: np.ndarray, subject_key: str, *,
+                           repeat_mode: str = "average_outputs", device="cpu",
+                           per_repeat: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """Caption predictions per image (n_images, D) from normalised betas and -1-padded repeat groups, and optionally
+    the single-trial ones (n_images, R, D), NaN-padded."""
+    if repeat_mode not in REPEAT_MODES:
+        raise ConfigError(f"repeat_mode: expected one of {list(REPEAT_MODES)}, found {repeat_mode!r}")
+    if repeat_mode == "average_voxels":
+        return forward_captions(model, average_groups(betas, groups), subject_key, device=device), None
+    single = forward_captions(model, betas, subject_key, device=device)
+    rep = None
+    if per_repeat:
+        valid = groups >= 0
+        rep = single[np.where(valid, groups, 0)].astype(np.float32)
+        rep[~valid] = np.nan
+    return average_groups(single, groups).astype(np.float32), rep
+
+
+def load_caption_model(run_dir: str | Path | Run, *, device: str = "cpu"):
+    """The caption predictor of a run: its torch encoder (with caption head) or its caption ``RidgeCV``."""
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    info = model_info(run)
+    if not info.get("caption_embedder"):
+        raise ConfigError(f"{run.path}: this run has no caption head (trained without data.caption_embedder)")
+    if info["kind"] == "ridge":
+        from engine.models.ridge import RidgeCV
+
+        return RidgeCV.load(run.model_dir / CAPTION_RIDGE)
+    return load_encoder(run, device=device)
+
+
+def predict_captions(run, subject, split: str = "test", repeat_mode: str = "average_outputs", *,
+                     device: str = "cpu") -> CaptionPrediction:
+    """Predicted and true caption embeddings of every image of ``split`` (see ``predict_embeddings``)."""
+    from engine.data.subject import Subject
+    from engine.train.targets import caption_targets
+
+    run = run if isinstance(run, Run) else Run.open(run)
+    info = model_info(run)
+    model = load_caption_model(run, device=device)
+    if not isinstance(subject, Subject):
+        from engine.data import open_subject
+
+        subject = open_subject(subject)
+    norm = load_normalizer(run)
+    if norm.voxel_index.size and int(norm.voxel_index.max()) >= subject.n_voxels:
+        raise DataError(subject.path or subject.name, "subject does not match the run's voxels", key="betas",
+                        expected=f"at least {int(norm.voxel_index.max()) + 1} voxels", found=subject.n_voxels)
+    image_index, groups, rows = split_groups(subject, split)
+    if len(rows) == 0:
+        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    emb, rep = predict_caption_groups(model, norm.apply(subject.betas, rows), groups, info["subject"],
+                                      repeat_mode=repeat_mode, device=device, per_repeat=True)
+    targets = caption_targets(subject, info["caption_embedder"])[image_index]
+    return CaptionPrediction(image_index=image_index, embeddings=emb, targets=targets.astype(np.float32),
+                             per_repeat=rep, repeat_mode=repeat_mode)

@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 from engine.train.config import TrainConfig
 
 REFERENCE_VOXELS = 15724  # NSD subj01 nsdgeneral
+DEMO_EARLY, DEMO_CATEGORY = ("V1", "V2", "V3"), ("LO", "VOT")  # the demo subject's ROI families
 
 DESCRIPTIONS = {
     "mindeye": "MindEyeV2: per-subject linear layer → 4 residual blocks (hidden 4096 at NSD size) → token head + "
@@ -151,11 +152,16 @@ def _demo_moe(s, n_vox, n_train) -> dict:
     return {
         "model": {"kind": "moe", "params": {"hidden": 256, "topology": "hierarchical", "n_experts": [2, 4],
                                             "routing": "expert_choice", "expert_width": 256, "n_blocks": 1,
-                                            "dropout": 0.1, "router_init": 0.05}},
+                                            "dropout": 0.1, "router_init": 0.05,
+                                            # ROI-aware input units; early visual starts on expert 0, category
+                                            # ROIs on expert 1 (without the prior the routing stays mixed).
+                                            "roi_groups": [list(DEMO_EARLY), ["hV4"], list(DEMO_CATEGORY)],
+                                            "roi_group_prior": 2.0}},
         "data": {"embedder": "demo", "target": "pooled"},
         "loss": {"contrastive": 1.0, "contrastive_kind": "mindeye", "mixco_fraction": 0.33, "mse": 1.0,
                  "load_balance": 0.05},
-        "optim": {"lr": 1e-3, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 2 / epochs},
+        "optim": {"lr": 1e-3, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 2 / epochs,
+                  "router_lr_scale": 10.0},
         "epochs": epochs, "batch_size": _batch(64, n_train), "eval_every": 5, "log_every": 20,
     }
 

@@ -46,7 +46,7 @@ from engine.train.dataset import PreparedData, prepare_data
 from engine.train.device import device_name, oom_guard
 from engine.train.distributed import Distributed
 from engine.train.evaluation import embedding_metrics
-from engine.train.predict import MODEL_INFO, NORMALIZATION
+from engine.train.predict import CAPTION_RIDGE, MODEL_INFO, NORMALIZATION
 from engine.train.run import Run
 from engine.train.schedule import learning_rate
 from engine.train.targets import array_digest
@@ -337,6 +337,10 @@ class _Trainer:
             "data_hash": data_hash,
             "targets": {"embedder": self.config.data.embedder, "kind": self.config.data.target,
                         "shape": list(data.target_shape), "hash": array_digest(data.targets)},
+            **({"caption_targets": {"embedder": self.config.data.caption_embedder,
+                                    "shape": list(data.caption_targets.shape[1:]),
+                                    "hash": array_digest(data.caption_targets)}}
+               if data.caption_targets is not None else {}),
             "voxels_used": int(data.n_voxels),
             "trials": {"train": data.train_rows.tolist(), "test": data.test_rows.tolist()},
             "sessions": sessions,
@@ -365,6 +369,13 @@ class _Trainer:
         n = data.train_betas.shape[0]
         with oom_guard(self.device, what="fitting ridge"):
             ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
+        self.caption_ridge = None
+        if data.caption_targets is not None:
+            # The caption target is a second, independent ridge fit (its own per-target alphas).
+            self.caption_ridge = RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
+                                         backend=backend, device=device)
+            with oom_guard(self.device, what="fitting the caption ridge"):
+                self.caption_ridge.fit(data.train_betas, data.caption_targets[data.train_image])
         self.step = 1
         yield from self._cancel_without_checkpoint()
         yield self.emit(Progress(step=1, total=1, stage="ridge"))
@@ -406,9 +417,28 @@ class _Trainer:
         else:
             model = build_encoder(cfg.model.kind, cfg.model_config(), n_voxels={self.key: data.n_voxels},
                                   target_shape=data.target_shape)
+        self._ensure_caption_head(model, data)
+        if hasattr(model, "set_voxel_groups"):
+            # ROI-aware MoE input layers read each voxel's ROI group from the subject (a no-op without roi_groups).
+            idx = data.normalizer.voxel_index
+            model.set_voxel_groups(self.key, {k: np.asarray(m, bool)[idx] for k, m in self.subject.rois.items()})
         model = model.to(self.device)
         self.dist.broadcast_model(model)
         return model
+
+    def _ensure_caption_head(self, model, data: PreparedData) -> None:
+        """Give the encoder a caption head when the run has caption targets (new model or ``init_from``)."""
+        if data.caption_targets is None:
+            return
+        dim = int(data.caption_targets.shape[1])
+        if model.caption_head is None:
+            if self.config.train_mode != "all":
+                raise ConfigError(f"TrainConfig.train_mode: '{self.config.train_mode}' would leave a new caption "
+                                  f"head untrained; fine-tune with train_mode 'all' or set data.caption_embedder: null")
+            model.add_caption_head(dim)
+        elif model.caption_dim != dim:
+            raise ConfigError(f"TrainConfig.data.caption_embedder: the encoder's caption head predicts "
+                              f"{model.caption_dim} values, the caption embedder gives {dim}")
 
     def _param_groups(self, model, stage: Stage) -> list[dict]:
         wd = stage.optim.weight_decay
@@ -422,7 +452,8 @@ class _Trainer:
             groups = [{"name": "decay", "params": decay, "weight_decay": wd},
                       {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
             return [g for g in groups if g["params"]]
-        return model.param_groups(self.config.train_mode, subject=self.key, weight_decay=wd)
+        return model.param_groups(self.config.train_mode, subject=self.key, weight_decay=wd,
+                                  router_lr_scale=stage.optim.router_lr_scale)
 
     def _autocast(self):
         if self.device.type == "cuda" and self.config.precision != "fp32":
@@ -474,7 +505,7 @@ class _Trainer:
                     rows = self.dist.shard(order[b * stage.batch_size:(b + 1) * stage.batch_size])
                     lr = learning_rate(stage.optim, self.step - offset, stage.steps)
                     for g in opt.param_groups:
-                        g["lr"] = lr
+                        g["lr"] = lr * g.get("lr_scale", 1.0)
                     with oom_guard(self.device, batch_size=stage.batch_size, precision=cfg.precision):
                         if stage.name == "pretrain":
                             loss, parts = self._pretrain_step(model, rows_all, rows, gen)
@@ -523,9 +554,12 @@ class _Trainer:
         if loss_cfg.uses_mixco(progress):
             mix = mixco_batch(x, beta=loss_cfg.mixco_beta, prob=loss_cfg.mixco_prob, generator=gen)
         blurry_target = self._blurry_target(images, blurry) if blurry is not None else None
+        caption_target = (torch.from_numpy(data.caption_targets[images]).to(self.device)
+                          if data.caption_targets is not None else None)
         with self._autocast():
             out = model(mix.betas if mix is not None else x, subject=self.key)
-        return encoder_loss(out, y, loss_cfg, progress=progress, mix=mix, blurry_target=blurry_target)
+        return encoder_loss(out, y, loss_cfg, progress=progress, mix=mix, blurry_target=blurry_target,
+                            caption_target=caption_target)
 
     def _blurry_shape(self, model, loss_cfg):
         shape = getattr(model.config, "blurry_shape", None)
@@ -613,9 +647,24 @@ class _Trainer:
         if not hasattr(self, "_target_mean"):
             self._target_mean = data.targets[data.train_image].mean(axis=0)
         metrics = embedding_metrics(pred, data.targets[data.test_image_index], center=self._target_mean)
+        metrics.update(self._caption_metrics(model))
         self.metrics = metrics
         for k, v in metrics.items():
             yield self.emit(Metric(name=k, value=v, step=self.step, split="test"))
+
+    def _caption_metrics(self, model) -> dict[str, float]:
+        """``caption_two_way``, ``caption_top1_retrieval``, ``caption_cosine``… of the caption head (test set)."""
+        from engine.train.predict import predict_caption_groups
+
+        data = self.data
+        if data.caption_targets is None:
+            return {}
+        caption_model = self.caption_ridge if self.config.model.kind == "ridge" else model
+        pred, _ = predict_caption_groups(caption_model, data.test_betas, data.test_groups, self.key,
+                                         repeat_mode=self.config.data.repeat_mode, device=self.device)
+        center = data.caption_targets[data.train_image].mean(axis=0)
+        m = embedding_metrics(pred, data.caption_targets[data.test_image_index], center=center)
+        return {f"caption_{k}": v for k, v in m.items()}
 
     def _routing_summary(self, model, data: PreparedData):
         """Expert × ROI tables of the trained MoE on the test trials, written to ``RUN_DIR/routing.json``."""
@@ -649,9 +698,14 @@ class _Trainer:
                 "target_shape": list(data.target_shape), "embedder": self.config.data.embedder,
                 "target": self.config.data.target, "repeat_mode": self.config.data.repeat_mode,
                 "config_hash": self.config.config_hash(), "step": self.step, "metrics": self.metrics}
+        if data.caption_targets is not None:
+            info.update(caption_embedder=self.config.data.caption_embedder,
+                        caption_dim=int(data.caption_targets.shape[1]))
         with atomic_dir(target, overwrite=True) as tmp:
             if self.config.model.kind == "ridge":
                 model.save(tmp / "ridge")
+                if getattr(self, "caption_ridge", None) is not None:
+                    self.caption_ridge.save(tmp / CAPTION_RIDGE)
             else:
                 model.cpu().save(tmp / "encoder")
             data.normalizer.save(tmp / NORMALIZATION)

@@ -1,15 +1,16 @@
-"""On-disk cache of image embeddings, keyed by the stimulus pixels and the embedding model.
+"""On-disk cache of image and caption embeddings, keyed by the stimuli and the embedding model.
 
 A stimulus set is embedded once per model: ``$NEUROLENS_CACHE_DIR/embeddings/<key>.npy`` (default cache folder
-``~/.cache/neurolens``), where the key hashes the image array (shape, dtype and bytes), the embedder's ``identity``
-(spec + weights hash) and whether tokens were asked for. Files are written atomically and read with
-``allow_pickle=False``; a damaged file is recomputed, never trusted.
+``~/.cache/neurolens``), where the key hashes the image array (shape, dtype and bytes) or the caption strings, the
+embedder's ``identity`` (spec + weights hash) and, for images, whether tokens were asked for. Files are written
+atomically and read with ``allow_pickle=False``; a damaged file is recomputed, never trusted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 from pathlib import Path
 
@@ -64,19 +65,41 @@ def cached_image_embeddings(images, embedder: ImageEmbedder, *, tokens: bool = F
     float32 array (n_images, dim) or (n_images, T, D)
     """
     images = check_images(images)
-    folder = cache_root(cache_dir)
-    path = folder / f"{embedding_key(images, embedder, tokens=tokens)}.npy"
     if tokens and embedder.token_shape is None:
         raise ValueError(f"image embedder {embedder.spec!r} has no token embeddings; use tokens=False")
     expected_tail = tuple(embedder.token_shape) if tokens else (embedder.dim,)
+    return _cached(embedding_key(images, embedder, tokens=tokens), (images.shape[0], *expected_tail), cache_dir,
+                   lambda: embedder.embed(images, tokens=tokens, batch_size=batch_size))
+
+
+def texts_digest(texts) -> str:
+    """SHA-256 of a list of strings (order matters)."""
+    return hashlib.sha256(json.dumps([str(t) for t in texts], ensure_ascii=False).encode()).hexdigest()
+
+
+def cached_text_embeddings(texts, embedder, *, cache_dir: str | os.PathLike | None = None,
+                           batch_size: int = 64) -> np.ndarray:
+    """Embeddings ``(len(texts), embedder.dim)`` of captions by a ``TextEmbedder``, through the same cache."""
+    texts = [str(t) for t in texts]
+    h = hashlib.sha256()
+    for part in (_KEY_VERSION, "text", texts_digest(texts), embedder.identity):
+        h.update(part.encode())
+        h.update(b"\0")
+    return _cached(h.hexdigest()[:32], (len(texts), embedder.dim), cache_dir,
+                   lambda: embedder.embed(texts, batch_size=batch_size))
+
+
+def _cached(key: str, shape: tuple, cache_dir, compute) -> np.ndarray:
+    """The float32 array of ``shape`` stored under ``key``, else ``compute()`` stored there."""
+    path = cache_root(cache_dir) / f"{key}.npy"
     if path.is_file():
         try:
             arr = np.load(path, allow_pickle=False)
-            if arr.dtype == np.float32 and arr.shape == (images.shape[0], *expected_tail):
+            if arr.dtype == np.float32 and arr.shape == tuple(shape):
                 return arr
         except (OSError, ValueError):
             pass  # damaged or foreign file: recompute below and overwrite it
-    arr = np.ascontiguousarray(embedder.embed(images, tokens=tokens, batch_size=batch_size), dtype=np.float32)
+    arr = np.ascontiguousarray(compute(), dtype=np.float32)
     buf = io.BytesIO()
     np.save(buf, arr, allow_pickle=False)
     try:
