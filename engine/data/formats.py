@@ -51,8 +51,29 @@ def detect_format(path: str | Path) -> str:
     )
 
 
+DEMO_ALIAS = "demo"
+
+
+def resolve_demo_alias(path: str | Path) -> str | Path:
+    """``"demo"`` / ``"demo:N"`` (when no such file exists) → the cached demo subject N, built on first use."""
+    text = str(path)
+    if Path(text).exists() or not (text == DEMO_ALIAS or text.startswith(DEMO_ALIAS + ":")):
+        return path
+    number = text.partition(":")[2] or "1"
+    if not number.isdigit() or int(number) < 1:
+        raise SubjectFormatError(text, "not a demo subject", expected="'demo' or 'demo:N' with N ≥ 1",
+                                 found=repr(text))
+    from engine.data.demo import ensure_demo_subject
+
+    return ensure_demo_subject(subject=int(number))
+
+
 def open_subject(path: str | Path, format: str | None = None, **options) -> Subject:
-    """Open ``path`` as a ``Subject``; ``format`` overrides detection, ``options`` go to the reader."""
+    """Open ``path`` as a ``Subject``; ``format`` overrides detection, ``options`` go to the reader.
+
+    ``"demo"`` or ``"demo:N"`` opens the built-in (simulated) demo subject N, creating it on first use.
+    """
+    path = resolve_demo_alias(path)
     fmt = format or detect_format(path)
     if fmt == "native":
         return native.read_native(path)

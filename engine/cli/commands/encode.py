@@ -13,7 +13,7 @@ ORDER = 40
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--data", required=True, metavar="SUBJECT", help="subject folder or dataset (any readable format)")
+    p.add_argument("--data", required=True, metavar="SUBJECT", help="subject folder or dataset (any readable format), or demo / demo:N for the built-in demo subject")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder to write the maps into")
     p.add_argument("--embedder", default="demo", metavar="demo|PATH",
                    help="image embedder: 'demo' or a local CLIP folder (default: demo)")

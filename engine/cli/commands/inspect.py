@@ -10,7 +10,7 @@ ORDER = 10
 
 
 def add_arguments(p) -> None:
-    p.add_argument("path", help="subject folder or dataset file/folder")
+    p.add_argument("path", help="subject folder or dataset file/folder, or demo / demo:N for the built-in demo subject")
     p.add_argument("--format", default=None, help="override format detection (native, nsd, god, bold5000, nifti, arrays)")
     p.add_argument("--mapping", default=None, help="mapping file (YAML/JSON) for --format arrays")
     p.add_argument("--subject", type=int, default=None, help="subject number when the source holds several")

@@ -13,7 +13,7 @@ ORDER = 30
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--data", metavar="SUBJECT", help="subject folder or dataset (any format 'inspect' reads)")
+    p.add_argument("--data", metavar="SUBJECT", help="subject folder or dataset (any format 'inspect' reads), or demo / demo:N for the built-in demo subject")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--preset", metavar="NAME", help="a named config (see --list-presets)")
     src.add_argument("--config", metavar="FILE", help="a TrainConfig YAML file (e.g. a run's config.yaml)")

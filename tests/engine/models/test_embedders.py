@@ -186,15 +186,16 @@ def test_sentence_folder_mean_pooling(tmp_path):
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "a", "red", "blue", "circle"]
-    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    # From a vocabulary dict: in transformers 5, ``vocab_file=`` alone gives a tokenizer that maps every word to [UNK].
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(tmp_path)
     BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=32)).save_pretrained(tmp_path)
     (tmp_path / "modules.json").write_text(json.dumps([{"type": "sentence_transformers.models.Normalize"}]))
     emb = load_text_embedder(str(tmp_path))
-    out = emb.embed(["a red circle", "blue"])
-    assert out.shape == (2, 16)
+    out = emb.embed(["a red circle", "blue", "a blue circle"])
+    assert out.shape == (3, 16)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
+    assert not np.allclose(out[0], out[2], atol=1e-4)  # real tokens reach the model: different words, different vectors
 
 
 def test_text_folder_without_tokenizer(tmp_path):
