@@ -11,6 +11,8 @@ import os
 import sys
 import time
 
+from engine._version import __version__  # the one place the version lives; imports nothing heavy
+
 _T0 = time.perf_counter()
 
 
@@ -27,6 +29,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", metavar="WxH", default="1500x950", help="window size for --screenshot (default 1500x950)")
     p.add_argument("--settings", metavar="INI", help="use this settings file instead of the user's")
     p.add_argument("--report-visible", action="store_true", help=argparse.SUPPRESS)  # benchmark: print show time
+    p.add_argument("--version", action="version", version=f"neurolens-app {__version__}")
     return p.parse_args(argv)
 
 
@@ -89,7 +92,7 @@ def _apply_view(win, view: str | None, overlay: str | None) -> None:
 class _ScreenshotTaker:
     """Waits until the subject is loaded and the brain view drawn, grabs the window (or one panel), exits."""
 
-    TIMEOUT_S = 240
+    TIMEOUT_S = 600  # the first screenshot of a run panel trains a small demo run
 
     def __init__(self, win, path: str, panel: str | None, view: str | None, overlay: str | None) -> None:
         from PySide6.QtCore import QTimer
@@ -106,9 +109,9 @@ class _ScreenshotTaker:
         self.timer.start()
         self.t0 = time.perf_counter()
         self.settle = None
+        self.ready = lambda: True
 
     def _on_loaded(self, subject) -> None:
-        self.loaded = True
         if subject.n_trials:
             # give the Trials panel and the voxel inspector something to show
             test = subject.split_indices("test")
@@ -117,6 +120,36 @@ class _ScreenshotTaker:
         _apply_view(self.win, self.view, self.overlay)
         if self.panel:
             self.win.show_panel(self.panel)
+        if self.panel in RUN_PANELS:
+            self._prepare_run(subject)
+        else:
+            self.loaded = True
+
+    def _prepare_run(self, subject) -> None:
+        """The run panels show a run: reuse or make one (see ``screenshot_run_job``)."""
+        from neurolens_app.widgets.runs_list import runs_folder
+
+        folder = runs_folder(self.win.context)
+        if folder is None:
+            self.loaded = True
+            return
+        dock = self.win.docks[self.panel]
+        dock.setFloating(True)  # the panel alone, at the screenshot size
+        dock.resize(self.win.size())
+        self.win.context.jobs.start(lambda cancel: screenshot_run_job(subject, folder, cancel),
+                                    "Preparing the screenshot run", on_result=self._on_run_ready)
+
+    def _on_run_ready(self, run) -> None:
+        panel = self.win.panels[self.panel]
+        self.win.context.subject.set_run(run)
+        if self.panel == "training":
+            panel.show_run(run)
+            self.ready = lambda: True
+        elif self.panel == "reconstruction":
+            self.ready = lambda: panel.current_image is not None and bool(panel.results)
+        else:
+            self.ready = lambda: panel.analysis is not None
+        self.loaded = True
 
     def _on_error(self, dlg) -> None:
         print(f"error while preparing the screenshot: {dlg.message}", file=sys.stderr)
@@ -128,7 +161,7 @@ class _ScreenshotTaker:
             print("screenshot: timed out waiting for the subject", file=sys.stderr)
             QApplication.instance().exit(1)
             return
-        if not (self.loaded and self.win.brain.is_drawn):
+        if not (self.loaded and self.win.brain.is_drawn and self.ready()):
             return
         if self.settle is None:
             self.settle = time.perf_counter()  # let pending thumbnails and layouts settle
@@ -141,6 +174,49 @@ class _ScreenshotTaker:
         print(f"saved {self.path}" if ok else f"could not write {self.path}")
         self.win.close()
         QApplication.instance().exit(0 if ok else 1)
+
+
+RUN_PANELS = ("training", "reconstruction", "experts")
+SCREENSHOT_RUN = "screenshot-demo-moe"
+SCREENSHOT_IMAGES = 12
+
+
+def screenshot_run_job(subject, folder, cancel):
+    """Job: the run the screenshots of the run panels show, ``FOLDER/screenshot-demo-moe`` (beside the subject: for
+    the demo, under the user's cache dir). An existing finished run of the same preset is reused; otherwise
+    ``demo-moe`` is trained (about a minute on 2 CPU cores), its decoder fine-tuned for one epoch, and the first test
+    images reconstructed. Returns the run folder."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    from engine.events import Log
+    from engine.recon.finetune import DECODER_DIR, FinetuneConfig, finetune_job
+    from engine.recon.reconstruct import reconstruct_job
+    from engine.train.presets import get_preset
+    from engine.train.run import Run
+    from engine.train.trainer import train_job
+
+    run = Path(folder) / SCREENSHOT_RUN
+    cfg = get_preset("demo-moe", subject).with_overrides({"name": SCREENSHOT_RUN})
+    done = ((run / "status.json").is_file() and Run.open(run).status().get("status") == "done"
+            and Run.open(run).config.config_hash() == cfg.config_hash())  # same preset as this build's
+    if not done:
+        if run.exists():
+            shutil.rmtree(run)  # interrupted, or made from another version of the preset: start over
+        yield Log(f"training {run} for the screenshot (demo-moe preset)")
+        yield from train_job(cfg, subject, run, cancel=cancel)
+    if not (run / DECODER_DIR / "decoder.json").is_file():
+        yield from finetune_job(run, config=FinetuneConfig(epochs=1), cancel=cancel, subject=subject)
+    if not (run / "recon" / "test" / "index.json").is_file():
+        test = subject.split_indices("test")
+        images = np.asarray(subject.trials.image_index)[test]
+        _, first = np.unique(images, return_index=True)
+        trials = [int(test[j]) for j in sorted(first)[:SCREENSHOT_IMAGES]]
+        yield from reconstruct_job(run, subject, trials=trials, samples=4, steps=20, guidance=3.0,
+                                   out_dir=run / "recon" / "test", cancel=cancel)
+    return run
 
 
 def _interesting_voxel(subject) -> int:

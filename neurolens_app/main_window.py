@@ -438,6 +438,17 @@ class MainWindow(QMainWindow):
         self.act_cancel.setEnabled(busy)
 
     # --- start and quit ------------------------------------------------------------------------------------------
+    def confirm_quit(self, running: list[str]) -> bool:
+        """Ask before quitting while jobs run (they stop after their current step; training keeps a checkpoint)."""
+        from PySide6.QtWidgets import QMessageBox
+
+        answer = QMessageBox.question(
+            self, "Quit NeuroLens?",
+            f"{'; '.join(running)} {'is' if len(running) == 1 else 'are'} still running.\n\nQuit anyway? Jobs stop "
+            "after their current step; a training run keeps its last checkpoint and can be resumed.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
     def start(self, subject: str | None = None, demo: bool = False) -> None:
         """After the window is shown: prepare the flatmap and open a subject (first launch: the demo)."""
         if "brain" in self.panels:
@@ -455,6 +466,10 @@ class MainWindow(QMainWindow):
         self.settings.mark_launched()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
+        running = [w.title for w in self.context.jobs.active() if w is not self._load_worker]
+        if running and not self.confirm_quit(running):
+            event.ignore()
+            return
         self.save_layout()
         self.context.jobs.cancel_all()
         wait_for_threads(10.0)

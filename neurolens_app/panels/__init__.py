@@ -1,10 +1,10 @@
 """Dockable panels. Each panel is registered as a ``PanelSpec``; the main window makes one dock per spec.
 
 A panel is a QWidget built by ``factory(context)``; it reads and writes the shared state in ``context`` and never
-calls other panels. Add a panel (e.g. Training) with::
+calls other panels. Add a panel (e.g. a lab's own analysis) with::
 
     from neurolens_app.panels import PanelSpec, register_panel
-    register_panel(PanelSpec("training", "Training", lambda ctx: TrainingPanel(ctx), area="right"))
+    register_panel(PanelSpec("my-analysis", "My analysis", lambda ctx: MyAnalysisPanel(ctx), area="right"))
 
 before the window is created, or at run time with ``MainWindow.add_panel(spec)``.
 """
@@ -65,7 +65,10 @@ def panel_specs() -> list[PanelSpec]:
 def _builtin() -> list[PanelSpec]:
     from neurolens_app.panels.brain import BrainPanel
     from neurolens_app.panels.data import DataPanel
+    from neurolens_app.panels.experts import ExpertsPanel
     from neurolens_app.panels.log import LogPanel
+    from neurolens_app.panels.reconstruction import ReconstructionPanel
+    from neurolens_app.panels.training import TrainingPanel
     from neurolens_app.panels.trials import TrialsPanel
 
     return [
@@ -77,4 +80,10 @@ def _builtin() -> list[PanelSpec]:
                   tooltip="Stimulus thumbnails with split, repeat and category"),
         PanelSpec("log", "Log", LogPanel, area="bottom", tabify_with="trials", shortcut="Ctrl+4",
                   tooltip="Messages of the app and the engine"),
+        PanelSpec("training", "Training", TrainingPanel, area="right", tabify_with="brain", shortcut="Ctrl+5",
+                  tooltip="Train an encoder from a preset or your config; live curves, cancel, resume, runs"),
+        PanelSpec("reconstruction", "Reconstruction", ReconstructionPanel, area="right", tabify_with="brain",
+                  shortcut="Ctrl+6", tooltip="Click a held-out trial to reconstruct the image it showed; metrics"),
+        PanelSpec("experts", "Experts", ExpertsPanel, area="right", tabify_with="brain", shortcut="Ctrl+7",
+                  tooltip="What each Mixture-of-Experts expert learned: ROIs, images, timesteps"),
     ]

@@ -1,0 +1,161 @@
+"""Benchmark: the window's event loop while the Training and Reconstruction panels run real engine jobs.
+
+A 5 ms QTimer in the GUI thread records the gap between its ticks (the worst gap minus 5 ms is the worst stall)
+while, on the demo subject:
+
+- ``training``: the Training panel trains the ``tiny-moe`` preset (demo targets, 3 epochs) in its worker, with live
+  curves repainted at 10 Hz;
+- ``reconstruction``: the Reconstruction panel reconstructs one clicked test trial (4 samples, 10 steps), with the
+  preview images and then the metrics;
+- ``run_selected``: after training, the finished run becomes the selected run and the brain view, the Experts and
+  the Reconstruction panels read it in pool threads (model loading, routing analysis);
+- ``idle``: the same probe with no job (what the machine does to a 5 ms timer anyway).
+
+Each job runs twice: ``*_cold`` is the session's first (it imports torch, the embedder and the generator: importing
+C extensions holds the GIL, a one-off stall of the whole process), ``*_warm`` the second, what every later job sees.
+
+Also the GUI thread's own CPU time between two ticks (``worst_gui_thread_cpu_ms``: the blocking work itself, which
+machine load does not inflate). Reference, in the same process: the same reconstruction driven in the GUI thread,
+i.e. the stall the worker avoids. Goal: worst stall ≤ 50 ms (warm).
+
+Prints one JSON object and writes it to ``benchmarks/results/bench_gui_jobs.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+GOAL_MS = 50
+
+
+class Probe:
+    """A 5 ms QTimer that records wall-clock and GUI-thread CPU gaps between its ticks."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.gaps: list[float] = []
+        self.cpu: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(5)
+        self.timer.timeout.connect(self._tick)
+
+    def _tick(self) -> None:
+        now, cpu = time.perf_counter(), time.thread_time()
+        self.gaps.append(now - self.last[0])
+        self.cpu.append(cpu - self.last[1])
+        self.last = (now, cpu)
+
+    def run_until(self, app, done, timeout_s: float = 600.0) -> dict:
+        self.gaps, self.cpu = [], []
+        self.last = (time.perf_counter(), time.thread_time())
+        self.timer.start()
+        t0 = time.perf_counter()
+        while not done() and time.perf_counter() - t0 < timeout_s:
+            app.processEvents()
+            time.sleep(0.001)  # like an idle event loop: do not spin the GUI thread
+        wall = time.perf_counter() - t0
+        self.timer.stop()
+        g = np.asarray(self.gaps or [wall]) * 1e3  # a probe that ended before its first tick: one gap
+        return {"worst_stall_ms": round(float(g.max()) - 5.0, 1), "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
+                "median_tick_ms": round(float(np.median(g)), 2),
+                "worst_gui_thread_cpu_ms": round(float(max(self.cpu, default=0.0)) * 1e3, 1), "ticks": int(g.size),
+                "duration_s": round(wall, 2)}
+
+
+def main() -> int:
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("NEUROLENS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "neurolens-bench-cache"))
+    import neurolens_app  # noqa: F401 - the PySide6 refcount guard, before any Qt use
+    from PySide6.QtWidgets import QApplication
+
+    from engine.data import demo, native
+    from engine.events import CancelToken, drive
+    from neurolens_app.main_window import MainWindow
+    from neurolens_app.state.settings import AppSettings
+    from neurolens_app.workers.engine_worker import wait_for_threads
+
+    app = QApplication.instance() or QApplication([])
+    path = Path(demo.default_demo_path(1))
+    if not native.is_native(path):
+        demo.create_demo_subject(path, seed=0, subject=1)
+    out: dict = {"benchmark": "bench_gui_jobs", "python": platform.python_version(), "cpus": os.cpu_count(),
+                 "load_average_at_start": [round(x, 2) for x in os.getloadavg()], "goal_ms": GOAL_MS}
+    with tempfile.TemporaryDirectory() as d:
+        settings = AppSettings(Path(d) / "s.ini")
+        settings.set_value("folders/runs", str(Path(d) / "runs"))
+        win = MainWindow(settings)
+        win.resize(1400, 900)
+        win.show()
+        loaded: list = []
+        win.subject_loaded.connect(loaded.append)
+        win.open_subject(str(path))
+        while not loaded:
+            app.processEvents()
+        from neurolens_app.workers.short_job import pool as short_job_pool
+
+        pool = short_job_pool()
+        probe = Probe()
+        probe.run_until(app, lambda: pool.activeThreadCount() == 0)  # device detection, flatmap loading
+        out["idle"] = probe.run_until(app, lambda t0=time.perf_counter(): time.perf_counter() - t0 > 2.0)
+
+        tp = win.panels["training"]
+        rp = win.panels["reconstruction"]
+        tp.preset.setCurrentText("tiny-moe")
+        tp.form.embedder.setCurrentText("demo")
+        tp.form.epochs.setValue(3)
+        rp.samples.setValue(4)
+        rp.steps.setValue(10)
+        # "cold": the first jobs import torch, the embedder and the generator (C-extension imports hold the GIL);
+        # "warm": the same jobs again, what every later job of the session sees.
+        for phase in ("cold", "warm"):
+            win.show_panel("training")
+            worker = tp.start_training()
+            res = probe.run_until(app, lambda: tp.worker is None)
+            res["outcome"] = worker.outcome
+            res["metric_series"] = len(tp.curves.series())
+            out[f"training_{phase}"] = res
+            # the finished run becomes the selected run: the brain view, the experts and the reconstruction panels
+            # read it in pool threads (model loading, routing analysis)
+            out[f"run_selected_{phase}"] = probe.run_until(app, lambda: pool.activeThreadCount() == 0)
+            win.show_panel("reconstruction")
+            rp.seed.setValue(rp.seed.value() + 1)  # new settings: reconstruct again
+            trial = int(rp.gallery.item(0).data(0x0100))  # Qt.UserRole
+            worker = rp.reconstruct_trial(trial)
+            res = probe.run_until(app, lambda: rp.worker is None)
+            res["outcome"] = worker.outcome if worker is not None else "not started"
+            out[f"reconstruction_{phase}"] = res
+            probe.run_until(app, lambda: pool.activeThreadCount() == 0)
+
+        # Reference: the same reconstruction in the GUI thread (a fresh folder, same settings).
+        from neurolens_app.panels.reconstruction import reconstruct_trials_job
+
+        t0 = time.perf_counter()
+        drive(reconstruct_trials_job(rp.run_dir, win.context.subject.subject, [trial], rp.settings(),
+                                     Path(d) / "ref", "cpu", CancelToken()))
+        out["reference_reconstruction_in_gui_thread_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
+        out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        out["meets_goal_warm"] = all(out[k]["worst_stall_ms"] <= GOAL_MS
+                                     for k in ("training_warm", "reconstruction_warm", "run_selected_warm"))
+        win.close()
+        wait_for_threads(30)
+    text = json.dumps(out, indent=1)
+    print(text)
+    res_path = ROOT / "benchmarks" / "results" / "bench_gui_jobs.json"
+    res_path.parent.mkdir(parents=True, exist_ok=True)
+    res_path.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Experts panel parts: the ground-truth check's distance, and a click on an expert painting it on the brain view."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from neurolens_app.panels.experts import (EXPERT_OVERLAY, ExpertAnalysis, LevelAnalysis, ground_truth_check,
+                                          js_distance)
+
+
+def test_ground_truth_check_separates_only_what_is_separate(rng):
+    n = 400
+    rois = {"V1": np.arange(n) < 100, "V2": (np.arange(n) >= 100) & (np.arange(n) < 200),
+            "LO": (np.arange(n) >= 200) & (np.arange(n) < 300), "VOT": np.arange(n) >= 300}
+    early = np.arange(n) < 200
+    separated = np.where(early[:, None], [0.9, 0.1], [0.1, 0.9]) + rng.uniform(0, 0.01, (n, 2))
+    separated /= separated.sum(1, keepdims=True)
+    mixed = rng.dirichlet([5, 5], n)
+    c = ground_truth_check([separated, mixed], rois)
+    assert c.early == ["V1", "V2"] and c.category == ["LO", "VOT"]
+    assert c.js_distance[0] > 0.5 > c.null_95[0]
+    assert c.js_distance[1] < c.null_95[1] * 3 and c.js_distance[1] < 0.1
+    assert np.argmax(c.early_dist[0]) == 0 and np.argmax(c.category_dist[0]) == 1
+    assert js_distance([1, 0], [0, 1]) == 1.0 and js_distance([0.5, 0.5], [0.5, 0.5]) == 0.0
+    assert ground_truth_check([separated], {"V1": rois["V1"]}) is None  # no category-selective ROI
+
+
+def test_clicking_an_expert_paints_it_on_the_brain(qtbot, loaded_window):
+    win = loaded_window
+    s = win.context.subject.subject
+    ep = win.panels["experts"]
+    w = np.random.default_rng(1).dirichlet([1, 1, 1], s.n_voxels).astype(np.float32)
+    table = np.stack([w[np.asarray(m, bool)].mean(0) for m in s.rois.values()], axis=1)
+    level = LevelAnalysis(3, w, table, np.array([[0, 1], [2, 3], [4, 5]]), np.full(3, 1 / 3), 0.9,
+                          np.zeros(s.n_voxels, np.float32))
+    ep._generation += 1
+    ep._on_analysis(ep._generation, ExpertAnalysis("runs/x", list(s.rois), [level]))
+    assert (ep.heatmap.rowCount(), ep.heatmap.columnCount()) == (3, len(s.rois))
+    assert ep.heatmap.item(0, 0).text() == f"{table[0, 0]:.3f}"
+    ep.heatmap.row_clicked.emit(2)
+    ov = win.context.overlays.current_overlay()
+    assert ov.name == EXPERT_OVERLAY
+    np.testing.assert_array_equal(ov.values, w[:, 2])
+    assert ep.images.count() == 2 and "Expert 2" in ep.categories.text()
+    ep.show_entropy_on_brain()
+    assert "entropy" in win.context.overlays.current

@@ -1,0 +1,113 @@
+"""Reconstruction panel parts: reading a reconstruction folder with per-trial metrics, the metrics table, best/worst,
+and the PNG / CSV exports."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+from PIL import Image
+
+from engine.recon.index import ReconIndex, ReconItem, gt_name, sample_name
+from neurolens_app.panels.reconstruction import (TrialRecon, comparison_grid, decoder_state, load_recon_folder,
+                                                 recon_folders)
+
+
+def _write_folder(folder, rng, n_images=3, k=2, size=16):
+    """A reconstruction folder as ``reconstruct_job`` writes it; sample k of image i is the ground truth plus
+    noise of SD 20·(i+1), so image 0 is reconstructed best."""
+    items, gts = [], {}
+    for i in range(n_images):
+        gt = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        gts[i] = gt
+        (folder / "gt").mkdir(parents=True, exist_ok=True)
+        (folder / "samples").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(gt).save(folder / gt_name(i))
+        names = []
+        for s in range(k):
+            noisy = np.clip(gt + rng.normal(0, 20 * (i + 1), gt.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(folder / sample_name(i, s))
+            names.append(sample_name(i, s))
+        items.append(ReconItem(i, [100 + i], "face", gt_name(i), None, names))
+    settings = {"guidance": 3.0, "steps": 4, "sampler": "ddim", "seed": 0, "samples": k}
+    ReconIndex("subj", "run", "test", "m", settings, "demo", items).save(folder)
+    return gts
+
+
+def test_load_recon_folder_reads_images_and_scores_them(tmp_path, rng):
+    gts = _write_folder(tmp_path / "recon" / "test", rng)
+    results = load_recon_folder(tmp_path / "recon" / "test", extractors=[])
+    assert [r.image_index for r in results] == [0, 1, 2]
+    np.testing.assert_array_equal(results[1].gt, gts[1])
+    assert results[0].samples.shape == (2, 16, 16, 3)
+    pix = [r.summary()["PixCorr"] for r in results]
+    assert pix[0] > pix[1] > pix[2]  # more noise, lower correlation
+    assert results[0].same_settings({"guidance": 3.0, "steps": 4, "sampler": "ddim", "seed": 0, "samples": 2})
+    assert not results[0].same_settings({"guidance": 5.0, "steps": 4, "sampler": "ddim", "seed": 0, "samples": 2})
+    assert recon_folders(tmp_path) == [tmp_path / "recon" / "test"]
+
+
+def test_decoder_state_without_a_model(tmp_path):
+    text, ok = decoder_state(tmp_path)
+    assert not ok and "No trained model" in text
+
+
+def _result(i, pix):
+    gt = np.full((8, 8, 3), 10 * i, np.uint8)
+    return TrialRecon(i, [i], "cat", gt, None, np.stack([gt, gt]), {"PixCorr": np.array([pix, pix]),
+                                                                   "MSE": np.array([1 - pix, 1 - pix])})
+
+
+def test_table_best_worst_and_exports(qtbot, window, tmp_path):
+    rp = window.panels["reconstruction"]
+    rp._on_recon_result([_result(5, 0.2), _result(7, 0.9), _result(9, 0.5)])
+    assert rp.table.rowCount() == 3 and rp.current_image in (5, 7, 9)
+    rp.rank_metric.setCurrentText("PixCorr")
+    assert rp.show_extreme(best=True) == 7 and rp.current_image == 7
+    assert rp.show_extreme(best=False) == 5
+    rp.rank_metric.setCurrentText("MSE")  # lower is better
+    assert rp.show_extreme(best=True) == 7
+    assert rp.trial_metrics.rowCount() == 2 and rp.gt_tile.has_image
+
+    rp.table.sortItems(3)  # PixCorr ascending
+    out = rp.export_csv(tmp_path / "m.csv")
+    rows = list(csv.reader(out.open()))
+    assert rows[0][:4] == ["image_index", "category", "trials", "n_samples"]
+    assert [r[0] for r in rows[1:4]] == ["5", "9", "7"] and rows[4][0] == "mean" and rows[5][0] == "sd"
+    assert float(rows[4][rows[0].index("PixCorr")]) == np.float64(np.mean([0.2, 0.9, 0.5])).round(6)
+
+    png = rp.export_grid(tmp_path / "grid.png")
+    grid = np.asarray(Image.open(png))
+    assert grid.shape == comparison_grid([_result(5, 0.2)] * 3).shape
+    assert grid.shape[0] > grid.shape[1] / 2  # three rows of ground truth + 2 samples
+
+
+def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, tmp_path):
+    """A run on pixel targets has no decoder: the panel offers fine-tuning, then reconstructs the whole test set."""
+    from engine.train.presets import get_preset
+    from engine.train.run import Run
+
+    win = loaded_window
+    win.settings.set_value("folders/runs", str(tmp_path / "runs"))
+    tp, rp = win.panels["training"], win.panels["reconstruction"]
+    tp.form.set_config(get_preset("tiny-mlp", win.context.subject.subject))  # pixel targets
+    assert tp.start_training() is not None
+    qtbot.waitUntil(lambda: tp.worker is None, timeout=90000)
+    assert rp.run_dir == tp.run_dir and not rp.can_reconstruct and rp.finetune_btn.isEnabled()
+    assert not rp.all_btn.isEnabled()
+
+    rp.ft_epochs.setValue(1)
+    assert rp.start_finetune() is not None
+    qtbot.waitUntil(lambda: rp.worker is None, timeout=120000)
+    assert rp.can_reconstruct and "fine-tuned" in rp.decoder_label.text()
+    assert (tp.run_dir / "decoder" / "decoder.json").is_file()
+
+    rp.samples.setValue(1)
+    rp.steps.setValue(2)
+    assert rp.reconstruct_all() is not None
+    qtbot.waitUntil(lambda: rp.worker is None, timeout=120000)
+    s = win.context.subject.subject
+    n_test_images = len(np.unique(np.asarray(s.trials.image_index)[s.split_indices("test")]))
+    assert len(rp.results) == n_test_images == rp.table.rowCount()
+    assert "images ·" in rp.aggregate.text()
+    assert Run.open(tp.run_dir).status()["status"] == "done"

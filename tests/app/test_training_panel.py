@@ -1,0 +1,141 @@
+"""Training panel parts: the config form, the runs list, comparing curves, and asking before quitting while a job
+runs."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QMessageBox
+
+from engine.errors import ConfigError
+from engine.events import Metric, Progress
+from engine.train.config import TrainConfig
+from engine.train.presets import get_preset
+from engine.train.run import Run
+from neurolens_app.widgets.config_form import TrainConfigForm
+from neurolens_app.widgets.curves import CurvesWidget, metrics_from_events
+from neurolens_app.widgets.runs_list import list_runs
+
+
+def test_form_round_trips_a_preset_and_applies_edits(qtbot):
+    form = TrainConfigForm()
+    qtbot.addWidget(form)
+    preset = get_preset("demo-moe")
+    form.set_config(preset)
+    same = form.config()
+    assert same.model == preset.model and same.data == preset.data and same.optim == preset.optim
+    assert same.loss_config() == preset.loss_config()  # the form writes every weight, with the same values
+    assert same.pretrain == preset.pretrain and same.eval_every == preset.eval_every  # fields it does not show
+
+    form.epochs.setValue(7)
+    form.lr.setValue(0.002)
+    form.precision.setCurrentText("bf16")
+    form.params.setText("{hidden: 64, n_experts: [2, 4, 8]}")
+    form.loss_weights["mse"].setValue(0.25)
+    cfg = form.config(device="cuda:1")
+    assert (cfg.epochs, cfg.optim.lr, cfg.precision, cfg.device) == (7, 0.002, "bf16", "cuda:1")
+    assert cfg.model.params == {"hidden": 64, "n_experts": [2, 4, 8]} and cfg.loss["mse"] == 0.25
+
+
+def test_form_names_the_bad_field(qtbot):
+    form = TrainConfigForm()
+    qtbot.addWidget(form)
+    form.set_config(get_preset("tiny-mlp"))
+    form.params.setText("{hidden: [")
+    with pytest.raises(ConfigError, match="model parameters"):
+        form.config()
+    form.params.setText("[1, 2]")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        form.config()
+
+
+def test_kind_change_drops_the_other_kinds_parameters(qtbot):
+    form = TrainConfigForm()
+    qtbot.addWidget(form)
+    form.set_config(get_preset("tiny-moe"))
+    form.kind.setCurrentText("ridge")
+    assert form.params.text() == "" and not form.epochs.isEnabled()
+    assert form.config().model.kind == "ridge"
+
+
+def _fake_run(folder, name, status, losses):
+    run = Run.create(folder / name, TrainConfig.from_dict({"name": name, "model": {"kind": "mlp"}}))
+    for step, v in enumerate(losses, start=1):
+        run.append_event(Metric(name="loss", value=v, step=step))
+    run.append_event(Metric(name="two_way", value=0.8, step=len(losses), split="test"))
+    run.write_status(status, step=len(losses), total=10, metrics={"two_way": 0.8})
+    return run.path
+
+
+def test_runs_list_and_compare(qtbot, window, tmp_path):
+    window.settings.set_value("folders/runs", str(tmp_path))
+    a = _fake_run(tmp_path, "a", "done", [1.0, 0.5, 0.25])
+    b = _fake_run(tmp_path, "b", "cancelled", [2.0, 1.0])
+    summaries = {s.path.name: s for s in list_runs(tmp_path)}
+    assert summaries["a"].metrics["two_way"] == 0.8 and not summaries["a"].resumable
+    assert summaries["b"].resumable and summaries["b"].step == 2
+
+    tp = window.panels["training"]
+    tp.refresh_runs()
+    assert tp.runs.topLevelItemCount() == 2
+    tp.runs.select_run(b)
+    assert tp._resume_target() == b
+    tp.runs.topLevelItem(0).setSelected(True)
+    tp.runs.topLevelItem(1).setSelected(True)
+    assert tp.compare_btn.isEnabled()
+    tp.compare_selected()
+    first = tp.runs.selected_runs()[0]
+    np.testing.assert_array_equal(tp.curves.series()["loss"][1], [1.0, 0.5, 0.25] if first == a else [2.0, 1.0])
+    assert len(tp.curves._compare) == 2  # the other run's loss and test metric, dashed
+
+
+def test_curves_buffer_until_refresh(qtbot):
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    for step in range(1, 101):
+        w.add_metric("loss", 1.0 / step, step)
+        w.add_metric("lr", 1e-3, step)
+    assert not w._items  # nothing drawn per event
+    assert w.refresh() == 2 and w.refresh() == 0
+    x, y = w._items["loss"].getData()
+    assert len(x) == 100
+    curves = metrics_from_events([Metric("loss", 0.5, 1), Metric("two_way", 0.7, 1, "test"), Progress(1, 2)])
+    assert set(curves) == {"loss", "two_way"} and curves["two_way"][2] == "test"
+
+
+def _slow_job(cancel):
+    for i in range(2000):
+        cancel.raise_if_set()
+        time.sleep(0.01)
+        yield Progress(i, 2000)
+
+
+def test_closing_while_a_job_runs_asks_first(qtbot, window, monkeypatch):
+    from neurolens_app.panels.job_runner import start_panel_job
+
+    worker = start_panel_job(window.context, _slow_job, "slow job", lambda w: None)
+    assert worker is not None
+    assert start_panel_job(window.context, _slow_job, "second", lambda w: None) is None  # one device job at a time
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a[2]) or QMessageBox.StandardButton.No)
+    assert not window.close()
+    assert window.isVisible() and asked and "slow job" in asked[0]
+    assert worker.outcome is None  # still running
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    assert window.close()
+    assert worker.outcome == "cancelled"
+
+
+def test_a_failing_job_opens_the_error_dialog(qtbot, loaded_window, tmp_path):
+    win = loaded_window
+    win.settings.set_value("folders/runs", str(tmp_path))
+    tp = win.panels["training"]
+    tp.preset.setCurrentText("tiny-mlp")
+    tp.form.params.setText("{no_such_parameter: 1}")  # passes the form, refused by the model class in the job
+    with qtbot.waitSignal(win.error_shown, timeout=60000) as blocker:
+        assert tp.start_training() is not None
+    assert "no_such_parameter" in blocker.args[0].message
+    qtbot.waitUntil(lambda: tp.worker is None, timeout=30000)
+    assert tp.start_btn.isEnabled() and "Failed" in tp.eta.text()
