@@ -390,7 +390,9 @@ class ExpertsPanel(QWidget):
         self.usage_plot.addItem(pg.BarGraphItem(x=np.arange(lv.n_experts), height=lv.usage, width=0.7,
                                                 brushes=brushes))
         self.usage_plot.getAxis("bottom").setTicks([[(e, str(e)) for e in range(lv.n_experts)]])
-        self.select_expert(self.expert if self.expert is not None and self.expert < lv.n_experts else 0)
+        # refresh the expert's images and map, but leave the brain view's overlay choice to the user
+        self.select_expert(self.expert if self.expert is not None and self.expert < lv.n_experts else 0,
+                           show_on_brain=False)
         self._update_buttons()
 
     def _show_check(self) -> None:
@@ -420,8 +422,9 @@ class ExpertsPanel(QWidget):
                                 pen=pg.mkPen(pg.mkColor(*CATEGORICAL[lvl % len(CATEGORICAL)]), width=2),
                                 symbol="o", symbolSize=5)
 
-    def select_expert(self, expert: int) -> None:
-        """Show expert ``expert`` of the current level: its top images, and its routing weight on the brain."""
+    def select_expert(self, expert: int, show_on_brain: bool = True) -> None:
+        """Show expert ``expert`` of the current level: its top images, and its routing weight as a brain overlay
+        (made the current overlay when ``show_on_brain``: a click on the heatmap, not a refresh)."""
         a = self.analysis
         if a is None or not a.levels:
             return
@@ -445,7 +448,7 @@ class ExpertsPanel(QWidget):
                                 f"images: " + ", ".join(f"{c or '?'} ×{n}" for c, n in counts.most_common()))
         self.context.overlays.set_overlay(EXPERT_OVERLAY, lv.voxel_weights[:, expert], cmap="viridis",
                                           limits=(0.0, 1.0),
-                                          group="models", select=True,
+                                          group="models", select=show_on_brain,
                                           description=f"Routing weight of expert {expert} (level {lvl}) per voxel, "
                                                       f"from {Path(a.run).name}.")
 

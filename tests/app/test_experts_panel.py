@@ -34,7 +34,10 @@ def test_clicking_an_expert_paints_it_on_the_brain(qtbot, loaded_window):
     level = LevelAnalysis(3, w, table, np.array([[0, 1], [2, 3], [4, 5]]), np.full(3, 1 / 3), 0.9,
                           np.zeros(s.n_voxels, np.float32))
     ep._generation += 1
+    before = win.context.overlays.current
     ep._on_analysis(ep._generation, ExpertAnalysis("runs/x", list(s.rois), [level]))
+    assert win.context.overlays.current == before  # a new analysis does not take over the brain view
+    assert EXPERT_OVERLAY in win.context.overlays  # but the map is there to choose
     assert (ep.heatmap.rowCount(), ep.heatmap.columnCount()) == (3, len(s.rois))
     assert ep.heatmap.item(0, 0).text() == f"{table[0, 0]:.3f}"
     ep.heatmap.row_clicked.emit(2)
