@@ -113,6 +113,7 @@ class DataPanel(QWidget):
 
         self.state.subject_changed.connect(self._on_subject_changed)
         self.state.run_changed.connect(self._on_run_changed)
+        context.jobs.finished.connect(lambda _w: self.refresh_runs())  # a job may have written a new run folder
         self.refresh_recent()
         self._on_subject_changed(self.state.subject)
 

@@ -42,4 +42,4 @@ def start_panel_job(context, make_job: Callable[[CancelToken], object], title: s
 
 def slot_busy(context, slot: str = DEVICE_SLOT) -> bool:
     """True while a job holds ``slot``."""
-    return any(context.jobs._active.get(w) == slot for w in context.jobs.active())
+    return context.jobs.slot_busy(slot)

@@ -58,6 +58,10 @@ class JobManager(QObject):
     def active(self) -> list[EngineWorker]:
         return list(self._active)
 
+    def slot_busy(self, slot: str) -> bool:
+        """Whether a running job holds ``slot`` (e.g. the one device slot that training and reconstruction share)."""
+        return slot in self._active.values()
+
     def cancel_all(self) -> None:
         for w in self._active:
             w.cancel()

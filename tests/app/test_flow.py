@@ -65,6 +65,8 @@ def test_train_cancel_resume_reconstruct_and_experts(qtbot, demo_window):
     steps = tp.curves.series()["loss"][0]  # the recorded curve before the cancel, continued live after it
     assert steps.min() <= cancelled_at < steps.max() and steps.max() == pytest.approx(status["total"], abs=2)
     assert win.context.subject.run == run.path  # the finished run is now everyone's selected run
+    data_runs = win.panels["data"].runs  # the Data panel lists the new run folder without a manual refresh
+    assert run.path.name in [data_runs.item(i).text().split()[0] for i in range(data_runs.count())]
     assert tp.progress.value() == tp.progress.maximum()
 
     # --- click a test trial: reconstruction and its metrics ---------------------------------------------------------
