@@ -47,6 +47,7 @@ class MainWindow(QMainWindow):
         self.error_dialogs: list = []
         self._load_generation = 0
         self._load_worker = None
+        self._engine_preloaded = False
         self._make_actions()
         self._make_menus()
         self._make_status_bar()
@@ -279,6 +280,18 @@ class MainWindow(QMainWindow):
                                      f"{subject.n_voxels} voxels", 8000)
         log.info("opened %s%s (%s)", subject.name, sim, subject.path)
         self.subject_loaded.emit(subject)
+        if not self._engine_preloaded and str(self.settings.value("engine/preload", "true")).lower() != "false":
+            self._engine_preloaded = True
+            from PySide6.QtCore import QTimer
+
+            QTimer.singleShot(1500, self._preload_engine)  # after the brain view's first paint has settled
+
+    def _preload_engine(self) -> None:
+        from neurolens_app.workers.engine_preload import import_engine_libraries
+
+        self.context.show_status("Loading the engine libraries (torch, diffusers)…", 0)
+        submit(import_engine_libraries, on_result=lambda took: (
+            log.info("engine libraries loaded: %s", took), self.context.show_status("Engine ready", 3000)))
 
     def _on_subject_changed(self, subject) -> None:
         if subject is None:
