@@ -157,7 +157,8 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    machine = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__}
+    machine = {"cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+               "python": platform.python_version(), "torch": torch.__version__}
     result = {"benchmark": "bench_sampling", "machine": machine,
               "cpu": cpu_section(args.repeats, args.generator), "gpu": gpu_section(args.peak_tflops, args.repeats)}
     text = json.dumps(result, indent=2)

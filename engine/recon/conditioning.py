@@ -4,7 +4,9 @@ An encoder predicts an embedding per trial, pooled ``(batch, D)`` or tokens ``(b
 into what the UNet reads:
 
 - ``tokens`` ``(batch, n_tokens, context_dim)``: cross-attention tokens (77 × 768 for SD-1.5, or the generator's size);
-- ``pooled`` ``(batch, pooled_dim)``: the SDXL-type pooled vector (``text_embeds``), when the generator has one.
+- ``pooled`` ``(batch, pooled_dim)``: the SDXL-type pooled vector (``text_embeds``), when the generator has one;
+- ``image_embeds`` ``(batch, image_embed_dim)``: an image-encoder embedding for a generator loaded with an IP-Adapter
+  (its image projection and decoupled cross-attention read it), when it has one.
 
 Path: standardise with training statistics → LayerNorm (so the shrunken predictions of a regression-trained encoder
 keep the scale the generator was trained on) → per-token Linear to ``context_dim`` (a pooled input first becomes
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
-from engine.recon.guidance import NullCondition
+from engine.recon.guidance import NullCondition, apply_drop
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -48,6 +50,8 @@ class ConditioningConfig:
         Length of the pooled condition for SDXL-type UNets (``text_embeds``), None otherwise.
     pooled_tokens : int
         For a pooled input, how many tokens the first projection makes before mixing to ``n_tokens``.
+    image_embed_dim : int or None
+        Length of the IP-Adapter image embedding (e.g. 1024 for CLIP ViT-H/14), None without an IP-Adapter.
     """
 
     input_shape: tuple[int, ...]
@@ -55,6 +59,7 @@ class ConditioningConfig:
     context_dim: int = 768
     pooled_dim: int | None = None
     pooled_tokens: int = 4
+    image_embed_dim: int | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.input_shape)
@@ -87,27 +92,32 @@ class Condition:
     ----------
     tokens : Tensor (batch, n_tokens, context_dim)
     pooled : Tensor (batch, pooled_dim) or None
+    image_embeds : Tensor (batch, image_embed_dim) or None
     """
 
     tokens: torch.Tensor
     pooled: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:
         return int(self.tokens.shape[0])
 
+    def _map(self, fn) -> "Condition":
+        return Condition(fn(self.tokens), None if self.pooled is None else fn(self.pooled),
+                         None if self.image_embeds is None else fn(self.image_embeds))
+
     def repeat(self, k: int) -> "Condition":
         """Each item ``k`` times in a row (``k`` samples per trial)."""
-        return Condition(self.tokens.repeat_interleave(k, 0),
-                         None if self.pooled is None else self.pooled.repeat_interleave(k, 0))
+        return self._map(lambda x: x.repeat_interleave(k, 0))
 
     def cat(self, other: "Condition") -> "Condition":
         pooled = None if self.pooled is None else torch.cat([self.pooled, other.pooled])
-        return Condition(torch.cat([self.tokens, other.tokens]), pooled)
+        image = None if self.image_embeds is None else torch.cat([self.image_embeds, other.image_embeds])
+        return Condition(torch.cat([self.tokens, other.tokens]), pooled, image)
 
     def to(self, device=None, dtype=None) -> "Condition":
-        return Condition(self.tokens.to(device=device, dtype=dtype),
-                         None if self.pooled is None else self.pooled.to(device=device, dtype=dtype))
+        return self._map(lambda x: x.to(device=device, dtype=dtype))
 
 
 class ConditioningAdapter(nn.Module):
@@ -134,7 +144,10 @@ class ConditioningAdapter(nn.Module):
         self.pooled_proj = (nn.Sequential(nn.LayerNorm(int(np.prod(shape))), nn.Linear(int(np.prod(shape)),
                                                                                        config.pooled_dim))
                             if config.pooled_dim else None)
-        self.null = NullCondition(config.n_tokens, config.context_dim, config.pooled_dim)
+        self.image_proj = (nn.Sequential(nn.LayerNorm(int(np.prod(shape))), nn.Linear(int(np.prod(shape)),
+                                                                                      config.image_embed_dim))
+                           if config.image_embed_dim else None)
+        self.null = NullCondition(config.n_tokens, config.context_dim, config.pooled_dim, config.image_embed_dim)
 
     def set_statistics(self, embeddings) -> None:
         """Standardise inputs with the mean and std of ``embeddings`` ``(n, *input_shape)`` (training set)."""
@@ -161,11 +174,21 @@ class ConditioningAdapter(nn.Module):
             h = self.mix(h.transpose(1, 2)).transpose(1, 2)
         tokens = self.out_norm(h + self.pos)
         pooled = self.pooled_proj(flat) if self.pooled_proj is not None else None
-        return Condition(tokens, pooled)
+        image = self.image_proj(flat) if self.image_proj is not None else None
+        return Condition(tokens, pooled, image)
 
     def null_condition(self, batch: int) -> Condition:
         tokens, pooled = self.null.expand(batch)
-        return Condition(tokens, pooled)
+        return Condition(tokens, pooled, self.null.expand_image(batch))
+
+    def drop(self, cond: Condition, mask: torch.Tensor) -> Condition:
+        """``cond`` with the items in ``mask`` replaced by the null condition (training's condition dropout)."""
+        tokens, pooled = apply_drop(cond.tokens, cond.pooled, self.null, mask)
+        image = cond.image_embeds
+        if image is not None:
+            image = torch.where(mask.view(-1, 1).to(image.device), self.null.expand_image(len(mask)).to(image.dtype),
+                                image)
+        return Condition(tokens, pooled, image)
 
     # ---- persistence ------------------------------------------------------------------------------------------------
 

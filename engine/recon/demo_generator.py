@@ -4,7 +4,8 @@ Parts (diffusers classes, so the demo runs through exactly the code real generat
 
 - VAE: ``AutoencoderKL`` 64×64×3 → 16×16×4 (two downsamplings, no attention), latents scaled to unit variance;
 - UNet: ``UNet2DConditionModel`` on 16×16 latents, channels 32/64/64, attention only at 8×8 and 4×4 (self-attention
-  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of width 64;
+  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of width 64, the
+  same tokens also pooled into the timestep embedding (``global_condition``);
 - conditioning: a ``ConditioningAdapter`` from the demo image embedder's pooled 128-d vector to those 4 tokens, with
   the learned null condition. The generator learns to invert the embedding (unCLIP / IP-Adapter-like), so any brain
   encoder that predicts demo embeddings can drive it.
@@ -12,8 +13,10 @@ Parts (diffusers classes, so the demo runs through exactly the code real generat
 Training recipe (``DemoTrainConfig``, fixed seed): render demo stimuli, embed them, train the VAE as a deterministic
 autoencoder (L1 + MSE on the decoded posterior mean, a small penalty on that mean), encode the latents, then train
 UNet + adapter on ε-prediction with min-SNR-γ weighting, the condition dropped to the null condition with p = 0.1, and
-an EMA of the weights. ``resources/build/build_demo_generator.py`` runs it and writes the shipped folder
-``resources/models/demo-generator/``.
+an EMA of the weights, in ``unet_cycles`` warm-restart cycles (each from the previous cycle's EMA weights, at a lower
+peak learning rate). ``resources/build/build_demo_generator.py`` runs it and writes the shipped folder
+``resources/models/demo-generator/``; ``--continue-from`` adds cycles to a finished build with the same result as a
+build from scratch.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ class DemoGeneratorConfig:
     n_tokens: int = 4
     attention_head_dim: int = 32
     embed_dim: int = 128  # demo image embedder, pooled
+    # The condition tokens also enter the timestep embedding (diffusers ``addition_embed_type="text"``: attention
+    # pooling → added to the time embedding, i.e. FiLM on every ResNet block), so global attributes such as colour
+    # and category are learned in far fewer CPU steps than through cross-attention alone. Same UNet inputs.
+    global_condition: bool = True
 
     @property
     def latent_size(self) -> int:
@@ -66,18 +73,23 @@ class DemoTrainConfig:
     seed: int = 0
     n_images: int = 4000
     stimulus_seed: int = 1234
-    vae_steps: int = 400
-    vae_batch: int = 16
+    # Build 2 (the shipped weights): the first build (400 VAE steps of 16, 1,500 UNet steps of 32, no global
+    # condition, lr 5e-4) shifted colours in the VAE and resembled its targets only weakly. This one: about 40 min of
+    # one idle CPU core (VAE 4 min, each UNet cycle 10-13 min; 2-4x that on a loaded machine).
+    vae_steps: int = 1500
+    vae_batch: int = 32
     vae_crop: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
     unet_steps: int = 1500
     unet_batch: int = 32
-    unet_lr: float = 5e-4
-    warmup: int = 100
+    unet_lr: float = 1e-3
+    unet_cycles: int = 3  # warm restarts of the UNet stage, each ``unet_steps`` long
+    cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
+    warmup: int = 150
     drop_prob: float = 0.1
     min_snr_gamma: float = 5.0
-    ema_decay: float = 0.998
+    ema_decay: float = 0.997
     threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads stall each other)
 
     def to_dict(self) -> dict:
@@ -103,7 +115,9 @@ def build_unet(cfg: DemoGeneratorConfig):
                                 out_channels=cfg.latent_channels, layers_per_block=1,
                                 block_out_channels=cfg.unet_channels, down_block_types=down, up_block_types=up,
                                 cross_attention_dim=cfg.context_dim, attention_head_dim=cfg.attention_head_dim,
-                                norm_num_groups=16)
+                                norm_num_groups=16,
+                                addition_embed_type="text" if cfg.global_condition else None,
+                                addition_embed_type_num_heads=max(1, cfg.context_dim // 16))
 
 
 def build_scheduler():
@@ -154,7 +168,8 @@ def _lr_at(step: int, total: int, base: float, warmup: int) -> float:
 def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(),
                          cfg: DemoGeneratorConfig = DemoGeneratorConfig(), *, cancel: CancelToken | None = None,
                          images: np.ndarray | None = None, embeddings: np.ndarray | None = None,
-                         embedder_identity: str | None = None):
+                         embedder_identity: str | None = None, snapshot_every: int = 0,
+                         continue_from: str | Path | None = None):
     """Job: train the demo generator from scratch and write it to ``out_dir`` (atomically). Returns the folder.
 
     Parameters
@@ -165,13 +180,20 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
         Training images; default ``render_stimuli(recipe.n_images, seed=recipe.stimulus_seed)``.
     embeddings : float (n, 128), optional
         Their demo-embedder pooled vectors; default computed with ``load_image_embedder("demo")``.
+    snapshot_every : int
+        When > 0, also write the EMA weights every that many UNet steps to ``<out_dir>.step<N>`` (to look at samples
+        while a long build runs).
+    continue_from : path, optional
+        A folder this recipe wrote with fewer ``unet_cycles`` (same everything else): its VAE and finished cycles are
+        reused and only the remaining cycles run, with the same result as a build from scratch.
     """
     import torch
 
     cancel = ensure_token(cancel)
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
-    yield Started(job="build-demo-generator", run_dir=str(out_dir), total=recipe.vae_steps + recipe.unet_steps)
+    total = recipe.vae_steps + recipe.unet_cycles * recipe.unet_steps
+    yield Started(job="build-demo-generator", run_dir=str(out_dir), total=total)
     stimuli = "given images"
     if images is None:
         stimuli = f"engine.data.demo.stimuli.render_stimuli({recipe.n_images}, seed={recipe.stimulus_seed})"
@@ -188,84 +210,137 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     gen = torch.Generator().manual_seed(recipe.seed)
     n = len(images)
 
+    first_cycle = 0
+    if continue_from is not None:
+        vae, unet, adapter, first_cycle = _load_finished_cycles(continue_from, recipe, cfg)
+        yield Log(f"continuing from {continue_from}: VAE and {first_cycle} UNet cycle(s) done")
+    resumed_at = 0 if continue_from is None else recipe.vae_steps + first_cycle * recipe.unet_steps
+    clock = EtaClock(total, start_step=resumed_at)
+
     # ---- stage 1: VAE ------------------------------------------------------------------------------------------------
-    vae = build_vae(cfg)
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    clock = EtaClock(recipe.vae_steps + recipe.unet_steps)
-    for step in range(recipe.vae_steps):
-        cancel.raise_if_set()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, recipe.vae_steps, recipe.vae_lr, recipe.warmup)
-        idx = torch.randint(0, n, (recipe.vae_batch,), generator=gen)
-        x = images_to_tensor(images[idx.numpy()])
-        if recipe.vae_crop and recipe.vae_crop < x.shape[-1]:
-            # The autoencoder is fully convolutional: random crops train it at a quarter of the cost.
-            i, j = torch.randint(0, x.shape[-1] - recipe.vae_crop + 1, (2,), generator=gen).tolist()
-            x = x[:, :, i:i + recipe.vae_crop, j:j + recipe.vae_crop]
-        post = vae.encode(x).latent_dist
-        # Decode the posterior mean: with few CPU steps, sampling (log-variance starts at 0, i.e. unit noise) keeps
-        # the decoder from learning; a small penalty on the mean keeps the latents bounded instead of the KL.
-        rec = vae.decode(post.mean).sample
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + recipe.kl_weight * (post.mean ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == recipe.vae_steps - 1:
-            yield Metric("vae_loss", float(loss.detach()), step=step)
-        yield Progress(step + 1, clock.total, eta_s=clock.eta(step + 1), stage="vae")
+    if continue_from is None:
+        vae = build_vae(cfg)
+        opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+        for step in range(recipe.vae_steps):
+            cancel.raise_if_set()
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, recipe.vae_steps, recipe.vae_lr, recipe.warmup)
+            idx = torch.randint(0, n, (recipe.vae_batch,), generator=gen)
+            x = images_to_tensor(images[idx.numpy()])
+            if recipe.vae_crop and recipe.vae_crop < x.shape[-1]:
+                # The autoencoder is fully convolutional: random crops train it at a quarter of the cost.
+                i, j = torch.randint(0, x.shape[-1] - recipe.vae_crop + 1, (2,), generator=gen).tolist()
+                x = x[:, :, i:i + recipe.vae_crop, j:j + recipe.vae_crop]
+            post = vae.encode(x).latent_dist
+            # Decode the posterior mean: with few CPU steps, sampling (log-variance starts at 0, i.e. unit noise)
+            # keeps the decoder from learning; a small penalty on the mean keeps the latents bounded instead of the KL.
+            rec = vae.decode(post.mean).sample
+            loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + recipe.kl_weight * (post.mean ** 2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % 50 == 0 or step == recipe.vae_steps - 1:
+                yield Metric("vae_loss", float(loss.detach()), step=step)
+            yield Progress(step + 1, clock.total, eta_s=clock.eta(step + 1), stage="vae")
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         lat = torch.cat([vae.encode(images_to_tensor(images[i:i + 256])).latent_dist.mean
                          for i in range(0, n, 256)])
-    scaling = float(1.0 / lat.std())
-    vae.register_to_config(scaling_factor=scaling)
+    if continue_from is None:
+        scaling = float(1.0 / lat.std())
+        vae.register_to_config(scaling_factor=scaling)
+    scaling = float(vae.config.scaling_factor)
     lat = lat * scaling
     yield Log(f"VAE done: latents {tuple(lat.shape[1:])}, scaling factor {scaling:.4f}")
 
-    # ---- stage 2: UNet + conditioning adapter ----------------------------------------------------------------------
+    # ---- stage 2: UNet + conditioning adapter, in cycles ------------------------------------------------------------
+    # Each cycle is a warm restart (SGDR-like): a fresh AdamW and EMA starting from the previous cycle's EMA weights,
+    # its own noise stream (seed + cycle; cycle 0 continues the VAE's) and the cosine schedule at a decayed peak lr.
     from engine.recon.guidance import apply_drop, drop_mask
 
-    unet = build_unet(cfg)
-    adapter = build_adapter(cfg)
-    adapter.set_statistics(embeddings)
+    if first_cycle == 0:
+        unet = build_unet(cfg)
+        adapter = build_adapter(cfg)
+        adapter.set_statistics(embeddings)
     sched = build_scheduler()
     emb = torch.from_numpy(np.asarray(embeddings, np.float32))
     params = list(unet.parameters()) + list(adapter.parameters())
-    opt = torch.optim.AdamW(params, lr=recipe.unet_lr, weight_decay=1e-2)
-    ema = [p.detach().clone() for p in params]
-    for step in range(recipe.unet_steps):
-        cancel.raise_if_set()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, recipe.unet_steps, recipe.unet_lr, recipe.warmup)
-        idx = torch.randint(0, n, (recipe.unet_batch,), generator=gen)
-        x0 = lat[idx]
-        noise = torch.randn(x0.shape, generator=gen)
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
-        xt = sched.add_noise(x0, noise, t)
-        cond = adapter(emb[idx])
-        tokens, _ = apply_drop(cond.tokens, None, adapter.null,
-                               drop_mask(len(idx), recipe.drop_prob, generator=gen))
-        pred = unet(xt, t, encoder_hidden_states=tokens).sample
-        w = min_snr_weights(sched, t, recipe.min_snr_gamma)
-        loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+    for cycle in range(first_cycle, recipe.unet_cycles):
+        rng = gen if cycle == 0 else torch.Generator().manual_seed(recipe.seed + cycle)
+        peak = recipe.unet_lr * recipe.cycle_lr_decay ** cycle
+        opt = torch.optim.AdamW(params, lr=peak, weight_decay=1e-2)
+        ema = [p.detach().clone() for p in params]
+        for step in range(recipe.unet_steps):
+            cancel.raise_if_set()
+            done = cycle * recipe.unet_steps + step  # UNet steps before this one, all cycles
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, recipe.unet_steps, peak, recipe.warmup)
+            idx = torch.randint(0, n, (recipe.unet_batch,), generator=rng)
+            x0 = lat[idx]
+            noise = torch.randn(x0.shape, generator=rng)
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=rng)
+            xt = sched.add_noise(x0, noise, t)
+            cond = adapter(emb[idx])
+            tokens, _ = apply_drop(cond.tokens, None, adapter.null,
+                                   drop_mask(len(idx), recipe.drop_prob, generator=rng))
+            pred = unet(xt, t, encoder_hidden_states=tokens).sample
+            w = min_snr_weights(sched, t, recipe.min_snr_gamma)
+            loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            with torch.no_grad():
+                decay = min(recipe.ema_decay, (1 + step) / (10 + step))
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+            if step % 50 == 0 or step == recipe.unet_steps - 1:
+                yield Metric("diffusion_loss", float(loss.detach()), step=done)
+            if snapshot_every and (done + 1) % snapshot_every == 0 and step + 1 < recipe.unet_steps:
+                live = [p.detach().clone() for p in params]
+                with torch.no_grad():
+                    for p, e in zip(params, ema):
+                        p.copy_(e)
+                snap = Path(out_dir).with_name(f"{Path(out_dir).name}.step{done + 1}")
+                save_demo_generator(snap, vae=vae, unet=unet, adapter=adapter, scheduler=sched, cfg=cfg,
+                                    recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli)
+                with torch.no_grad():
+                    for p, l in zip(params, live):
+                        p.copy_(l)
+                yield Log(f"snapshot after {done + 1} UNet steps: {snap}")
+            s = recipe.vae_steps + done + 1
+            yield Progress(s, clock.total, eta_s=clock.eta(s), stage=f"unet cycle {cycle + 1}")
         with torch.no_grad():
-            decay = min(recipe.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        if step % 50 == 0 or step == recipe.unet_steps - 1:
-            yield Metric("diffusion_loss", float(loss.detach()), step=step)
-        s = recipe.vae_steps + step + 1
-        yield Progress(s, clock.total, eta_s=clock.eta(s), stage="unet")
-    with torch.no_grad():
-        for p, e in zip(params, ema):
-            p.copy_(e)
+            for p, e in zip(params, ema):
+                p.copy_(e)
+        if cycle + 1 < recipe.unet_cycles:
+            yield Log(f"UNet cycle {cycle + 1} of {recipe.unet_cycles} done")
     folder = save_demo_generator(out_dir, vae=vae, unet=unet, adapter=adapter, scheduler=sched, cfg=cfg,
                                  recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli)
     yield Log(f"demo generator written to {folder}")
     return folder
+
+
+def _load_finished_cycles(folder, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig):
+    """(vae, unet, adapter, cycles done) of a folder written by this recipe with fewer UNet cycles."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from engine.errors import CheckpointError
+    from engine.recon.conditioning import ConditioningAdapter
+
+    folder = Path(folder)
+    meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **(meta.get("recipe") or {})}
+    mine = recipe.to_dict()
+    differ = sorted(k for k in mine if k != "unet_cycles" and done_recipe.get(k) != mine[k])
+    if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
+        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")
+    done = int(done_recipe["unet_cycles"])
+    if done >= recipe.unet_cycles:
+        raise CheckpointError(f"{folder}: already has {done} UNet cycle(s); the recipe asks for {recipe.unet_cycles}")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True).train()
+    adapter = ConditioningAdapter.load(folder / "adapter")
+    return vae, unet, adapter, done
 
 
 def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGeneratorConfig,

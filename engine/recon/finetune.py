@@ -14,8 +14,9 @@ trials, what turns this run's predicted embeddings into images:
 - a ``BlurryRidge`` for the low-level image when the encoder has no blurry head.
 
 Loss: ε-MSE on the VAE latents of the seen images, with min-SNR-γ weights when ``min_snr_gamma`` is set.
-Everything is written to ``RUN_DIR/decoder/`` (atomically, after every epoch: a ``Checkpoint`` event each time; a
-cancelled job keeps the last complete epoch)::
+Everything is written to ``RUN_DIR/decoder/`` (atomically, after every epoch and when cancelled: a ``Checkpoint``
+event each time). ``finetune_job(..., resume=True)`` continues from that state with the saved settings, as training
+resumes: the result equals an uninterrupted run's (optimizer, RNG and batch order are restored)::
 
     decoder.json        generator, input shape, embedder, UNet mode, LoRA settings, config, steps
     adapter/            ConditioningAdapter (config.json + model.safetensors)
@@ -23,6 +24,7 @@ cancelled job keeps the last complete epoch)::
     router/             TimestepRouter (MoE encoders)
     encoder/            the jointly trained encoder (joint_encoder)
     blurry.npz          BlurryRidge
+    resume/             optimizer.safetensors, rng.safetensors, state.json (epoch, batch, batch order)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metr
 
 DECODER_DIR = "decoder"
 DECODER_FILE = "decoder.json"
+RESUME_DIR = "resume"
 UNET_MODES = ("frozen", "lora", "cross_attn")
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 LORA_FF_TARGETS = ("ff.net.0.proj", "ff.net.2")
@@ -80,6 +83,9 @@ class FinetuneConfig:
         Stop after this many steps (for quick runs).
     dtype : {"fp32", "bf16", "fp16", "auto"}
         Precision of the generator while training (fp32 by default: the trained weights stay fp32).
+    ip_adapter : str or None
+        IP-Adapter weights for an SD folder (``"auto"``: the folder's ``ip_adapter/*.safetensors`` when it has one;
+        None: no image-embedding path). The adapter then also predicts the IP-Adapter image embedding.
     """
 
     generator: str = "demo"
@@ -102,6 +108,7 @@ class FinetuneConfig:
     device: str | None = None
     dtype: str = "fp32"
     max_steps: int | None = None
+    ip_adapter: str | None = "auto"
 
     def __post_init__(self) -> None:
         if self.unet not in UNET_MODES:
@@ -207,7 +214,7 @@ def encoder_outputs(model, betas: np.ndarray, subject_key: str, target_shape, *,
 
 
 def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig | None = None,
-                 cancel: CancelToken | None = None, *, subject=None):
+                 cancel: CancelToken | None = None, *, subject=None, resume: bool = False):
     """Job: fine-tune the decoder of ``run_dir`` (see the module docstring). Returns ``FinetuneResult``.
 
     Parameters
@@ -219,13 +226,16 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     config : FinetuneConfig
     subject : path or Subject, optional
         Default: the subject named in the run's ``provenance.json``.
+    resume : bool
+        Continue the interrupted fine-tuning in ``RUN_DIR/decoder/`` with its saved settings (``generator`` and
+        ``config`` are then ignored).
     """
     import torch
 
-    from engine.recon.conditioning import Condition, ConditioningAdapter
+    from engine.recon.conditioning import ConditioningAdapter
     from engine.recon.demo_generator import min_snr_weights
     from engine.recon.generators import GeneratorConfig, load_generator
-    from engine.recon.guidance import apply_drop, drop_mask
+    from engine.recon.guidance import drop_mask
     from engine.recon.timestep_router import TimestepRouter
     from engine.train.dataset import split_groups
     from engine.train.predict import load_encoder, load_normalizer, model_info
@@ -239,13 +249,19 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     run = Run.open(run_dir)
     info = model_info(run)
     out_dir = run.path / DECODER_DIR
+    saved_state = None
+    if resume:
+        saved_meta, saved_state = read_resume_state(out_dir)
+        cfg = FinetuneConfig(**saved_meta["config"])
     yield Started(job="finetune", run_dir=str(run.path))
     subj = _open_run_subject(run, subject)
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
 
-    gen = load_generator(GeneratorConfig(spec=cfg.generator, device=cfg.device, dtype=cfg.dtype))
-    yield Log(f"generator {gen.kind} ({gen.path}), {gen.image_size}px, context {gen.n_tokens}×{gen.context_dim}")
+    gen = load_generator(GeneratorConfig(spec=cfg.generator, device=cfg.device, dtype=cfg.dtype,
+                                         ip_adapter=cfg.ip_adapter))
+    yield Log(f"generator {gen.kind} ({gen.path}), {gen.image_size}px, context {gen.n_tokens}×{gen.context_dim}"
+              + (f", IP-Adapter {gen.info['ip_adapter']}" if gen.image_embed_dim else ""))
 
     # ---- training data: the run's encoder outputs on the training trials, and the seen images' latents -----------
     norm = load_normalizer(run)
@@ -309,12 +325,33 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     n = len(rows)
     per_epoch = max(1, n // cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs, cfg.max_steps)
-    clock = EtaClock(total)
     step, last_loss, saved = 0, float("nan"), None
+    start_epoch, start_batch, saved_order = 0, 0, None
+    if saved_state is not None:
+        _restore_training_state(out_dir, saved_state, adapter=adapter, router=router, unet=unet, unet_mode=cfg.unet,
+                                encoder=encoder if cfg.joint_encoder else None, optimizer=opt, rng=rng)
+        step, start_epoch, start_batch = saved_state["step"], saved_state["epoch"], saved_state["batch"]
+        saved_order = saved_state.get("order")
+        last_loss = saved_state.get("loss", last_loss)
+        yield Log(f"resuming at step {step} of {total} (epoch {start_epoch + 1}, batch {start_batch})")
+    clock = EtaClock(total, start_step=step)
+
+    def save(epoch: int, batch: int, order) -> Path:
+        position = {"step": step, "epoch": epoch, "batch": batch, "loss": last_loss, "total": total,
+                    "order": None if order is None else order.tolist()}
+        return _save_decoder(out_dir, cfg, gen, adapter, router, encoder if cfg.joint_encoder else None,
+                             info, step, emb, enc_blurry, subj.images, images_of_rows, levels, rows,
+                             optimizer=opt, rng=rng, position=position)
+
+    epoch, b, order = start_epoch, start_batch, None
     try:
-        for epoch in range(cfg.epochs):
-            order = torch.randperm(n, generator=rng)
-            for b in range(per_epoch):
+        for epoch in range(start_epoch, cfg.epochs):
+            if step >= total:
+                break
+            # The batch order is drawn at the start of an epoch; a resumed epoch reuses the saved one.
+            order = (torch.tensor(saved_order, dtype=torch.int64) if epoch == start_epoch and saved_order
+                     else torch.randperm(n, generator=rng))
+            for b in range(start_batch if epoch == start_epoch else 0, per_epoch):
                 if step >= total:
                     break
                 cancel.raise_if_set()
@@ -330,10 +367,9 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
                     e = emb_t[idx]
                     lv = None if lev_t is None else lev_t[:, idx]
                 e_in = router.mix(lv.to(gen.device), t) if router is not None and lv is not None else e
-                cond = adapter(e_in.to(gen.device).float())
-                tokens, pooled = apply_drop(cond.tokens, cond.pooled, adapter.null,
-                                            drop_mask(len(idx), cfg.drop_prob, generator=rng, device=gen.device))
-                pred = gen.predict_noise(xt, t, Condition(tokens, pooled)).float()
+                cond = adapter.drop(adapter(e_in.to(gen.device).float()),
+                                    drop_mask(len(idx), cfg.drop_prob, generator=rng, device=gen.device))
+                pred = gen.predict_noise(xt, t, cond).float()
                 per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
                 if cfg.min_snr_gamma:
                     per = per * min_snr_weights(sched, t, cfg.min_snr_gamma)
@@ -350,23 +386,33 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
                 last_loss = float(loss.detach())
                 yield Metric("diffusion_loss", last_loss, step=step)
                 yield Progress(step, total, eta_s=clock.eta(step), stage=f"finetune epoch {epoch + 1}")
-            saved = _save_decoder(out_dir, cfg, gen, adapter, router, encoder if cfg.joint_encoder else None,
-                                  info, step, emb, enc_blurry, subj.images, images_of_rows, levels, rows)
+            else:
+                b = per_epoch
+            saved = save(epoch + 1, 0, None) if b >= per_epoch else save(epoch, b, order)
             yield Checkpoint(path=str(saved), step=step)
-            if step >= total:
-                break
     except Cancelled as e:
-        raise Cancelled(str(e), checkpoint=saved) from None
+        # Checked before batch ``b`` touched any state: save the position so ``resume`` redoes exactly that batch.
+        saved = save(epoch, b, order) if step > 0 else saved
+        raise Cancelled(str(e), checkpoint=None if saved is None else str(saved)) from None
     yield Finished(status="done", summary={"step": step, "diffusion_loss": last_loss})
     return FinetuneResult(str(out_dir), step, last_loss)
 
 
 def _save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encoder, info: dict, step: int,
-                  emb: np.ndarray, enc_blurry, images, images_of_rows, levels, rows) -> Path:
+                  emb: np.ndarray, enc_blurry, images, images_of_rows, levels, rows, *, optimizer=None, rng=None,
+                  position: dict | None = None) -> Path:
     from engine.atomic import atomic_dir, atomic_save_safetensors, atomic_write_json
     from engine.recon.blurry import BlurryRidge
+    from engine.train.checkpoint import capture_rng, flatten_optimizer_state
 
     with atomic_dir(out_dir, overwrite=True) as tmp:
+        if position is not None:
+            rng_js, rng_t = capture_rng(rng)
+            opt_t, opt_meta = flatten_optimizer_state(optimizer.state_dict())
+            (tmp / RESUME_DIR).mkdir()
+            atomic_save_safetensors(tmp / RESUME_DIR / "optimizer.safetensors", opt_t)
+            atomic_save_safetensors(tmp / RESUME_DIR / "rng.safetensors", rng_t)
+            atomic_write_json(tmp / RESUME_DIR / "state.json", {**position, "rng": rng_js, "optimizer": opt_meta})
         adapter.save(tmp / "adapter")
         lora = None
         if cfg.unet == "lora":
@@ -389,9 +435,57 @@ def _save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, enco
             "schema": 1, "generator": gen.path, "generator_kind": gen.kind,
             "input_shape": list(adapter.config.input_shape),
             "embedder": info.get("embedder"), "target": info.get("target"), "unet": cfg.unet, "lora": lora,
+            "ip_adapter": gen.info.get("ip_adapter") if gen.image_embed_dim else None,
             "router": router is not None, "joint_encoder": encoder is not None, "config": cfg.to_dict(),
-            "steps": step, "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            "steps": step, "complete": bool(position is None or position["step"] >= position["total"]),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out_dir
+
+
+def read_resume_state(decoder_dir: Path) -> tuple[dict, dict]:
+    """(decoder.json, resume/state.json) of an interrupted fine-tuning; ``CheckpointError`` naming what is missing."""
+    for name in (DECODER_FILE, f"{RESUME_DIR}/state.json", f"{RESUME_DIR}/optimizer.safetensors",
+                 f"{RESUME_DIR}/rng.safetensors"):
+        if not (decoder_dir / name).is_file():
+            raise CheckpointError(f"{decoder_dir}: nothing to resume: missing {name} (run 'neurolens finetune' "
+                                  "without --resume)")
+    try:
+        meta = json.loads((decoder_dir / DECODER_FILE).read_text(encoding="utf-8"))
+        state = json.loads((decoder_dir / RESUME_DIR / "state.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{decoder_dir}: damaged fine-tuning state ({e})") from None
+    return meta, state
+
+
+def _restore_training_state(decoder_dir: Path, state: dict, *, adapter, router, unet, unet_mode: str, encoder,
+                            optimizer, rng) -> None:
+    """Load the trained weights, optimizer and RNG states saved by ``_save_decoder`` into the freshly built parts."""
+    import torch
+    from safetensors.torch import load_file
+
+    from engine.recon.conditioning import ConditioningAdapter
+    from engine.recon.timestep_router import TimestepRouter
+    from engine.train.checkpoint import restore_rng, unflatten_optimizer_state
+
+    adapter.load_state_dict(ConditioningAdapter.load(decoder_dir / "adapter").state_dict())
+    if router is not None:
+        router.load_state_dict(TimestepRouter.load(decoder_dir / "router").state_dict())
+    if unet_mode == "lora":
+        from peft import set_peft_model_state_dict
+
+        set_peft_model_state_dict(unet, load_file(str(decoder_dir / "unet_lora.safetensors")))
+    elif unet_mode == "cross_attn":
+        own = cross_attn_parameters(unet)
+        with torch.no_grad():
+            for k, v in load_file(str(decoder_dir / "unet_cross_attn.safetensors")).items():
+                own[k].copy_(v)
+    if encoder is not None:
+        from engine.models.base import BrainEncoder
+
+        encoder.load_state_dict(BrainEncoder.load(decoder_dir / "encoder").state_dict())
+    optimizer.load_state_dict(unflatten_optimizer_state(
+        load_file(str(decoder_dir / RESUME_DIR / "optimizer.safetensors")), state["optimizer"]))
+    restore_rng(state["rng"], load_file(str(decoder_dir / RESUME_DIR / "rng.safetensors")), rng)
 
 
 def take_images(images, index: np.ndarray) -> np.ndarray:
@@ -435,7 +529,8 @@ def load_decoder(run_dir, generator_config=None, *, info: dict | None = None) ->
                           f"'neurolens finetune {run_dir}' first")
     meta = json.loads((folder / DECODER_FILE).read_text(encoding="utf-8"))
     spec = meta["generator"] if gcfg.spec == "demo" else gcfg.spec
-    gen = load_generator(dataclasses.replace(gcfg, spec=spec))
+    # The decoder was trained with (or without) that IP-Adapter file: load exactly that.
+    gen = load_generator(dataclasses.replace(gcfg, spec=spec, ip_adapter=meta.get("ip_adapter")))
     adapter = ConditioningAdapter.load(folder / "adapter").to(gen.device).eval()
     if meta.get("unet") == "lora":
         from peft import set_peft_model_state_dict

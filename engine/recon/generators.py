@@ -11,8 +11,12 @@ A ``Generator`` hides the differences the sampling loop should not see:
 - SD-1.5-type UNets read cross-attention tokens ``(batch, 77, 768)`` (or whatever the folder's context size is);
 - SDXL-type UNets also read a pooled vector and six size/crop ids (``added_cond_kwargs``);
 - with ``prompt_tokens=True`` the brain tokens are appended to the tokens of an empty prompt encoded once by the
-  folder's own text encoder(s), IP-Adapter-style (the UNet's text pathway keeps seeing what it was trained on). This is
-  not IP-Adapter's decoupled attention: the image tokens share the text cross-attention.
+  folder's own text encoder(s) (the UNet's text pathway keeps seeing what it was trained on); the brain tokens share
+  the text cross-attention;
+- with an IP-Adapter (``ip_adapter``: a weights file, or ``"auto"`` for the folder's ``ip_adapter/*.safetensors``
+  when it has one) the UNet also reads an image embedding through the adapter's image projection and decoupled
+  cross-attention (diffusers' IP-Adapter processors); the conditioning adapter then predicts that embedding too.
+  The file is in the original IP-Adapter format (keys ``image_proj.*`` and ``ip_adapter.*``), plain IP-Adapter only.
 """
 
 from __future__ import annotations
@@ -48,6 +52,9 @@ class GeneratorConfig:
         Append the brain tokens to an empty prompt's text tokens (needs the text encoders in the folder).
     image_size : int or None
         Output size in pixels; default the UNet's native size (SD-1.5 upstream NeuroLens uses 256).
+    ip_adapter : str or None
+        An IP-Adapter weights file (safetensors) for SD-1.5 / SDXL folders, ``"auto"`` for the folder's own
+        ``ip_adapter/*.safetensors`` if it has one, or None (no image-embedding path).
     """
 
     spec: str = "demo"
@@ -56,6 +63,7 @@ class GeneratorConfig:
     compile: bool = False
     prompt_tokens: bool = False
     image_size: int | None = None
+    ip_adapter: str | None = None
 
 
 @dataclass
@@ -79,6 +87,8 @@ class Generator:
         The demo generator's own image-embedding adapter (trained with it); None for real generators.
     embedder : str or None
         The image embedder whose embeddings ``adapter`` reads (``"demo"``).
+    image_embed_dim : int or None
+        Length of the IP-Adapter image embedding when one is loaded.
     """
 
     kind: str
@@ -90,6 +100,7 @@ class Generator:
     context_dim: int
     n_tokens: int
     pooled_dim: int | None = None
+    image_embed_dim: int | None = None
     adapter: ConditioningAdapter | None = None
     embedder: str | None = None
     base_tokens: object = None  # (1, L, context_dim) empty-prompt tokens when prompt_tokens is on
@@ -120,7 +131,8 @@ class Generator:
     def adapter_config(self, input_shape) -> ConditioningConfig:
         """The config of a fresh conditioning adapter from embeddings of ``input_shape`` to this generator."""
         return ConditioningConfig(input_shape=tuple(input_shape), n_tokens=self.n_tokens,
-                                  context_dim=self.context_dim, pooled_dim=self.pooled_dim)
+                                  context_dim=self.context_dim, pooled_dim=self.pooled_dim,
+                                  image_embed_dim=self.image_embed_dim)
 
     # ---- the UNet call ----------------------------------------------------------------------------------------------
 
@@ -148,6 +160,12 @@ class Generator:
             if self.base_pooled is not None:
                 pooled = pooled + self.base_pooled
             kwargs["added_cond_kwargs"] = {"text_embeds": pooled, "time_ids": self.time_ids(tokens.shape[0])}
+        if self.image_embed_dim:
+            if cond.image_embeds is None:
+                raise ConfigError("IP-Adapter generator: the condition has no image embedding; the conditioning "
+                                  "adapter needs image_embed_dim set (use Generator.adapter_config)")
+            # One image per item: (batch, 1, D), as diffusers' MultiIPAdapterImageProjection expects.
+            kwargs.setdefault("added_cond_kwargs", {})["image_embeds"] = [cond.image_embeds[:, None, :]]
         return kwargs
 
     def predict_noise(self, latents, t, cond: Condition):
@@ -347,11 +365,64 @@ def load_diffusers_folder(folder: str | Path, *, config: GeneratorConfig | None 
                     context_dim=context, n_tokens=77, pooled_dim=pooled_dim, device=device, dtype=dtype,
                     info={"model_index": json.loads((folder / "model_index.json").read_text(encoding="utf-8"))})
     gen = _finish(gen, cfg)
+    ip_file = find_ip_adapter(folder, cfg.ip_adapter)
+    if ip_file is not None:
+        gen.image_embed_dim = load_ip_adapter(gen.unet, ip_file)
+        gen.info["ip_adapter"] = str(ip_file)
     if cfg.prompt_tokens:
         tokens, pooled = encode_empty_prompt(folder, kind, context)
         gen.base_tokens = tokens.to(device, dtype)
         gen.base_pooled = None if pooled is None else pooled.to(device, dtype)
     return gen
+
+
+IP_ADAPTER_DIR = "ip_adapter"
+
+
+def find_ip_adapter(folder: Path, spec: str | None) -> Path | None:
+    """The IP-Adapter file to load: ``spec`` itself, the folder's only ``ip_adapter/*.safetensors`` for ``"auto"``
+    (None when the folder has none), or None."""
+    if not spec:
+        return None
+    if spec != "auto":
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelFolderError(path.parent, path.name, "the IP-Adapter weights file given with ip_adapter")
+        return path
+    found = sorted((folder / IP_ADAPTER_DIR).glob("*.safetensors")) if (folder / IP_ADAPTER_DIR).is_dir() else []
+    if len(found) > 1:
+        raise ModelFolderError(folder, f"a single {IP_ADAPTER_DIR}/*.safetensors",
+                               f"found {[p.name for p in found]}; pass the one to use with ip_adapter")
+    return found[0] if found else None
+
+
+def load_ip_adapter(unet, path: Path) -> int:
+    """Load a plain IP-Adapter (original key format) into ``unet``; return its image-embedding length."""
+    from safetensors.torch import load_file
+
+    try:
+        flat = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types on damaged files
+        raise ModelFolderError(path.parent, f"{path.name} readable as safetensors", str(e)[:200]) from None
+    parts: dict[str, dict] = {"image_proj": {}, "ip_adapter": {}}
+    for key, value in flat.items():
+        head, _, rest = key.partition(".")
+        if head in parts:
+            parts[head][rest] = value
+    if "proj.weight" not in parts["image_proj"]:
+        raise ModelFolderError(path.parent, f"{path.name} key image_proj.proj.weight",
+                               "only the plain IP-Adapter (linear image projection) is supported")
+    n_cross = sum(1 for name in unet.attn_processors if not name.endswith("attn1.processor"))
+    if len(parts["ip_adapter"]) != 2 * n_cross:
+        raise ModelFolderError(path.parent, f"{path.name} with to_k_ip/to_v_ip for {n_cross} cross-attention layers",
+                               f"found {len(parts['ip_adapter'])} ip_adapter.* tensors")
+    dtype, device = unet.dtype, unet.device
+    try:
+        unet._load_ip_adapter_weights([parts], low_cpu_mem_usage=False)
+    except (KeyError, RuntimeError) as e:
+        raise ModelFolderError(path.parent, f"{path.name} matching the UNet", str(e).split(". ")[0][:300]) from None
+    unet.to(device=device, dtype=dtype).requires_grad_(False)
+    return int(parts["image_proj"]["proj.weight"].shape[-1])
 
 
 def encode_empty_prompt(folder: Path, kind: str, context_dim: int):

@@ -42,19 +42,28 @@ class NullCondition(nn.Module):
         Shape of the token condition ``(n_tokens, dim)``.
     pooled_dim : int, optional
         Length of the pooled condition (SDXL ``text_embeds``); None when the generator has none.
+    image_embed_dim : int, optional
+        Length of the IP-Adapter image embedding; None without an IP-Adapter.
     """
 
-    def __init__(self, n_tokens: int, dim: int, pooled_dim: int | None = None) -> None:
+    def __init__(self, n_tokens: int, dim: int, pooled_dim: int | None = None,
+                 image_embed_dim: int | None = None) -> None:
         super().__init__()
         # Small random init (not zeros) so the null tokens carry no special meaning before training.
         self.tokens = nn.Parameter(torch.randn(n_tokens, dim) * 0.02)
         self.pooled = nn.Parameter(torch.zeros(pooled_dim)) if pooled_dim else None
+        # IP-Adapter's own unconditional input is a zero image embedding: start there, then learn it.
+        self.image_embeds = nn.Parameter(torch.zeros(image_embed_dim)) if image_embed_dim else None
 
     def expand(self, batch: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Null tokens ``(batch, n_tokens, dim)`` and pooled ``(batch, pooled_dim)`` or None."""
         tokens = self.tokens.unsqueeze(0).expand(batch, -1, -1)
         pooled = None if self.pooled is None else self.pooled.unsqueeze(0).expand(batch, -1)
         return tokens, pooled
+
+    def expand_image(self, batch: int) -> torch.Tensor | None:
+        """Null IP-Adapter image embeddings ``(batch, image_embed_dim)``, or None."""
+        return None if self.image_embeds is None else self.image_embeds.unsqueeze(0).expand(batch, -1)
 
 
 def drop_mask(batch: int, drop_prob: float, *, generator: torch.Generator | None = None,

@@ -8,7 +8,8 @@ DESCRIPTION = (
     "Train, on the subject's training trials, the adapter that turns the run's predicted embeddings into the "
     "generator's cross-attention condition (with a learned null condition for classifier-free guidance), and "
     "optionally LoRA or the cross-attention layers of the UNet, a timestep router over a Mixture-of-Experts "
-    "encoder's levels, or the encoder itself. Writes RUN_DIR/decoder/ after every epoch."
+    "encoder's levels, or the encoder itself. Writes RUN_DIR/decoder/ after every epoch and when cancelled "
+    "(Ctrl-C); --resume continues an interrupted fine-tuning with its saved settings, to the same result."
 )
 ORDER = 60
 
@@ -34,6 +35,11 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
     p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument("--ip-adapter", default="auto", metavar="FILE|auto|none",
+                   help="IP-Adapter weights for an SD folder: 'auto' uses the folder's ip_adapter/*.safetensors "
+                        "when it has one (default), 'none' turns the image-embedding path off")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted fine-tuning in RUN_DIR/decoder/ (its saved settings are used)")
     p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
 
 
@@ -50,8 +56,10 @@ def run(args) -> int:
                          drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
                          joint_encoder=args.joint_encoder, align_weight=args.align_weight,
                          router=not args.no_router, seed=args.seed, device=args.device, dtype=args.dtype,
-                         max_steps=args.max_steps)
-    result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject),
+                         max_steps=args.max_steps,
+                         ip_adapter=None if args.ip_adapter.lower() == "none" else args.ip_adapter)
+    result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject,
+                                                 resume=args.resume),
                      json_events=args.json_events)
     if not args.json_events:
         print(f"decoder written to {result.decoder_dir} ({result.steps} steps, loss {result.loss:.4f})")

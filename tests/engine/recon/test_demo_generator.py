@@ -26,7 +26,8 @@ def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     emb = rng.standard_normal((16, 12)).astype(np.float32)
-    recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=2, vae_batch=4, unet_batch=4, warmup=1)
+    recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=2, vae_batch=4, unet_batch=4, warmup=1,
+                                 unet_cycles=1)
     cfg = DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
     events = []
     folder = drive(train_demo_generator(tmp_path / "g", recipe, cfg, images=images, embeddings=emb,
@@ -45,3 +46,29 @@ def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
     again = load_generator(str(folder), device="cpu")
     assert again.info["embedder_identity"] == "new" and again.info["adapter_refit"]["steps"] == 2
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_before
+
+
+def test_a_build_continued_with_more_unet_cycles_equals_one_from_scratch(tmp_path):
+    from safetensors.torch import load_file
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    emb = rng.standard_normal((16, 12)).astype(np.float32)
+    one = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=3, vae_batch=4, unet_batch=4, warmup=1,
+                              unet_cycles=1)
+    two = dataclasses.replace(one, unet_cycles=2)
+    cfg = DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    drive(train_demo_generator(tmp_path / "scratch", two, cfg, **kw))
+    drive(train_demo_generator(tmp_path / "first", one, cfg, **kw))
+    events = []
+    drive(train_demo_generator(tmp_path / "cont", two, cfg, continue_from=tmp_path / "first", **kw), events.append)
+    assert [e.step for e in events if isinstance(e, Progress)] == [6, 7, 8]  # VAE 2 + cycle 1 (3) already done
+    for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                 "adapter/model.safetensors"):
+        a, b = load_file(str(tmp_path / "scratch" / part)), load_file(str(tmp_path / "cont" / part))
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), part
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    first, scratch = load_file(str(tmp_path / "first" / unet)), load_file(str(tmp_path / "scratch" / unet))
+    assert not all(np.array_equal(first[k].numpy(), scratch[k].numpy()) for k in first)  # cycle 2 did train
+    assert load_generator(str(tmp_path / "cont"), device="cpu").info["recipe"]["unet_cycles"] == 2

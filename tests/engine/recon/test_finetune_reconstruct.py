@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from engine.errors import Cancelled, ConfigError
@@ -65,6 +66,28 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     assert np.array_equal(a, b)
 
 
+def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lora_decoder, ridge_run, tiny_subject_s,
+                                                                             tmp_path):
+    # Guidance 0 is the unconditional branch alone: it must be the null condition fine-tuning trained (the one the
+    # condition was dropped to), not a zero embedding or the encoding of an empty scan.
+    from engine.recon.reconstruct import sample_seed
+    from engine.recon.sampler import SamplerConfig, sample_latents
+
+    out = tmp_path / "g0"
+    drive(reconstruct_job(ridge_run, tiny_subject_s, samples=1, steps=3, guidance=0.0, seed=5, out_dir=out,
+                          trials=[200]))
+    dec = load_decoder(ridge_run)
+    null = dec.adapter.null_condition(1)
+    wrong = dec.adapter(torch.zeros(1, *dec.adapter.config.input_shape))
+    seeds, cfg = [sample_seed(5, 200, 0)], SamplerConfig(steps=3, guidance=1.0)
+    with torch.no_grad():
+        lat = sample_latents(dec.generator, null, null, cfg, seeds=seeds)
+        lat_wrong = sample_latents(dec.generator, wrong, wrong, cfg, seeds=seeds)
+    got = np.asarray(Image.open(out / "samples/img-00200-s0.png"))
+    assert np.array_equal(got, dec.generator.decode(lat)[0])
+    assert not np.array_equal(got, dec.generator.decode(lat_wrong)[0])
+
+
 def test_reconstruct_cancel_leaves_no_folder(lora_decoder, ridge_run, tiny_subject_s, tmp_path):
     token = CancelToken()
     job = reconstruct_job(ridge_run, tiny_subject_s, samples=1, steps=3, out_dir=tmp_path / "c", cancel=token)
@@ -109,6 +132,10 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert lines[0]["event"] == "Started" and lines[-1]["event"] == "Finished"
+    # --resume on a finished fine-tuning restores its state and has nothing left to do.
+    assert main(["finetune", str(ridge_run), "--resume", "--subject", str(subj_path), "--json-events"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert not [e for e in lines if e["event"] == "Progress"] and lines[-1]["event"] == "Finished"
     out = tmp_path / "cli-rec"
     rc = main(["reconstruct", str(ridge_run), "--split", "test", "--trials", "200-202", "--samples", "1",
                "--guidance", "2", "--steps", "2", "--seed", "3", "--out", str(out), "--sampler", "dpmpp",

@@ -32,6 +32,18 @@ def test_tiny_sdxl_folder_loads_with_pooled_and_time_ids(tiny_sdxl):
     gen = load_generator(str(tiny_sdxl), device="cpu")
     assert gen.kind == "sdxl" and gen.pooled_dim == 16
     assert _sample(gen, shape=(4, 10)).shape == (2, 32, 32, 3)
+    # The UNet gets tokens, the adapter's pooled vector and the six size/crop ids (original, crop (0, 0), target).
+    a = ConditioningAdapter(gen.adapter_config((4, 10)))
+    with torch.no_grad():
+        cond = a(torch.randn(2, 4, 10))
+    kw = gen.unet_inputs(cond)
+    assert kw["encoder_hidden_states"].shape == (2, 77, gen.context_dim)
+    assert torch.equal(kw["added_cond_kwargs"]["text_embeds"], cond.pooled)
+    assert kw["added_cond_kwargs"]["time_ids"].tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]] * 2
+    x, t = torch.randn(2, gen.latent_channels, gen.latent_size, gen.latent_size), torch.tensor(500)
+    with torch.no_grad():
+        other = type(cond)(cond.tokens, cond.pooled + 1.0)
+        assert not torch.allclose(gen.predict_noise(x, t, cond), gen.predict_noise(x, t, other))
 
 
 def test_prompt_token_path_appends_brain_tokens_to_the_empty_prompt(tiny_sd15):
@@ -40,6 +52,40 @@ def test_prompt_token_path_appends_brain_tokens_to_the_empty_prompt(tiny_sd15):
     a = ConditioningAdapter(gen.adapter_config((10,)))
     kwargs = gen.unet_inputs(a(torch.randn(2, 10)))
     assert kwargs["encoder_hidden_states"].shape == (2, 77 + 77, 32)
+
+
+def test_ip_adapter_in_the_folder_adds_the_image_embedding_path(tiny_sd15, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from tests.engine.recon.tiny_models import write_tiny_ip_adapter
+
+    folder = tmp_path / "sd15-ip"
+    shutil.copytree(tiny_sd15, folder)
+    write_tiny_ip_adapter(folder, image_embed_dim=12)
+    assert load_generator(str(folder), device="cpu").image_embed_dim is None  # off unless asked for
+    gen = load_generator(str(folder), device="cpu", ip_adapter="auto")
+    assert gen.image_embed_dim == 12 and gen.info["ip_adapter"].endswith("ip-adapter.safetensors")
+    a = ConditioningAdapter(gen.adapter_config((10,)))
+    assert a.config.image_embed_dim == 12
+    with torch.no_grad():
+        cond = a(torch.randn(2, 10))
+        assert cond.image_embeds.shape == (2, 12) and a.null_condition(2).image_embeds.shape == (2, 12)
+        x, t = torch.randn(2, 4, 16, 16), torch.tensor(500)
+        other = type(cond)(cond.tokens, None, cond.image_embeds + 1.0)
+        # The image embedding reaches the UNet through the IP-Adapter's decoupled cross-attention.
+        assert not torch.allclose(gen.predict_noise(x, t, cond), gen.predict_noise(x, t, other))
+    assert _sample(gen).shape == (2, 32, 32, 3)
+    # Condition dropout replaces the image embedding with the learned null one as well.
+    dropped = a.drop(cond, torch.tensor([True, False]))
+    assert torch.equal(dropped.image_embeds[0], a.null.image_embeds) and torch.equal(dropped.image_embeds[1],
+                                                                                       cond.image_embeds[1])
+    state = load_file(str(folder / "ip_adapter" / "ip-adapter.safetensors"))
+    state.pop("ip_adapter.1.to_v_ip.weight")
+    save_file(state, str(folder / "ip_adapter" / "bad.safetensors"))
+    with pytest.raises(ModelFolderError, match="single ip_adapter"):
+        load_generator(str(folder), ip_adapter="auto")
+    with pytest.raises(ModelFolderError, match="to_k_ip/to_v_ip"):
+        load_generator(str(folder), ip_adapter=str(folder / "ip_adapter" / "bad.safetensors"))
 
 
 @pytest.mark.parametrize("remove, missing", [

@@ -96,6 +96,36 @@ def build_tiny_sdxl(folder: Path) -> Path:
     return folder
 
 
+def write_tiny_ip_adapter(sd_folder: Path, image_embed_dim: int = 12) -> Path:
+    """A plain IP-Adapter for a tiny SD folder, in the original file format (``image_proj.*``: the linear projection to
+    4 tokens and its LayerNorm; ``ip_adapter.<1, 3, 5...>.to_k_ip/to_v_ip``: one pair per cross-attention layer, in
+    the UNet's processor order), saved as ``<sd_folder>/ip_adapter/ip-adapter.safetensors``."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import save_file
+
+    unet = UNet2DConditionModel.from_pretrained(sd_folder / "unet")
+    ctx, channels = unet.config.cross_attention_dim, unet.config.block_out_channels
+    g = torch.Generator().manual_seed(1)
+    state = {"image_proj.proj.weight": torch.randn(4 * ctx, image_embed_dim, generator=g) * 0.2,
+             "image_proj.proj.bias": torch.zeros(4 * ctx), "image_proj.norm.weight": torch.ones(ctx),
+             "image_proj.norm.bias": torch.zeros(ctx)}
+    key = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        block = int(name.split(".")[1]) if not name.startswith("mid_block") else -1
+        hidden = (channels[-1] if block < 0 else
+                  list(reversed(channels))[block] if name.startswith("up_blocks") else channels[block])
+        for proj in ("to_k_ip", "to_v_ip"):
+            state[f"ip_adapter.{key}.{proj}.weight"] = torch.randn(hidden, ctx, generator=g) * 0.2
+        key += 2
+    (sd_folder / "ip_adapter").mkdir(exist_ok=True)
+    path = sd_folder / "ip_adapter" / "ip-adapter.safetensors"
+    save_file(state, str(path))
+    return path
+
+
 TINY_DEMO = dict(image_size=32, vae_channels=(8, 16), unet_channels=(16, 32), attention_levels=(False, True),
                  context_dim=16, n_tokens=2, attention_head_dim=8)
 
