@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -374,6 +375,25 @@ class BrainEncoder(nn.Module):
 
     def forward(self, betas: torch.Tensor, subject: str | None = None) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def init_output_bias(self, mean_target) -> bool:
+        """Start the embedding head's bias at the mean training target (``(*target_shape)`` array), so training
+        begins from the targets' common pattern instead of spending its first steps on it (embeddings of one model
+        share a large mean: for CLIP-like targets most of a vector's norm). Works for a ``head`` Linear whose output
+        is the flattened embedding or one token (then the token-mean is used); returns whether it applied."""
+        head = getattr(self, "head", None)
+        if not isinstance(head, nn.Linear) or head.bias is None:
+            return False
+        m = torch.as_tensor(np.asarray(mean_target, dtype=np.float32)).reshape(-1, self.target_shape[-1])
+        if head.bias.numel() == m.numel():
+            value = m.reshape(-1)
+        elif head.bias.numel() == m.shape[1]:
+            value = m.mean(dim=0)
+        else:
+            return False
+        with torch.no_grad():
+            head.bias.copy_(value.to(head.bias))
+        return True
 
     # ---- which parameters train -------------------------------------------------------------------------------------
 

@@ -404,6 +404,29 @@ class RidgeCV:
         out = X @ self.coef_ + self.intercept_
         return out[:, 0] if getattr(self, "_ravel", False) else out
 
+    def rescale_outputs(self, X, Y) -> np.ndarray:
+        """Undo ridge's shrinkage of the prediction spread: scale each target's predictions about its training mean so
+        their SD over the training samples ``X`` equals the SD of ``Y`` (brain-diffuser standardises its decoded
+        features the same way, there with the test predictions' statistics; here only training data is used).
+
+        Ridge predicts the conditional mean, pulled towards the mean target; decoded embeddings then all look alike
+        and, when the targets share a large common pattern (CLIP-like embeddings do), correlation-based
+        identification suffers. The scale is folded into ``coef_`` and ``intercept_``, so ``predict`` and saved models
+        include it. Returns the per-target factors (n_targets,) float32 (1 where a prediction is constant).
+        """
+        self._check_fitted()
+        Y = np.asarray(Y, np.float32)
+        Y = Y[:, None] if Y.ndim == 1 else Y
+        pred = np.asarray(X, np.float32) @ self.coef_ + self.intercept_
+        sd_pred = pred.std(0)
+        factor = np.where(sd_pred > 1e-12, Y.std(0) / np.maximum(sd_pred, 1e-12), 1.0).astype(np.float32)
+        mean = Y.mean(0).astype(np.float32)
+        # m + f·(Xc + b − m) = X(c·f) + (f·b + (1 − f)·m)
+        self.coef_ = (self.coef_ * factor[None, :]).astype(np.float32)
+        self.intercept_ = (factor * self.intercept_ + (1 - factor) * mean).astype(np.float32)
+        self.output_scale_ = factor
+        return factor
+
     def score(self, X, Y) -> np.ndarray:
         """Per-target R² (n_targets,) of the predictions for X against Y (as ``sklearn.metrics.r2_score``, raw)."""
         return r2_per_target(np.asarray(Y, np.float32), self.predict(X))

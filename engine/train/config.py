@@ -38,7 +38,7 @@ MODEL_KINDS = ("ridge", "mlp", "mbm", "moe")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("onecycle", "cosine", "constant")
 REPEAT_MODES = ("average_outputs", "average_voxels")
-RIDGE_PARAMS = {"alphas", "cv", "backend"}
+RIDGE_PARAMS = {"alphas", "cv", "backend", "rescale"}
 
 
 class _Section:
@@ -151,7 +151,9 @@ class ModelSpec(_Section):
         ``ridge``: closed-form RidgeCV from voxels to the flattened target, one step. The others are torch encoders
         (``engine.models.registry.build_encoder``).
     params : dict
-        Keys of the kind's model config; for ``ridge``: ``alphas`` (list), ``cv`` (folds), ``backend``.
+        Keys of the kind's model config; for ``ridge``: ``alphas`` (list), ``cv`` (folds), ``backend``, ``rescale``
+        (true: match each decoded dimension's spread on the training trials to the target's,
+        ``RidgeCV.rescale_outputs``).
     """
 
     kind: Literal["ridge", "mlp", "mbm", "moe"] = "mlp"

@@ -19,6 +19,9 @@ from engine.train.config import TrainConfig
 
 REFERENCE_VOXELS = 15724  # NSD subj01 nsdgeneral
 DEMO_EARLY, DEMO_CATEGORY = ("V1", "V2", "V3"), ("LO", "VOT")  # the demo subject's ROI families
+# Demo models are small (a few million weights, batch 64): one torch thread is as fast as two on an idle machine and
+# up to 10× faster on a busy one (thread oversubscription), so the demo presets pin it.
+DEMO_THREADS = 1
 
 DESCRIPTIONS = {
     "mindeye": "MindEyeV2: per-subject linear layer → 4 residual blocks (hidden 4096 at NSD size) → token head + "
@@ -27,12 +30,13 @@ DESCRIPTIONS = {
                    "pre-trained on unpaired fMRI (mask 0.75, 500 epochs), then fine-tuned as the decoder's encoder",
     "moe-brain": "MoRE-Brain: per-subject linear layer → hierarchical experts 2/4/8/16, expert-choice routing, "
                  "load balancing ×1; pooled targets; OneCycle 3e-4, batch 24, 50 epochs",
-    "demo-ridge": "Demo: cross-validated ridge from voxels to the demo embedding (closed form, seconds)",
-    "demo-mlp": "Demo: small MindEye-style MLP on the demo subject (about 2 minutes on 2 CPU cores)",
-    "demo-moe": "Demo: small Mixture-of-Experts (2 then 4 experts) whose routing separates early-visual and "
-                "category ROIs (about 2 minutes on 2 CPU cores)",
-    "demo-mbm": "Demo: small masked brain model, short pre-training then fine-tuning (about 2 minutes on 2 CPU "
-                "cores)",
+    "demo-ridge": "Demo: cross-validated ridge from voxels to the demo embedding, decoded spread matched to the "
+                  "targets' on the training trials (closed form, under a minute)",
+    "demo-mlp": "Demo: small MindEye-style MLP on the demo subject (under a minute on one CPU core)",
+    "demo-moe": "Demo: small Mixture-of-Experts (2 then 4 experts) over ROI-grouped input units, routing early-visual "
+                "and category ROIs to different experts (about a minute on one CPU core)",
+    "demo-mbm": "Demo: small masked brain model over 64-voxel patches, short pre-training then fine-tuning (about "
+                "2 minutes on one CPU core)",
     "tiny-ridge": "Tests: ridge on pixel targets",
     "tiny-mlp": "Tests: a 32-unit MLP on pixel targets, 2 epochs",
     "tiny-moe": "Tests: a 32-unit MoE (2, 4 experts) on pixel targets, 2 epochs",
@@ -132,7 +136,8 @@ def _moe_brain(s, n_vox, n_train) -> dict:
 
 
 def _demo_ridge(s, n_vox, n_train) -> dict:
-    return {"model": {"kind": "ridge", "params": {"alphas": [10.0 ** k for k in range(0, 7)], "cv": 5}},
+    return {"model": {"kind": "ridge", "params": {"alphas": [10.0 ** k for k in range(0, 7)], "cv": 5,
+                                                  "rescale": True}},
             "data": {"embedder": "demo", "target": "pooled"}, "epochs": 1, "batch_size": 2}
 
 
@@ -142,8 +147,9 @@ def _demo_mlp(s, n_vox, n_train) -> dict:
         "model": {"kind": "mlp", "params": {"hidden": 512, "n_blocks": 2, "dropout": 0.15}},
         "data": {"embedder": "demo", "target": "pooled"},
         "loss": {"contrastive": 1.0, "contrastive_kind": "mindeye", "mixco_fraction": 0.33, "mse": 1.0},
-        "optim": {"lr": 3e-4, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 2 / epochs},
+        "optim": {"lr": 1e-3, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 2 / epochs},
         "epochs": epochs, "batch_size": _batch(64, n_train), "eval_every": 5, "log_every": 20,
+        "num_threads": DEMO_THREADS,
     }
 
 
@@ -163,21 +169,25 @@ def _demo_moe(s, n_vox, n_train) -> dict:
         "optim": {"lr": 1e-3, "weight_decay": 1e-2, "schedule": "onecycle", "warmup": 2 / epochs,
                   "router_lr_scale": 10.0},
         "epochs": epochs, "batch_size": _batch(64, n_train), "eval_every": 5, "log_every": 20,
+        "num_threads": DEMO_THREADS,
     }
 
 
 def _demo_mbm(s, n_vox, n_train) -> dict:
+    # Patches of 64 voxels (about 60 tokens for the demo subject): attention over ~240 16-voxel patches made each
+    # step several times slower, so too few fine-tuning steps fitted in the demo's time budget to learn (2-way 0.51).
     return {
-        "model": {"kind": "mbm", "params": {"patch_size": 16, "dim": 128, "depth": 2, "heads": 4,
+        "model": {"kind": "mbm", "params": {"patch_size": 64, "dim": 128, "depth": 2, "heads": 4,
                                             "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4,
                                             "mask_ratio": 0.75}},
         "data": {"embedder": "demo", "target": "pooled", "pretrain_on_test": True},
-        "pretrain": {"epochs": 4, "batch_size": _batch(64, n_train),
+        "pretrain": {"epochs": 10, "batch_size": _batch(64, n_train),
                      "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95], "schedule": "cosine",
                                "warmup": 0.1, "grad_clip": 0.8}},
         "loss": {"contrastive": 1.0, "contrastive_kind": "softclip", "mse": 1.0},
-        "optim": {"lr": 3e-4, "weight_decay": 0.01, "schedule": "onecycle", "warmup": 0.1},
-        "epochs": 12, "batch_size": _batch(64, n_train), "eval_every": 4, "log_every": 20,
+        "optim": {"lr": 1e-3, "weight_decay": 0.01, "schedule": "onecycle", "warmup": 0.1},
+        "epochs": 20, "batch_size": _batch(64, n_train), "eval_every": 5, "log_every": 20,
+        "num_threads": DEMO_THREADS,
     }
 
 

@@ -8,11 +8,14 @@ What one run does
 -----------------
 1. Opens the subject, z-scores the betas per voxel with training statistics, computes the targets (image embeddings
    of every stimulus, cached on disk) and writes ``provenance.json``.
-2. ``ridge``: one closed-form RidgeCV fit (per-target alpha by cross-validation) from voxels to the flattened target.
-   Torch kinds: stages of epochs over single training trials in a seeded order (one generator per epoch, so a resumed
-   run sees exactly the batches the uninterrupted run would have), AdamW with per-iteration learning-rate schedule,
-   gradient clipping, autocast on CUDA. ``mbm`` first pre-trains on the unpaired betas with the masked-patch MSE
-   (``pretrain`` stage), then fine-tunes as an encoder. ``moe`` adds its load-balancing loss; with ``init_from`` and
+2. ``ridge``: one closed-form RidgeCV fit (per-target alpha by cross-validation) from voxels to the flattened target
+   (``rescale: true`` then matches each decoded dimension's spread on the training trials to the target's).
+   Torch kinds: a new model's embedding head starts with the mean training target as its bias
+   (``init_output_bias``); stages of epochs over single training trials in a seeded order (one generator per epoch,
+   so a resumed run sees exactly the batches the uninterrupted run would have), AdamW with per-iteration
+   learning-rate schedule (times a parameter group's ``lr_scale``: MoE routers), gradient clipping, autocast on
+   CUDA. ``mbm`` first pre-trains on the unpaired betas with the masked-patch MSE (``pretrain`` stage), then
+   fine-tunes as an encoder. ``moe`` adds its load-balancing loss; with ``init_from`` and
    ``train_mode: router_only`` only the new subject's input layer and the routers train.
 3. After every ``eval_every`` epochs: test-set metrics in embedding space on repeat-averaged outputs (``two_way``,
    ``top1_retrieval``, ``cosine``, ``mse``; see ``engine.train.evaluation``).
@@ -177,6 +180,7 @@ class _Trainer:
     def job(self):
         t0 = time.perf_counter()
         cfg = self.config.validate()
+        threads_before = torch.get_num_threads()
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.dist = Distributed(cfg.device)
@@ -204,6 +208,7 @@ class _Trainer:
         finally:
             if self.tb is not None:
                 self.tb.close()
+            torch.set_num_threads(threads_before)  # the process (a GUI, a notebook) keeps its own setting
         return result
 
     def _open_run(self) -> Run:
@@ -369,6 +374,8 @@ class _Trainer:
         n = data.train_betas.shape[0]
         with oom_guard(self.device, what="fitting ridge"):
             ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
+        if p.get("rescale", False):
+            ridge.rescale_outputs(data.train_betas, data.targets[data.train_image].reshape(n, -1))
         self.caption_ridge = None
         if data.caption_targets is not None:
             # The caption target is a second, independent ridge fit (its own per-target alphas).
@@ -376,6 +383,8 @@ class _Trainer:
                                          backend=backend, device=device)
             with oom_guard(self.device, what="fitting the caption ridge"):
                 self.caption_ridge.fit(data.train_betas, data.caption_targets[data.train_image])
+            if p.get("rescale", False):
+                self.caption_ridge.rescale_outputs(data.train_betas, data.caption_targets[data.train_image])
         self.step = 1
         yield from self._cancel_without_checkpoint()
         yield self.emit(Progress(step=1, total=1, stage="ridge"))
@@ -417,6 +426,7 @@ class _Trainer:
         else:
             model = build_encoder(cfg.model.kind, cfg.model_config(), n_voxels={self.key: data.n_voxels},
                                   target_shape=data.target_shape)
+            model.init_output_bias(data.targets[data.train_image].mean(axis=0))
         self._ensure_caption_head(model, data)
         if hasattr(model, "set_voxel_groups"):
             # ROI-aware MoE input layers read each voxel's ROI group from the subject (a no-op without roi_groups).

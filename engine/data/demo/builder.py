@@ -20,10 +20,12 @@ from engine.errors import DataError
 from engine.events import EtaClock, Event, Finished, Log, Progress, Started, drive, ensure_token
 
 GENERATOR = "neurolens demo"
-MODEL_VERSION = 1
+# Bump whenever the simulation's output changes: cached demo subjects of another version are rebuilt.
+# 2: hue-tuned colour channels, NSD-like single-trial SNR.
+MODEL_VERSION = 2
 _RENDER_CHUNK = 300
 # Independent random streams per part of the simulation, so changing one part leaves the others as they were.
-_STREAM_LAYOUT, _STREAM_VOXELS, _STREAM_MODEL, _STREAM_SCHEDULE, _STREAM_NOISE, _STREAM_COUNT = range(6)
+_STREAM_LAYOUT, _STREAM_VOXELS, _STREAM_MODEL, _STREAM_SCHEDULE, _STREAM_NOISE, _STREAM_COUNT, _STREAM_COLOUR = range(7)
 
 
 class DemoExistsError(DataError, FileExistsError):
@@ -42,13 +44,25 @@ def default_demo_path(subject: int = 1) -> Path:
 
 
 def ensure_demo_subject(subject: int = 1) -> Path:
-    """Path of the cached demo subject ``subject`` (seed 0), creating it first when it is not there."""
+    """Path of the cached demo subject ``subject`` (seed 0), creating it first when it is not there or was made by
+    another version of the simulation (``MODEL_VERSION`` in its provenance)."""
     from engine.data import native
 
     path = default_demo_path(subject)
-    if not native.is_native(path):
+    if not native.is_native(path) or cached_model_version(path) != MODEL_VERSION:
         create_demo_subject(path, seed=0, subject=subject, overwrite=path.exists())
     return path
+
+
+def cached_model_version(path) -> int | None:
+    """``provenance.model_version`` of a native demo subject folder; None when unreadable or absent."""
+    import json
+
+    try:
+        meta = json.loads((Path(path) / "subject.json").read_text(encoding="utf-8"))
+        return int(meta["provenance"]["model_version"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def create_demo_subject(path, *, seed: int = 0, subject: int = 1, overwrite: bool = False,
@@ -105,7 +119,7 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     layout = cortex.AreaLayout.for_subject(rng(_STREAM_LAYOUT))
     n_vox = config.n_voxels or int(rng(_STREAM_COUNT).integers(3300, 3901))
     vox = cortex.sample_voxels(n_vox, rng(_STREAM_VOXELS), layout)
-    model = simulate.voxel_model(vox, layout, rng(_STREAM_MODEL))
+    model = simulate.voxel_model(vox, layout, rng(_STREAM_MODEL), rng(_STREAM_COLOUR))
     step += 1
     yield Progress(step, total, eta_s=clock.eta(step), stage="cortex", message=f"{n_vox} voxels")
 
@@ -161,13 +175,14 @@ def _subject(stim: StimulusSet, trials: TrialTable, betas: np.ndarray, vox: cort
         "prf_x": model.prf["x"], "prf_y": model.prf["y"], "prf_size": model.prf["size"],
         "prf_eccentricity": model.prf["ecc"], "prf_angle": model.prf["angle"],
         "prf_exponent": model.exponent, "contrast_weight": model.contrast_weight,
+        "colour_channel": model.colour_channel,
         "category_weight": model.category_weight, "category_tuning": model.tuning,
         "noise_sd": model.noise_sd, "signal_sd": signal_sd, "baseline": model.baseline,
         "ncsnr_true": ncsnr_true,
         "noise_ceiling_true": simulate.noise_ceiling_from_ncsnr(ncsnr_true, config.test_repeats),
         "flat_xy": vox.flat_xy, "cortex_d": vox.d, "cortex_t": vox.t,
     }
-    gt = {k: np.asarray(v, np.int16 if k == "roi_id" else np.float32) for k, v in gt.items()}
+    gt = {k: np.asarray(v, np.int16 if k in ("roi_id", "colour_channel") else np.float32) for k, v in gt.items()}
     rois = {name: vox.roi == k for k, name in enumerate(cortex.ROI_NAMES)}
     voxels = VoxelTable(hemi=vox.hemi.astype(np.int8), vertex=vox.vertex.astype(np.int32),
                         ijk=np.full((n_vox, 3), -1, np.int32), noise_ceiling=np.full(n_vox, np.nan, np.float32))

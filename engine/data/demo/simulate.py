@@ -6,8 +6,11 @@ Response model (one voxel ``v``, one trial showing image ``i`` in session ``s``,
 
     signal[v, i] = snr[v] * noise_sd[v] * ((1 - cw[v]) * L[v, i] + cw[v] * C[v, i])
 
-- ``L``: low-level drive, the image's local energy (luminance contrast and colour contrast, mixed per voxel) summed
-  under the voxel's Gaussian population receptive field, raised to a compressive exponent, standardised per ROI.
+- ``L``: low-level drive, the image's local energy summed under the voxel's Gaussian population receptive field,
+  raised to a compressive exponent, standardised per ROI. The energy mixes luminance contrast with a chromatic part
+  (per voxel): half colour contrast against the background, half the voxel's hue-tuned colour channel (one of 8
+  cone-opponent hue directions, or light / dark), so what colours fill a receptive field is encoded, not only where
+  colour edges are.
 - ``C``: category drive, the voxel's tuning to the image's category times how much of the object falls in its
   (large) receptive field.
 - ``cw``: 0 in V1/V2, small in V3/hV4, large in LO and VOT.
@@ -29,10 +32,15 @@ from engine.data.demo.cortex import ROI_NAMES, AreaLayout, CorticalVoxels, retin
 from engine.data.demo.stimuli import CATEGORIES, StimulusSet
 
 # Per ROI, in ROI_NAMES order (V1, V2, V3, hV4, LO, VOT).
-ROI_SNR = (0.5, 0.45, 0.4, 0.34, 0.3, 0.27)  # median single-trial signal-to-noise ratio
+ROI_SNR = (0.68, 0.6, 0.54, 0.46, 0.4, 0.36)  # median single-trial signal-to-noise ratio (NSD-like, see docs)
 ROI_CATEGORY_WEIGHT = (0.0, 0.0, 0.05, 0.2, 0.7, 0.9)
 ROI_EXPONENT = (0.9, 0.75, 0.65, 0.55, 0.45, 0.4)  # compressive spatial summation
 ROI_CONTRAST_WEIGHT = ((0.5, 0.9), (0.45, 0.85), (0.4, 0.8), (0.15, 0.5), (0.4, 0.8), (0.4, 0.8))  # vs colour
+# Colour channels a voxel can be tuned to: 8 hue directions in the cone-opponent plane (red-green, blue-yellow),
+# then light and dark (luminance increments / decrements). Share of voxels tuned to light or dark:
+N_HUES = 8
+COLOUR_CHANNELS = N_HUES + 2
+LUMINANCE_TUNED = 0.2
 # Category groups used to give tuning a realistic structure (shapes, man-made, plants, animate).
 CATEGORY_GROUPS = {"circle": 0, "square": 0, "triangle": 0, "star": 0, "cross": 0, "ring": 0,
                    "house": 1, "car": 1, "tree": 2, "flower": 2, "fish": 3, "face": 3}
@@ -155,6 +163,31 @@ def image_energy(images: np.ndarray, grid: int, *, block: int = 256) -> tuple[np
     return contrast, colour
 
 
+def colour_channels(images: np.ndarray, grid: int, *, block: int = 256) -> np.ndarray:
+    """Hue-tuned colour maps, (n_images, COLOUR_CHANNELS, grid, grid) float32, averaged over each grid cell.
+
+    Pixels go to a cone-opponent space (red−green ``R − G``, blue−yellow ``B − (R + G)/2``, luminance minus mid-grey);
+    channel k < ``N_HUES`` is the half-wave rectified projection on hue direction ``2πk / N_HUES`` of the opponent
+    plane, the last two are rectified luminance increments (light) and decrements (dark).
+    """
+    n, h, w, _ = images.shape
+    hs, ws = h // grid, w // grid
+    ang = 2 * np.pi * np.arange(N_HUES) / N_HUES
+    proj = np.zeros((3, COLOUR_CHANNELS), np.float32)  # (rg, by, lum) → channel
+    proj[0, :N_HUES], proj[1, :N_HUES] = np.cos(ang), np.sin(ang)
+    proj[2, N_HUES], proj[2, N_HUES + 1] = 1.0, -1.0
+    opp = np.array([[1, -0.5, 1 / 3], [-1, -0.5, 1 / 3], [0, 1, 1 / 3]], np.float32)  # RGB → (rg, by, lum)
+    out = np.empty((n, COLOUR_CHANNELS, grid, grid), np.float32)
+    for s in range(0, n, block):
+        x = np.asarray(images[s : s + block, : hs * grid, : ws * grid], np.float32) / 255.0
+        b = len(x)
+        o = x @ opp
+        o[..., 2] -= 0.5
+        ch = np.maximum(o @ proj, 0.0)  # (b, H, W, channels)
+        out[s : s + b] = ch.reshape(b, grid, hs, grid, ws, COLOUR_CHANNELS).mean((2, 4)).transpose(0, 3, 1, 2)
+    return out
+
+
 def object_overlap(stimuli: StimulusSet, x: np.ndarray, y: np.ndarray, size: np.ndarray) -> np.ndarray:
     """How much of each image's object falls in each receptive field, (n_images, n_voxels) float64 in [0, 1].
 
@@ -226,7 +259,8 @@ class VoxelModel:
 
     prf: dict[str, np.ndarray]  # x, y, ecc, angle, size
     exponent: np.ndarray
-    contrast_weight: np.ndarray  # weight of luminance contrast (1 - weight: colour contrast)
+    contrast_weight: np.ndarray  # weight of luminance contrast (1 - weight: chromatic drive)
+    colour_channel: np.ndarray  # (n_voxels,) int64: preferred colour channel (see colour_channels)
     category_weight: np.ndarray
     tuning: np.ndarray  # (n_voxels, n_categories)
     snr: np.ndarray  # target single-trial signal-to-noise ratio before receptive-field coverage
@@ -236,14 +270,31 @@ class VoxelModel:
     drift_fraction: np.ndarray  # fraction of noise SD that is per-run drift
 
 
-def voxel_model(vox: CorticalVoxels, layout: AreaLayout, rng: np.random.Generator) -> VoxelModel:
-    """Draw every voxel's generating parameters from its ROI's ranges (``ROI_*`` tables) and its cortical position."""
+def colour_preference(vox: CorticalVoxels, rng: np.random.Generator) -> np.ndarray:
+    """Each voxel's preferred colour channel, (n_voxels,) int64 in [0, COLOUR_CHANNELS).
+
+    Hue preference varies smoothly over the cortex (colour domains) with voxel scatter; ``LUMINANCE_TUNED`` of the
+    voxels prefer light or dark instead.
+    """
+    field = smooth_field(vox.flat_xy.astype(np.float64), vox.hemi, rng, 2, n_centres=40, width=8.0)
+    angle = np.arctan2(field[:, 1], field[:, 0]) + rng.normal(0, 0.4, len(vox.roi))
+    hue = np.round(angle / (2 * np.pi) * N_HUES).astype(np.int64) % N_HUES
+    lum = rng.random(len(vox.roi)) < LUMINANCE_TUNED
+    return np.where(lum, N_HUES + rng.integers(0, 2, len(vox.roi)), hue)
+
+
+def voxel_model(vox: CorticalVoxels, layout: AreaLayout, rng: np.random.Generator,
+                colour_rng: np.random.Generator | None = None) -> VoxelModel:
+    """Draw every voxel's generating parameters from its ROI's ranges (``ROI_*`` tables) and its cortical position.
+
+    ``colour_rng`` draws the colour preferences (its own stream, so adding them left the other parameters as they were).
+    """
     n = len(vox.roi)
     roi = vox.roi
     prf = retinotopy(vox, layout, rng)
     lo = np.array([ROI_CONTRAST_WEIGHT[k][0] for k in range(len(ROI_NAMES))])[roi]
     hi = np.array([ROI_CONTRAST_WEIGHT[k][1] for k in range(len(ROI_NAMES))])[roi]
-    # Quantised to steps of 0.1 so voxels share energy maps (see image_signals).
+    # Quantised to steps of 0.1.
     contrast_weight = np.round(rng.uniform(lo, hi) * 10) / 10
     snr_field = smooth_field(vox.flat_xy.astype(np.float64), vox.hemi, rng, 1, n_centres=40, width=15.0)[:, 0]
     snr = np.array(ROI_SNR)[roi] * np.exp(0.35 * snr_field + 0.35 * rng.standard_normal(n))
@@ -251,6 +302,7 @@ def voxel_model(vox: CorticalVoxels, layout: AreaLayout, rng: np.random.Generato
         prf={k: v.astype(np.float64) for k, v in prf.items()},
         exponent=np.array(ROI_EXPONENT)[roi] * np.exp(rng.normal(0, 0.05, n)),
         contrast_weight=contrast_weight,
+        colour_channel=colour_preference(vox, colour_rng if colour_rng is not None else rng),
         category_weight=np.clip(np.array(ROI_CATEGORY_WEIGHT)[roi] + rng.normal(0, 0.05, n), 0, 1)
         * (np.array(ROI_CATEGORY_WEIGHT)[roi] > 0),
         tuning=category_tuning(vox, rng),
@@ -265,25 +317,34 @@ def voxel_model(vox: CorticalVoxels, layout: AreaLayout, rng: np.random.Generato
 def image_signals(model: VoxelModel, roi: np.ndarray, stimuli: StimulusSet, grid: int) -> np.ndarray:
     """Noise-free response of every voxel to every image, (n_images, n_voxels) float64 (signal part only)."""
     contrast, colour = image_energy(stimuli.images, grid)
+    hues = colour_channels(stimuli.images, grid)
+    # One scale for all channels, chosen so the chromatic halves are of similar size: the channel maps summed over
+    # channels and halved average as much as the colour contrast.
+    hues *= colour.mean() / max(float(hues.mean()) * COLOUR_CHANNELS / 2, 1e-12)
     n = contrast.shape[0]
     prf = model.prf
     drive = np.empty((n, len(roi)))
-    # The costly step is images × grid cells × voxels. Voxels are grouped by contrast weight (a few levels) and by
-    # the coarsest grid that still samples their field (>= 1.2 cells per SD), so each group is one float32 product.
+    # The costly step is images × grid cells × voxels. Voxels are grouped by the coarsest grid that still samples
+    # their field (>= 1.2 cells per SD), so each group is a few float32 products: luminance contrast, colour contrast,
+    # and one per preferred colour channel; the per-voxel mix is linear, applied after summation.
     level = np.full(len(roi), grid)
     for g in (grid // 2, grid // 4):
         if g >= 4:
             level[prf["size"] * g >= 1.2] = g
+    wc = model.contrast_weight
     for g in np.unique(level):
         f = grid // g
-        con = contrast.reshape(n, g, f, g, f).mean((2, 4)).reshape(n, -1)
-        col = colour.reshape(n, g, f, g, f).mean((2, 4)).reshape(n, -1)
-        for wc in np.unique(model.contrast_weight):
-            m = np.flatnonzero((level == g) & (model.contrast_weight == wc))
-            if not len(m):
-                continue
-            w = prf_weights(prf["x"][m], prf["y"][m], prf["size"][m], g).astype(np.float32)
-            drive[:, m] = ((wc * con + (1 - wc) * col).astype(np.float32) @ w).astype(np.float64)
+        m = np.flatnonzero(level == g)
+        w = prf_weights(prf["x"][m], prf["y"][m], prf["size"][m], g).astype(np.float32)
+        con = contrast.reshape(n, g, f, g, f).mean((2, 4)).reshape(n, -1).astype(np.float32)
+        col = colour.reshape(n, g, f, g, f).mean((2, 4)).reshape(n, -1).astype(np.float32)
+        chroma = 0.5 * (col @ w).astype(np.float64)
+        ch = model.colour_channel[m]
+        for k in np.unique(ch):
+            mk = np.flatnonzero(ch == k)
+            hk = hues[:, k].reshape(n, g, f, g, f).mean((2, 4)).reshape(n, -1)
+            chroma[:, mk] += 0.5 * (hk @ w[:, mk]).astype(np.float64)
+        drive[:, m] = wc[m] * (con @ w).astype(np.float64) + (1 - wc[m]) * chroma
     low = np.maximum(drive, 0.0) ** model.exponent
     overlap = np.sqrt(object_overlap(stimuli, prf["x"], prf["y"], prf["size"]))
     cat = overlap * model.tuning[:, np.asarray(stimuli.labels)].T

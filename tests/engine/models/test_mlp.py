@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -143,3 +144,19 @@ def test_param_groups_no_decay_on_norms_and_biases():
     n = sum(len(g["params"]) for g in groups.values())
     assert n == len(list(enc.parameters()))
     assert all(p.requires_grad for p in enc.parameters())
+
+
+@pytest.mark.parametrize("kind, target_shape", [("mlp", (5,)), ("mlp", (2, 3)), ("mbm", (4,)), ("mbm", (2, 3))])
+def test_output_bias_starts_at_the_mean_target(kind, target_shape):
+    params = {"hidden": 8, "n_blocks": 1} if kind == "mlp" else {"dim": 8, "depth": 1, "heads": 2, "decoder_dim": 8,
+                                                                  "decoder_heads": 2, "patch_size": 4}
+    enc = build_encoder(kind, params, n_voxels=12, target_shape=target_shape)
+    mean = np.arange(np.prod(target_shape), dtype=np.float32).reshape(target_shape) + 1.0
+    assert enc.init_output_bias(mean)
+    with torch.no_grad():
+        for p in enc.parameters():  # zero every weight: the output is then the bias alone
+            if p is not enc.head.bias:
+                p.zero_()
+        out = enc.eval()(torch.randn(3, 12)).embedding
+    expected = mean if kind == "mlp" or len(target_shape) == 1 else np.broadcast_to(mean.mean(0), target_shape)
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(expected, (3, *target_shape)), rtol=1e-6)

@@ -203,3 +203,46 @@ def test_config_round_trip_property(hidden, levels, routing, cf, noise, bias, ba
                     router_unit_bias=bias, balance=balance, topology="hierarchical")
     assert MoEConfig.from_dict(cfg.to_dict()) == cfg
     assert MoEConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_roi_grouped_input_units_read_only_their_group_and_persist(tmp_path):
+    torch.manual_seed(0)
+    cfg = {**TINY, "hidden": 12, "topology": "hierarchical", "n_experts": [2, 4],
+           "roi_groups": [["V1", "V2"], ["LO"]], "roi_group_prior": 3.0}
+    enc = build_encoder("moe", cfg, n_voxels={"s": 10}, target_shape=(3,))
+    rois = {"V1": np.arange(10) < 3, "V2": (np.arange(10) >= 3) & (np.arange(10) < 5), "LO": np.arange(10) >= 7}
+    groups = enc.set_voxel_groups("s", rois)
+    assert groups.tolist() == [0, 0, 0, 0, 0, -1, -1, 1, 1, 1]  # voxels 5, 6 are in no group: every unit reads them
+    x = _betas(4, 10).requires_grad_(True)
+    units = enc.subject_layer("s")(x)
+    units[:, :6].sum().backward()  # units 0-5 form group 0 (12 units, 2 groups)
+    assert torch.all(x.grad[:, 7:] == 0) and torch.all(x.grad[:, :7] != 0)
+    # The prior: level-0 units of group 0 start on expert 0, group 1 on expert 1; the routing table follows.
+    from engine.models.routing import expert_roi_table, voxel_routing
+
+    table = expert_roi_table(voxel_routing(enc, "s", _betas(16, 10).numpy())[0], rois)
+    assert table[0, 0] > 0.8 and table[1, 2] > 0.8  # V1 → expert 0, LO → expert 1
+    enc.save(tmp_path / "moe")
+    back = BrainEncoder.load(tmp_path / "moe")
+    assert back.subject_layer("s").voxel_group.tolist() == groups.tolist()
+    enc.eval(), back.eval()
+    torch.testing.assert_close(enc(x.detach(), "s").embedding, back(x.detach(), "s").embedding, rtol=0, atol=0)
+
+
+def test_router_parameters_get_their_own_learning_rate_group():
+    enc = build_encoder("moe", {**TINY, "n_experts": [2, 4]}, n_voxels=6, target_shape=(3,))
+    groups = {g["name"]: g for g in enc.param_groups("all", weight_decay=0.01, router_lr_scale=10.0)}
+    routers = {id(p) for p in enc._router_parameters().values()}
+    assert {id(p) for p in groups["router"]["params"]} == routers
+    assert groups["router"]["lr_scale"] == 10.0 and groups["router"]["weight_decay"] == 0.0
+    assert not routers & {id(p) for g in ("decay", "no_decay") for p in groups[g]["params"]}
+    assert sum(len(g["params"]) for g in groups.values()) == len(list(enc.parameters()))
+
+
+def test_roi_group_config_checks():
+    with pytest.raises(ConfigError, match="roi_groups"):
+        MoEConfig(roi_groups=(("V1",), ("V1", "V2")))
+    with pytest.raises(ConfigError, match="roi_groups"):
+        MoEConfig(roi_groups=((),))
+    with pytest.raises(ConfigError, match="roi_group_prior"):
+        MoEConfig(roi_group_prior=-1.0)

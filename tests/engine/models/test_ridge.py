@@ -128,3 +128,18 @@ def test_pearson_per_target():
     a = np.array([[1.0, 2.0], [2.0, 2.0], [3.0, 2.0]])
     b = np.array([[2.0, 1.0], [4.0, 3.0], [6.0, 5.0]])
     np.testing.assert_allclose(pearson_per_target(a, b), [1.0, 0.0])
+
+
+def test_rescale_outputs_matches_training_spread_and_persists(rng, tmp_path):
+    X, Y = _data(rng, n=80, p=40)
+    r = RidgeCV(alphas=[300.0]).fit(X, Y)  # a strong penalty shrinks the predictions
+    before = r.predict(X)
+    assert np.all(before.std(0) < 0.9 * Y.std(0))
+    factor = r.rescale_outputs(X, Y)
+    after = r.predict(X)
+    np.testing.assert_allclose(after.std(0), Y.std(0), rtol=1e-3)
+    # The same predictions, stretched about the training mean of each target.
+    np.testing.assert_allclose(after, Y.mean(0) + factor * (before - Y.mean(0)), rtol=1e-4, atol=1e-3)
+    assert np.all(factor > 1)
+    r.save(tmp_path / "r")
+    np.testing.assert_array_equal(RidgeCV.load(tmp_path / "r").predict(X), after)

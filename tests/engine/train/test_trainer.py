@@ -160,3 +160,37 @@ def test_bad_config_and_existing_run_are_refused(tiny_subject_path, tmp_path):
     drive(train_job(tiny_config("ridge"), tiny_subject_path, tmp_path / "b"))
     with pytest.raises(ConfigError, match="already holds a run"):
         drive(train_job(tiny_config("ridge"), tiny_subject_path, tmp_path / "b"))
+
+
+def test_moe_roi_groups_and_router_learning_rate_through_the_trainer(tiny_subject_path, tmp_path):
+    import numpy as np
+
+    from engine.models.routing import expert_roi_table, voxel_routing
+    from engine.train.predict import load_encoder
+
+    cfg = tiny_config("moe", epochs=1, checkpoint_every=3).with_overrides({
+        "model.params.roi_groups": [["V1"], ["LO"]], "model.params.roi_group_prior": 3.0,
+        "optim.router_lr_scale": 10.0})
+    drive(train_job(cfg, tiny_subject_path, tmp_path / "run"))
+    run = Run.open(tmp_path / "run")
+    groups = {g["name"]: g for g in load_checkpoint(run.latest_checkpoint()).optimizer_state["param_groups"]}
+    assert groups["router"]["lr"] == pytest.approx(10.0 * groups["decay"]["lr"])  # same step, 10× the rate
+    enc = load_encoder(tmp_path / "run")
+    voxel_group = enc.subject_layer("tiny").voxel_group.numpy()
+    assert voxel_group.tolist() == [0] * 24 + [1] * 24  # the tiny subject: V1 = first half, LO = second half
+    rois = {"V1": voxel_group == 0, "LO": voxel_group == 1}
+    table = expert_roi_table(voxel_routing(enc, "tiny", np.random.default_rng(0).standard_normal((8, 48)))[0], rois)
+    assert table[0, 0] > 0.7 and table[1, 1] > 0.7
+
+
+def test_moe_resume_keeps_the_router_learning_rate(tiny_subject_path, tmp_path):
+    cfg = tiny_config("moe").with_overrides({"optim.router_lr_scale": 10.0, "model.params.roi_groups": [["V1"], ["LO"]]})
+    drive(train_job(cfg, tiny_subject_path, tmp_path / "full"))
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        drive(train_job(cfg, tiny_subject_path, tmp_path / "split", cancel=token), _cancel_after(7, token))
+    drive(resume_job(tmp_path / "split"))
+    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "split")
+    assert a.keys() == b.keys() and any(".router." in k for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
