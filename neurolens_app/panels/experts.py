@@ -72,6 +72,7 @@ class ExpertAnalysis:
     timestep_weights: np.ndarray | None = None  # (n_steps, n_levels)
     timestep_reason: str = ""
     check: GroundTruthCheck | None = None
+    prior: float = 0.0  # the model's roi_group_prior: > 0 means the ROI split was a starting bias, not learned
 
 
 def js_distance(p: np.ndarray, q: np.ndarray) -> float:
@@ -128,7 +129,8 @@ def analyse_experts(run_dir, subject) -> ExpertAnalysis:
     per_voxel = voxel_routing(model, key, betas)
     routing = model.routing_weights(betas, key)
     image_index = np.asarray(subject.trials.image_index)[rows]
-    out = ExpertAnalysis(str(run_dir), list(rois))
+    out = ExpertAnalysis(str(run_dir), list(rois), prior=float(getattr(getattr(model, "config", None),
+                                                                        "roi_group_prior", 0.0) or 0.0))
     for w, lv in zip(per_voxel, routing.levels):
         full = np.full((subject.n_voxels, w.shape[1]), np.nan, np.float32)
         full[vidx] = w
@@ -406,6 +408,10 @@ class ExpertsPanel(QWidget):
             dom_e, dom_c = int(np.argmax(c.early_dist[i])), int(np.argmax(c.category_dist[i]))
             parts.append(f"level {i}: JS distance <b>{d:.3f}</b> (shuffled-label null, 95%: {n:.3f}) → {verdict}; "
                          f"dominant expert {dom_e} vs {dom_c}")
+        if self.analysis.prior > 0:  # say when the split was built in rather than learned
+            parts.append(f"<i>this model's routers started with an ROI-group prior (roi_group_prior = "
+                         f"{self.analysis.prior:g}): the split is a starting bias that training kept, not one it "
+                         f"discovered</i>")
         self.check_label.setText(f"<b>Ground-truth check (simulation)</b>: early-visual ({', '.join(c.early)}) vs "
                                  f"category-selective ({', '.join(c.category)}) voxels —<br>" + "<br>".join(parts))
 

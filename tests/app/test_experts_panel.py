@@ -47,3 +47,19 @@ def test_clicking_an_expert_paints_it_on_the_brain(qtbot, loaded_window):
     assert ep.images.count() == 2 and "Expert 2" in ep.categories.text()
     ep.show_entropy_on_brain()
     assert "entropy" in win.context.overlays.current
+
+
+def test_the_check_says_when_the_split_was_a_starting_prior(qtbot, loaded_window):
+    win = loaded_window
+    s = win.context.subject.subject
+    ep = win.panels["experts"]
+    w = np.zeros((s.n_voxels, 2), np.float32)
+    early = np.asarray(s.rois["V1"], bool)
+    w[early, 0], w[~early, 1] = 1.0, 1.0
+    table = np.stack([w[np.asarray(m, bool)].mean(0) for m in s.rois.values()], axis=1)
+    level = LevelAnalysis(2, w, table, np.array([[0, 1], [2, 3]]), np.full(2, 0.5), 0.5, np.zeros(s.n_voxels))
+    check = ground_truth_check([w], {"V1": early, "LO": np.asarray(s.rois["LO"], bool)})
+    for prior, said in ((0.0, False), (2.0, True)):
+        ep._generation += 1
+        ep._on_analysis(ep._generation, ExpertAnalysis("runs/x", list(s.rois), [level], check=check, prior=prior))
+        assert ("starting bias" in ep.check_label.text()) is said
