@@ -29,11 +29,14 @@ class AppContext(QObject):
     status_message(str, int)       text for the status bar, and how long to show it (ms, 0 = until replaced)
     open_subject_requested(str)    a panel asks the window to open a subject path
     error_raised(str, object, str) title, exception, traceback: shown in the error dialog
+    engine_loaded()                the engine's heavy libraries (torch...) are imported: work that needs them can
+                                   start without freezing the window (see ``workers/engine_preload.py``)
     """
 
     status_message = Signal(str, int)
     open_subject_requested = Signal(str)
     error_raised = Signal(str, object, str)
+    engine_loaded = Signal()
 
     def __init__(self, settings: AppSettings, parent: QObject | None = None) -> None:
         super().__init__(parent)

@@ -290,8 +290,12 @@ class MainWindow(QMainWindow):
         from neurolens_app.workers.engine_preload import import_engine_libraries
 
         self.context.show_status("Loading the engine libraries (torch, diffusers)…", 0)
-        submit(import_engine_libraries, on_result=lambda took: (
-            log.info("engine libraries loaded: %s", took), self.context.show_status("Engine ready", 3000)))
+        def done(took: dict) -> None:
+            log.info("engine libraries loaded: %s", took)
+            self.context.show_status("Engine ready", 3000)
+            self.context.engine_loaded.emit()
+
+        submit(import_engine_libraries, on_result=done)
 
     def _on_subject_changed(self, subject) -> None:
         if subject is None:

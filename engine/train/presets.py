@@ -79,14 +79,19 @@ def _batch(batch: int, n_train: int) -> int:
     return max(2, min(batch, n_train))
 
 
-def get_preset(name: str, subject=None) -> TrainConfig:
-    """The ``TrainConfig`` of a preset, sized to ``subject`` (a ``Subject``; None: NSD-sized defaults)."""
+def get_preset(name: str, subject=None, *, validate: bool = True) -> TrainConfig:
+    """The ``TrainConfig`` of a preset, sized to ``subject`` (a ``Subject``; None: NSD-sized defaults).
+
+    ``validate=False`` skips the checks against the model classes, which import torch: for showing a preset in a
+    form without blocking the GUI thread (the training job validates what it runs).
+    """
     _check_name(name)
     n_vox, n_train = _sizes(subject)
     s = _scale(n_vox)
     d = _PRESETS[name](s, n_vox, n_train)
     d.setdefault("name", name)
-    return TrainConfig.from_dict(d).validate()
+    cfg = TrainConfig.from_dict(d)
+    return cfg.validate() if validate else cfg
 
 
 def _mindeye(s, n_vox, n_train) -> dict:

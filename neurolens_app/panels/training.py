@@ -67,8 +67,10 @@ class TrainingPanel(QWidget):
         self.state.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(lambda _w: self._update_buttons())
         context.jobs.busy_changed.connect(lambda _b: self._update_buttons())
-        self._device_job = submit(detect_devices, on_result=self._fill_devices,
-                                  on_error=lambda e, tb: self.log_line(f"device detection failed: {e}"))
+        # Device detection imports torch: wait until the engine is loaded (or the first Start), so that importing
+        # it does not compete with the window's first paint.
+        self._device_job = None
+        context.engine_loaded.connect(self._detect_devices)
         self._on_subject_changed(self.state.subject)
 
     # --- layout --------------------------------------------------------------------------------------------------
@@ -195,7 +197,7 @@ class TrainingPanel(QWidget):
         from engine.train.presets import describe_preset, get_preset
 
         try:
-            cfg = get_preset(name, self.state.subject)
+            cfg = get_preset(name, self.state.subject, validate=False)  # validating imports torch: the job does it
         except NeuroLensError as e:
             self.config_error.setText(str(e))
             return
@@ -211,6 +213,11 @@ class TrainingPanel(QWidget):
         self._update_buttons()
 
     @Slot(object)
+    def _detect_devices(self) -> None:
+        if self._device_job is None:
+            self._device_job = submit(detect_devices, on_result=self._fill_devices,
+                                      on_error=lambda e, tb: self.log_line(f"device detection failed: {e}"))
+
     def _fill_devices(self, devices: list) -> None:
         current = self.context.settings.device
         self.device.blockSignals(True)
@@ -310,6 +317,7 @@ class TrainingPanel(QWidget):
             self.config_error.setText(str(e))
             return None
         run_dir = new_run_dir(folder, cfg.name)
+        self._detect_devices()  # when the engine preload is off, the device list is filled from the first Start
         return self._start(lambda cancel: train_job(cfg, subject, run_dir, cancel=cancel), run_dir,
                            f"Training {run_dir.name}", [])
 
