@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel, QSlider,
                                QSplitter, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
@@ -335,9 +335,15 @@ class BrainPanel(QWidget):
     def _on_raster(self, generation: int, raster, names: list[str]) -> None:
         if generation != self._raster_generation:
             return  # another subject was opened meanwhile
-        self.flatmap.set_raster(raster, names, redraw=False)  # _draw below paints the overlay once
-        self._raster_ready = True
+        self.flatmap.set_raster(raster, names, redraw=False)  # _draw paints the overlay once
         self.flatmap.select_voxel(self.state.voxel)
+        # the overlay in its own event-loop turn: placing the raster and colouring it are each a few tens of ms
+        QTimer.singleShot(0, self, lambda: self._finish_raster(generation))
+
+    def _finish_raster(self, generation: int) -> None:
+        if generation != self._raster_generation:
+            return
+        self._raster_ready = True
         self._draw()
 
     def _on_current_changed(self, name: str) -> None:

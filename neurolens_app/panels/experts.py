@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QSplitter, QVBoxLayout, QWidget)
@@ -166,7 +166,8 @@ class ExpertsPanel(QWidget):
         self._generation = 0
         self._job = None
         self._build()
-        self.state.subject_changed.connect(lambda _s: self.refresh_runs())
+        # disk work in its own event-loop turn, not part of the subject-change burst
+        self.state.subject_changed.connect(lambda _s: QTimer.singleShot(0, self, self.refresh_runs))
         self.state.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(self._on_job_finished)
         self.refresh_runs()

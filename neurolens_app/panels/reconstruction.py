@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtCore import QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
@@ -446,7 +446,8 @@ class ReconstructionPanel(QWidget):
                 cat = cats[int(labels[img])] if labels is not None and 0 <= int(labels[img]) < len(cats) else ""
                 it.setToolTip(f"Image {img} ({cat}), first test trial {trial}")
                 self.gallery.addItem(it)
-        self.refresh_runs()
+        # reading the run folders is disk work: its own event-loop turn, not part of the subject-change burst
+        QTimer.singleShot(0, self, self.refresh_runs)
         self._show_results_table()
         self._show_trial(None)
 

@@ -238,7 +238,8 @@ class TrainingPanel(QWidget):
     # --- subject and runs ----------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:
         self.load_preset(self.preset.currentText())  # presets are sized to the subject
-        self.refresh_runs()
+        # reading the run folders is disk work: its own event-loop turn, not part of the subject-change burst
+        QTimer.singleShot(0, self, self.refresh_runs)
 
     def _on_run_changed(self, run) -> None:
         if run is None:
