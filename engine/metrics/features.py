@@ -191,7 +191,10 @@ def _pixel_values(images, size, mean, std, device):
 
 def _load(cls, folder: Path, what: str, **kwargs):
     try:
-        return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, **kwargs)
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:
         raise FeatureUnavailable(f"{folder}: cannot load a {what} ({str(exc).splitlines()[0]})") from exc
 

@@ -308,7 +308,10 @@ class BrainEncoder(nn.Module):
         key = subject_key(name)
         if key in self.subject_layers:
             raise ConfigError(f"{type(self).__name__}: subject name '{name}' clashes with another subject's key '{key}'")
-        module = self._build_subject(int(n_voxels))
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            module = self._build_subject(int(n_voxels))
         ref = next(self.parameters(), None)
         if ref is not None:
             module.to(device=ref.device, dtype=ref.dtype)
@@ -335,7 +338,10 @@ class BrainEncoder(nn.Module):
         if self.caption_head is not None:
             raise ConfigError(f"{type(self).__name__}: the encoder already has a caption head "
                               f"(caption_dim {self.caption_dim})")
-        head = CaptionHead(self.caption_features, int(caption_dim))
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            head = CaptionHead(self.caption_features, int(caption_dim))
         ref = next(self.parameters(), None)
         if ref is not None:
             head.to(device=ref.device, dtype=ref.dtype)
@@ -507,9 +513,12 @@ class BrainEncoder(nn.Module):
         klass = ENCODER_CLASSES[cls_name]
         if cls is not BrainEncoder and not issubclass(klass, cls):
             raise CheckpointError(f"{source}: key 'class': expected {cls.__name__}, found {cls_name}")
-        model = klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
-        if spec.get("caption_dim") is not None:
-            model.add_caption_head(spec["caption_dim"])
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
+            model = klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
+            if spec.get("caption_dim") is not None:
+                model.add_caption_head(spec["caption_dim"])
         return model
 
     def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
@@ -570,4 +579,8 @@ class BrainEncoder(nn.Module):
             if shapes:
                 parts.append("; ".join(shapes[:5]))
             raise CheckpointError(f"{source}: weights do not match {type(self).__name__}: " + "; ".join(parts))
+        empty = [k for k, v in own.items() if v.is_meta]
+        if empty:  # loading into meta tensors is a silent no-op: refuse instead of returning an empty model
+            raise CheckpointError(f"{source}: {type(self).__name__} was built without storage (meta device) for "
+                                  f"{empty[:3]}; was it constructed outside engine.models.construction's lock?")
         self.load_state_dict(state, strict=True)

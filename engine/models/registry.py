@@ -48,5 +48,8 @@ def build_encoder(kind: str, config: dict | ModelConfig | None = None, *, n_voxe
     target_shape : tuple of int
         ``(D,)`` for a pooled embedding or ``(T, D)`` for tokens.
     """
+    from engine.models.construction import MODEL_BUILD_LOCK
+
     cfg = config_for(kind, config)
-    return ENCODER_KINDS[kind](cfg, n_voxels=n_voxels, target_shape=tuple(target_shape))
+    with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
+        return ENCODER_KINDS[kind](cfg, n_voxels=n_voxels, target_shape=tuple(target_shape))

@@ -311,7 +311,10 @@ def _check_part(folder: Path, part: str, weights: tuple[str, ...] = WEIGHT_NAMES
 def _from_pretrained(cls, folder: Path, part: str):
     """``cls.from_pretrained(folder / part)`` offline; a load failure becomes a ``ModelFolderError`` naming the part."""
     try:
-        return cls.from_pretrained(folder / part, local_files_only=True)
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            return cls.from_pretrained(folder / part, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).split(". ")[0].replace(str(folder / part), "").strip()
         raise ModelFolderError(folder, f"{part}/ weights that match {part}/config.json", first[:300]) from None

@@ -78,8 +78,11 @@ class ClipImageEmbedder:
 
         try:
             cfg = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
-            self.model = CLIPVisionModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
-                                                                       use_safetensors=True)
+            from engine.models.construction import MODEL_BUILD_LOCK
+
+            with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+                self.model = CLIPVisionModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
+                                                                           use_safetensors=True)
             self.processor = image_processor_class().from_pretrained(folder, local_files_only=True)
         except (OSError, ValueError, KeyError) as exc:
             raise ModelFolderError(folder, "a loadable CLIP vision model", str(exc).splitlines()[0]) from exc

@@ -101,8 +101,11 @@ class ClipTextEmbedder(_HFTextEmbedder):
 
         cfg = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
         self.dim = int(cfg.projection_dim)
-        model = CLIPTextModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
-                                                            use_safetensors=True)
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            model = CLIPTextModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
+                                                                use_safetensors=True)
         self.max_length = int(cfg.max_position_embeddings)
         return model
 
@@ -129,7 +132,10 @@ class SentenceEmbedder(_HFTextEmbedder):
         modules = folder / "modules.json"
         self.normalize = modules.is_file() and any(
             str(m.get("type", "")).endswith("Normalize") for m in json.loads(modules.read_text()))
-        return AutoModel.from_pretrained(folder, config=cfg, local_files_only=True, use_safetensors=True)
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            return AutoModel.from_pretrained(folder, config=cfg, local_files_only=True, use_safetensors=True)
 
     def _pool(self, out, mask):
         import torch
