@@ -215,7 +215,10 @@ class ConditioningAdapter(nn.Module):
         if meta.get("class") != "ConditioningAdapter":
             raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'ConditioningAdapter', "
                                   f"found {meta.get('class')!r}")
-        adapter = cls(ConditioningConfig.from_dict(meta["config"]))
+        from engine.models.construction import MODEL_BUILD_LOCK
+
+        with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+            adapter = cls(ConditioningConfig.from_dict(meta["config"]))
         state = load_file(str(folder / WEIGHTS_FILE))
         own = adapter.state_dict()
         bad = sorted(set(own) ^ set(state)) + [k for k in own if k in state and own[k].shape != state[k].shape]

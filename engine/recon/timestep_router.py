@@ -96,7 +96,10 @@ class TimestepRouter(nn.Module):
         folder = Path(folder)
         try:
             meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            router = cls(meta["n_levels"], meta["dim"], meta["num_train_timesteps"])
+            from engine.models.construction import MODEL_BUILD_LOCK
+
+            with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+                router = cls(meta["n_levels"], meta["dim"], meta["num_train_timesteps"])
             router.load_state_dict(load_file(str(folder / "model.safetensors")))
         except (OSError, KeyError, RuntimeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{folder}: not a timestep router folder ({type(e).__name__}: {e})") from None

@@ -144,7 +144,10 @@ def load_demo_net(folder=None) -> tuple[DemoEmbedderNet, dict]:
     if meta.get("class") != "DemoEmbedderNet":
         raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'DemoEmbedderNet', "
                               f"found {meta.get('class')!r}")
-    net = DemoEmbedderNet(DemoEmbedderConfig.from_dict(meta.get("config", {})))
+    from engine.models.construction import MODEL_BUILD_LOCK
+
+    with MODEL_BUILD_LOCK:  # see engine/models/construction.py
+        net = DemoEmbedderNet(DemoEmbedderConfig.from_dict(meta.get("config", {})))
     state = load_file(str(folder / WEIGHTS_FILE))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
