@@ -284,7 +284,7 @@ class MainWindow(QMainWindow):
             self._engine_preloaded = True
             from PySide6.QtCore import QTimer
 
-            QTimer.singleShot(1500, self._preload_engine)  # after the brain view's first paint has settled
+            QTimer.singleShot(1500, self, self._preload_engine)  # after the brain view's first paint has settled
 
     def _preload_engine(self) -> None:
         from neurolens_app.workers.engine_preload import import_engine_libraries

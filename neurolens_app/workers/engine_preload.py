@@ -10,9 +10,44 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 import time
 
 log = logging.getLogger(__name__)
+
+# Importing torch's submodules from two threads at once can see half-registered op namespaces (AttributeError:
+# '_OpNamespace' 'prims' object has no attribute 'sum'). So the preload and engine jobs exclude each other: a job
+# waits while the preload runs, and the preload is skipped while a job runs (that job imports what it needs).
+_COND = threading.Condition()
+_STATE = {"preloading": False, "jobs": 0}
+
+
+def job_started(timeout_s: float = 300.0) -> None:
+    """An engine job begins (its worker thread): wait for a running preload to finish."""
+    with _COND:
+        _COND.wait_for(lambda: not _STATE["preloading"], timeout_s)
+        _STATE["jobs"] += 1
+
+
+def job_finished() -> None:
+    with _COND:
+        _STATE["jobs"] -= 1
+        _COND.notify_all()
+
+
+def _begin_preload() -> bool:
+    with _COND:
+        if _STATE["jobs"]:
+            return False
+        _STATE["preloading"] = True
+        return True
+
+
+def _end_preload() -> None:
+    with _COND:
+        _STATE["preloading"] = False
+        _COND.notify_all()
+
 
 MODULES = ("torch", "safetensors.torch", "transformers", "diffusers", "peft")
 # diffusers and transformers load their model modules lazily, on first attribute access: touch the classes the
@@ -27,14 +62,20 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
     """Import ``modules`` in order, with the classes named in ``CLASSES``; returns seconds per module (about 0 when
     it was already loaded). A missing optional library is logged and skipped: the job that needs it reports it."""
     took: dict[str, float] = {}
-    for name in modules:
-        t0 = time.perf_counter()
-        try:
-            module = importlib.import_module(name)
-            for attr in CLASSES.get(name, ()):
-                getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
-            log.warning("preloading %s failed: %s", name, exc)
-            continue
-        took[name] = round(time.perf_counter() - t0, 3)
+    if not _begin_preload():
+        log.info("engine preload skipped: a job is running and imports what it needs")
+        return took
+    try:
+        for name in modules:
+            t0 = time.perf_counter()
+            try:
+                module = importlib.import_module(name)
+                for attr in CLASSES.get(name, ()):
+                    getattr(module, attr)
+            except (ImportError, AttributeError) as exc:
+                log.warning("preloading %s failed: %s", name, exc)
+                continue
+            took[name] = round(time.perf_counter() - t0, 3)
+    finally:
+        _end_preload()
     return took

@@ -71,6 +71,9 @@ class EngineWorker(QObject):
     def run(self) -> None:
         last_progress = 0.0
         pending: Progress | None = None
+        from neurolens_app.workers.engine_preload import job_finished, job_started
+
+        job_started()  # never import torch's submodules concurrently with the start-up preload
         try:
             job = self.make_job(self.token)
             while True:
@@ -100,6 +103,7 @@ class EngineWorker(QObject):
             self.outcome = "errored"
             self.errored.emit(exc, "".join(traceback.format_exception(exc)))
         finally:
+            job_finished()
             self.done.emit()
 
     def _emit(self, ev: Event) -> None:

@@ -28,3 +28,24 @@ def test_window_preloads_once_after_the_first_subject(qtbot, loaded_window, capl
     qtbot.waitUntil(lambda: "engine libraries loaded" in caplog.text, timeout=60000)
     assert "diffusers" in sys.modules and "peft" in sys.modules
     assert win.panels["training"]._device_job is not None  # device detection waited for the engine, then ran
+
+
+def test_preload_and_jobs_exclude_each_other():
+    import threading
+
+    from neurolens_app.workers import engine_preload as ep
+
+    ep.job_started()
+    try:
+        assert ep.import_engine_libraries(("json",)) == {}  # skipped while a job runs
+    finally:
+        ep.job_finished()
+    assert ep._begin_preload()  # a preload is running now...
+    started = threading.Event()
+    t = threading.Thread(target=lambda: (ep.job_started(), started.set(), ep.job_finished()))
+    t.start()
+    assert not started.wait(0.3)  # ...so a job waits for it
+    ep._end_preload()
+    assert started.wait(5)
+    t.join(5)
+    assert "json" in ep.import_engine_libraries(("json",))  # no job, no preload: it runs
