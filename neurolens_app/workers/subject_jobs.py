@@ -33,11 +33,13 @@ def open_subject_job(path: str | Path, cancel: CancelToken) -> Iterator[Event]:
 
 def demo_subject_job(cancel: CancelToken, subject: int = 1) -> Iterator[Event]:
     """Open the built-in demo subject (a simulation) from the engine's demo cache, creating it first, with
-    progress, when it is not on disk yet."""
+    progress, when it is not on disk yet or was made by another version of the simulation (the rule of the
+    engine's ``ensure_demo_subject``, which has no progress events)."""
     from engine.data import demo, native
+    from engine.data.demo.builder import MODEL_VERSION, cached_model_version
 
     path = Path(demo.default_demo_path(subject))
-    if not native.is_native(path):
+    if not native.is_native(path) or cached_model_version(path) != MODEL_VERSION:
         yield Log(f"creating the demo subject {subject} (a simulation) in {path}")
         yield from demo.create_demo_job(path, seed=0, subject=subject, overwrite=path.exists(), cancel=cancel)
     cancel.raise_if_set()
