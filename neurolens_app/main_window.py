@@ -121,6 +121,9 @@ class MainWindow(QMainWindow):
         K = QKeySequence.StandardKey
         self.act_open = self._action("open", "&Open subject…", self.choose_subject, K.Open,
                                      "Open a subject in any format NeuroLens reads (detected automatically)")
+        self.act_open_folder = self._action("open_folder", "Open subject &folder…", self.choose_subject_folder,
+                                            "Ctrl+Shift+O", "Open a subject stored as a folder: a native .nlsubj "
+                                            "folder, a BOLD5000 or GOD release, an NSD folder, a BIDS-style NIfTI set")
         self.act_import = self._action("import", "&Import arrays…", self.import_arrays, "Ctrl+I",
                                        "Import betas and images from plain arrays (.npy/.npz/.h5/.mat) with a preview")
         self.act_demo = self._action("demo", "Open &demo subject", self.open_demo, "Ctrl+D",
@@ -162,7 +165,7 @@ class MainWindow(QMainWindow):
     def _make_menus(self) -> None:
         mb = self.menuBar()
         f = mb.addMenu("&File")
-        f.addActions([self.act_open, self.act_import, self.act_demo])
+        f.addActions([self.act_open, self.act_open_folder, self.act_import, self.act_demo])
         self.recent_menu = f.addMenu("Open &recent")
         self.recent_menu.setToolTipsVisible(True)
         self._fill_recent_menu()
@@ -244,6 +247,12 @@ class MainWindow(QMainWindow):
             self.settings.set_last_folder(p.parent)
             self.open_subject(str(p))
 
+    def choose_subject_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Open subject folder", self.settings.last_folder())
+        if path:
+            self.settings.set_last_folder(Path(path).parent)
+            self.open_subject(path)
+
     def open_subject(self, path: str):
         """Open ``path`` in a worker (format detected by the engine); returns the ``EngineWorker``."""
         return self._start_load(lambda cancel: open_subject_job(path, cancel), f"Opening {Path(path).name}")
@@ -291,7 +300,11 @@ class MainWindow(QMainWindow):
 
         self.context.show_status("Loading the engine libraries (torch, diffusers)…", 0)
         def done(took: dict) -> None:
+            from shiboken6 import isValid
+
             log.info("engine libraries loaded: %s", took)
+            if not isValid(self.context):
+                return  # the window was closed while the libraries were loading
             self.context.show_status("Engine ready", 3000)
             self.context.engine_loaded.emit()
 
@@ -303,7 +316,8 @@ class MainWindow(QMainWindow):
             self.subject_label.setText("")
             return
         sim = " [SIMULATION]" if subject.is_simulation else ""
-        self.setWindowTitle(f"NeuroLens — {subject.name}{sim}")
+        # the platform adds " — NeuroLens" (the application display name) where it decorates titles (X11)
+        self.setWindowTitle(f"{subject.name}{sim}")
         self.subject_label.setText(f"{subject.name}{sim}")
 
     def _fill_recent_menu(self) -> None:

@@ -39,12 +39,20 @@ class ShortJob(QRunnable):
         try:
             value = self.fn(*self.args, **self.kwargs)
             if not self.discarded:
-                self.signals.result.emit(value)
+                self._emit(self.signals.result, value)
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI
             if not self.discarded:
-                self.signals.errored.emit(exc, "".join(traceback.format_exception(exc)))
+                self._emit(self.signals.errored, exc, "".join(traceback.format_exception(exc)))
         finally:
-            self.signals.done.emit()
+            self._emit(self.signals.done)
+
+    def _emit(self, signal, *args) -> None:
+        # A job can outlive its window (an import still running when the window closes): its signal object is then
+        # deleted with the window's objects, and there is nobody left to tell.
+        try:
+            signal.emit(*args)
+        except RuntimeError:
+            self.discarded = True
 
 
 class _Receiver(QObject):

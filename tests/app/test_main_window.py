@@ -264,3 +264,15 @@ def test_voxel_inspector_shows_the_selected_runs_encoding_tuning(qtbot, loaded_w
     bars = [i for i in insp.tuning.items if type(i).__name__ == "BarGraphItem"]
     heights = bars[0].opts["height"]
     np.testing.assert_allclose(heights, sources.run_data["encoding_tuning"][5], rtol=1e-6)
+
+
+def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surface_subject_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    # the folder picker is the boundary: the user picks the native subject folder
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", staticmethod(lambda *a, **k: str(surface_subject_path)))
+    assert window.act_open_folder in window.menuBar().actions()[0].menu().actions()
+    with qtbot.waitSignal(window.subject_loaded, timeout=30000):
+        window.act_open_folder.trigger()
+    assert window.context.subject.subject.path == surface_subject_path
+    assert window.windowTitle().startswith(window.context.subject.subject.name)  # the platform adds " — NeuroLens"
