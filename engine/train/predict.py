@@ -86,6 +86,24 @@ def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
     return BrainEncoder.load(run.model_dir / "encoder", device=device).eval()
 
 
+def _run_subject_split(run: Run, subject, split: str):
+    """The subject (opened when given as a path), the run's normaliser checked against it, and ``split_groups``."""
+    from engine.data.subject import Subject
+
+    if not isinstance(subject, Subject):
+        from engine.data import open_subject
+
+        subject = open_subject(subject)
+    norm = load_normalizer(run)
+    if norm.voxel_index.size and int(norm.voxel_index.max()) >= subject.n_voxels:
+        raise DataError(subject.path or subject.name, "subject does not match the run's voxels", key="betas",
+                        expected=f"at least {int(norm.voxel_index.max()) + 1} voxels", found=subject.n_voxels)
+    groups = split_groups(subject, split)
+    if len(groups[2]) == 0:
+        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    return subject, norm, groups
+
+
 def load_normalizer(run_dir: str | Path | Run) -> Normalizer:
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     p = run.model_dir / NORMALIZATION
@@ -153,23 +171,12 @@ def predict_embeddings(run, subject, split: str = "test", repeat_mode: str = "av
     device : str
         Torch device for the forward passes.
     """
-    from engine.data.subject import Subject
     from engine.train.targets import target_embeddings
 
     run = run if isinstance(run, Run) else Run.open(run)
     info = model_info(run)
-    if not isinstance(subject, Subject):
-        from engine.data import open_subject
-
-        subject = open_subject(subject)
-    norm = load_normalizer(run)
-    if norm.voxel_index.size and int(norm.voxel_index.max()) >= subject.n_voxels:
-        raise DataError(subject.path or subject.name, "subject does not match the run's voxels", key="betas",
-                        expected=f"at least {int(norm.voxel_index.max()) + 1} voxels", found=subject.n_voxels)
+    subject, norm, (image_index, groups, rows) = _run_subject_split(run, subject, split)
     model = load_encoder(run, device=device)
-    image_index, groups, rows = split_groups(subject, split)
-    if len(rows) == 0:
-        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
     betas = norm.apply(subject.betas, rows)
     shape = tuple(info["target_shape"])
     gp = predict_groups(model, betas, groups, info["subject"], shape, repeat_mode=repeat_mode, device=device,
@@ -267,23 +274,12 @@ def load_caption_model(run_dir: str | Path | Run, *, device: str = "cpu"):
 def predict_captions(run, subject, split: str = "test", repeat_mode: str = "average_outputs", *,
                      device: str = "cpu") -> CaptionPrediction:
     """Predicted and true caption embeddings of every image of ``split`` (see ``predict_embeddings``)."""
-    from engine.data.subject import Subject
     from engine.train.targets import caption_targets
 
     run = run if isinstance(run, Run) else Run.open(run)
     info = model_info(run)
     model = load_caption_model(run, device=device)
-    if not isinstance(subject, Subject):
-        from engine.data import open_subject
-
-        subject = open_subject(subject)
-    norm = load_normalizer(run)
-    if norm.voxel_index.size and int(norm.voxel_index.max()) >= subject.n_voxels:
-        raise DataError(subject.path or subject.name, "subject does not match the run's voxels", key="betas",
-                        expected=f"at least {int(norm.voxel_index.max()) + 1} voxels", found=subject.n_voxels)
-    image_index, groups, rows = split_groups(subject, split)
-    if len(rows) == 0:
-        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    subject, norm, (image_index, groups, rows) = _run_subject_split(run, subject, split)
     emb, rep = predict_caption_groups(model, norm.apply(subject.betas, rows), groups, info["subject"],
                                       repeat_mode=repeat_mode, device=device, per_repeat=True)
     targets = caption_targets(subject, info["caption_embedder"])[image_index]

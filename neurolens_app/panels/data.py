@@ -176,11 +176,9 @@ class DataPanel(QWidget):
 
     # --- runs ----------------------------------------------------------------------------------------------------
     def runs_dir(self) -> Path | None:
-        v = self.settings.value("folders/runs")
-        if v:
-            return Path(str(v))
-        s = self.state.subject
-        return s.path.parent / "runs" if s is not None and s.path is not None else None
+        from neurolens_app.widgets.runs_list import runs_folder
+
+        return runs_folder(self.context)
 
     def _choose_runs_folder(self) -> None:
         start = str(self.runs_dir() or self.settings.last_folder())
