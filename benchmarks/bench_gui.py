@@ -107,8 +107,6 @@ def bench_flatmap(repeats: int) -> dict:
 
 
 def bench_surface3d(repeats: int) -> dict:
-    from PySide6.QtWidgets import QApplication
-
     from neurolens_app.state.overlay_state import OverlayState
     from neurolens_app.widgets.surface3d import Surface3DWidget, load_inflated_mesh
 

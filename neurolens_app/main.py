@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     if (args.screenshot or args.report_visible) and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless rendering: no display needed
     from PySide6.QtCore import QTimer
-    from PySide6.QtWidgets import QApplication
 
     from neurolens_app.app import ExceptionHook, ExceptionRelay, create_application
     from neurolens_app.log_handler import setup_logging

@@ -301,7 +301,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     elif cfg.unet == "cross_attn":
         named = cross_attn_parameters(unet)
         if not named:
-            raise ConfigError(f"finetune: unet 'cross_attn': the generator's UNet has no attn2 layers")
+            raise ConfigError("finetune: unet 'cross_attn': the generator's UNet has no attn2 layers")
         unet_params = list(named.values())
         for p in unet_params:
             p.requires_grad_(True)

@@ -253,7 +253,7 @@ def to_uint8_images(a, path: Path, key: str, *, layout: str = "NHWC", value_rang
     if a.ndim == 3:
         a = a[..., None] if layout.upper() == "NHWC" else a[:, None]
     if a.ndim != 4:
-        raise SubjectFormatError(path, "not an image stack", key=key, expected=f"(N, H, W, 3) or (N, 3, H, W) array", found=describe(a))
+        raise SubjectFormatError(path, "not an image stack", key=key, expected="(N, H, W, 3) or (N, 3, H, W) array", found=describe(a))
     if layout.upper() == "NCHW":
         a = np.moveaxis(a, 1, -1)
     elif layout.upper() != "NHWC":
