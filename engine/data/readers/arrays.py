@@ -49,16 +49,12 @@ class ArrayFile:
             self._cache = self._load_mat5()
 
     def _load_mat5(self) -> dict[str, np.ndarray]:
-        import struct
-        import zlib
-
         import scipy.io
-        from scipy.io.matlab import MatReadError
 
         try:
             d = scipy.io.loadmat(str(self.path), squeeze_me=False, mat_dtype=False)
-        except (ValueError, TypeError, OSError, EOFError, NotImplementedError, IndexError, KeyError, AssertionError,
-                MatReadError, zlib.error, struct.error, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        except Exception as e:  # noqa: BLE001 - scipy's MATLAB parser raises almost anything on corrupt bytes
+            # (ValueError, MatReadError, zlib.error, struct.error, even UnboundLocalError from its Cython reader)
             raise SubjectFormatError(self.path, f"not a readable MATLAB file, truncated or corrupt ({type(e).__name__}: "
                                                 f"{str(e).splitlines()[0] if str(e) else ''})") from e
         return {k: v for k, v in d.items() if not k.startswith("__")}
@@ -76,7 +72,8 @@ class ArrayFile:
                 f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
             except (KeyError, OSError, RuntimeError, ValueError, TypeError):
                 pass  # only used to list what a corrupt file holds in an error message
-        return sorted(names)
+        # a corrupt file can yield names as bytes: list them all as text
+        return sorted(n if isinstance(n, str) else bytes(n).decode("utf-8", "replace") for n in names)
 
     def get(self, key: str) -> np.ndarray:
         if self._cache is not None:
@@ -90,9 +87,7 @@ class ArrayFile:
         else:
             import h5py
 
-            from engine.data.readers.checks import h5_read, open_h5
-
-            from engine.data.readers.checks import oneline
+            from engine.data.readers.checks import h5_read, oneline, open_h5
 
             with open_h5(self.path) as f:
                 try:
