@@ -12,6 +12,13 @@ os.environ.setdefault("NEUROLENS_CACHE_DIR", os.path.join(os.environ.get("TMPDIR
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The suite is a gate: property tests draw the same examples on every run (derandomize), so a red run means a
+# change broke something. `NEUROLENS_FUZZ=1 pytest tests/engine/data` draws new random examples on each run.
+settings.register_profile("suite", derandomize=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile("fuzz" if os.environ.get("NEUROLENS_FUZZ") else "suite")
 
 
 @pytest.fixture
