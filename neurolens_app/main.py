@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from engine._version import __version__  # the one place the version lives; imports nothing heavy
 
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     app = create_application(sys.argv[:1])
     setup_logging()
     settings = AppSettings(args.settings) if args.settings else AppSettings()
+    if args.screenshot:  # render the user's setup, but write nothing back (layout, theme, recent subjects)
+        import tempfile
+
+        settings = settings.snapshot(Path(tempfile.mkdtemp(prefix="neurolens-screenshot-")) / "settings.ini")
     if args.theme:
         settings.theme = args.theme
     apply_theme(app, settings.theme)

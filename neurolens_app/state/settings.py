@@ -28,6 +28,16 @@ class AppSettings:
         else:
             self.qsettings = QSettings(str(path), QSettings.Format.IniFormat)
 
+    def snapshot(self, path: str | Path) -> "AppSettings":
+        """A copy of every setting in the INI file ``path``: a run that must not change the user's settings (a
+        ``--screenshot``) works on the copy."""
+        copy = AppSettings(path)
+        copy.qsettings.clear()
+        for key in self.qsettings.allKeys():
+            copy.qsettings.setValue(key, self.qsettings.value(key))
+        copy.qsettings.sync()
+        return copy
+
     def _get(self, key: str, default, type_=str):
         v = self.qsettings.value(key, default)
         if v is None:
