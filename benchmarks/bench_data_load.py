@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import io
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 
 
 def traced_peak(fn) -> int:
@@ -211,11 +212,7 @@ def main(argv=None) -> dict:
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps(out, indent=2))
-    res_dir = Path(__file__).resolve().parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    name = "bench_data_load" + ("_small" if args.small else "")
-    (res_dir / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
+    report(out, "bench_data_load" + ("_small" if args.small else ""))
     return out
 
 

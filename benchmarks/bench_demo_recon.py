@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import platform
 import sys
@@ -32,6 +31,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 
 GRID_PATH = ROOT / "docs" / "images" / "demo-reconstructions.png"
 N_GRID = 8
@@ -159,11 +160,7 @@ def main(argv=None) -> int:
         "grid": str(grid),
         "work": str(work),
     }
-    text = json.dumps(out, indent=2, default=str)
-    print(text)
-    dest = work / "bench_demo_recon.json" if args.quick else ROOT / "benchmarks" / "results" / "bench_demo_recon.json"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(text + "\n")
+    report(out, "bench_demo_recon", dest=work / "bench_demo_recon.json" if args.quick else None)
     return 0
 
 

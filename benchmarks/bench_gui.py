@@ -33,6 +33,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 XVFB = ["xvfb-run", "-a", "-s", "-screen 0 1280x1024x24 +extension GLX"]
 
 
@@ -283,12 +285,7 @@ def main(argv=None) -> int:
         out["window_visible"] = bench_window_visible(max(3, args.repeats // 10))
     if "stall" in parts:
         out["load_stall"] = bench_load_stall()
-    text = json.dumps(out, indent=1)
-    print(text)
-    if not args.only:
-        res = ROOT / "benchmarks" / "results" / "bench_gui.json"
-        res.parent.mkdir(parents=True, exist_ok=True)
-        res.write_text(text + "\n")
+    report(out, None if args.only else "bench_gui", indent=1)
     return 0
 
 

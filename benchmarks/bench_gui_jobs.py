@@ -25,7 +25,6 @@ Prints one JSON object and writes it to ``benchmarks/results/bench_gui_jobs.json
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -37,6 +36,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 GOAL_MS = 50
 
 
@@ -156,11 +157,7 @@ def main() -> int:
                                      for k in ("training_warm", "reconstruction_warm", "run_selected_warm"))
         win.close()
         wait_for_threads(30)
-    text = json.dumps(out, indent=1)
-    print(text)
-    res_path = ROOT / "benchmarks" / "results" / "bench_gui_jobs.json"
-    res_path.parent.mkdir(parents=True, exist_ok=True)
-    res_path.write_text(text + "\n")
+    report(out, "bench_gui_jobs", indent=1)
     return 0
 
 

@@ -20,7 +20,6 @@ Prints one JSON object and writes it to ``benchmarks/results/bench_metrics.json`
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 
 from engine.metrics import identification, lowlevel  # noqa: E402
 from engine.metrics.retrieval import RetrievalConfig, top1_retrieval  # noqa: E402
@@ -117,11 +118,7 @@ def main(argv=None) -> dict:
         "pixel": [pixel_case(n, 64, n), pixel_case(n, 256, n)],
         "identification": [identification_case(n, 768), identification_case(n, 2048)],
     }
-    text = json.dumps(out, indent=2)
-    print(text)
-    res = Path(__file__).resolve().parent / "results"
-    res.mkdir(exist_ok=True)
-    (res / ("bench_metrics_quick.json" if args.quick else "bench_metrics.json")).write_text(text + "\n")
+    report(out, "bench_metrics_quick" if args.quick else "bench_metrics")
     return out
 
 

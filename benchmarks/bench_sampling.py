@@ -19,7 +19,6 @@ Prints one JSON object and writes it to ``benchmarks/results/bench_sampling.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -30,6 +29,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 
 STEPS, GUIDANCE = 25, 3.0
 GFLOP_UNET = {256: 180.0, 512: 803.0}
@@ -161,11 +162,7 @@ def main(argv=None) -> int:
                "python": platform.python_version(), "torch": torch.__version__}
     result = {"benchmark": "bench_sampling", "machine": machine,
               "cpu": cpu_section(args.repeats, args.generator), "gpu": gpu_section(args.peak_tflops, args.repeats)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    out = Path(__file__).resolve().parent / "results" / "bench_sampling.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    report(result, "bench_sampling")
     return 0
 
 

@@ -19,7 +19,6 @@ Usage: ``nice python benchmarks/bench_trainer.py [--repeats 3] [--epochs 3]``
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import shutil
 import statistics
@@ -33,6 +32,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 
 from engine.data.subject import Subject, TrialTable  # noqa: E402
 from engine.events import Progress, Started  # noqa: E402
@@ -254,11 +255,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     result = {"benchmark": "bench_trainer", "cpu_overhead": cpu_overhead(args.repeats, args.epochs),
               "gpu_backbone": gpu_backbone()}
-    text = json.dumps(result, indent=2)
-    out = ROOT / "benchmarks" / "results" / "bench_trainer.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
-    print(text)
+    report(result, "bench_trainer")
     return result
 
 
