@@ -13,13 +13,14 @@ import numpy as np
 from PySide6.QtCore import QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QPalette, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QGridLayout, QHBoxLayout, QLabel, QSlider,
-                               QSplitter, QStackedWidget, QToolButton, QVBoxLayout, QWidget)
+                               QStackedWidget, QToolButton, QVBoxLayout, QWidget)
 
 from neurolens_app.state.overlay_state import default_display
 from neurolens_app.widgets.colormaps import COLORMAPS
 from neurolens_app.widgets.flatmap import FlatmapWidget, prepare_raster
 from neurolens_app.widgets.flatmap_mesh import N_PER_HEMI, FlatmapMesh
 from neurolens_app.widgets.slice_view import SliceViewWidget
+from neurolens_app.widgets.splitters import H, stretch_splitter
 from neurolens_app.widgets.voxel_inspector import VoxelInspectorWidget
 from neurolens_app.workers.short_job import submit
 
@@ -52,11 +53,7 @@ class BrainPanel(QWidget):
         self.stack.addWidget(self.flatmap)
         self.stack.addWidget(self.slices)
         self.inspector = VoxelInspectorWidget()
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.splitter.addWidget(self.stack)
-        self.splitter.addWidget(self.inspector)
-        self.splitter.setStretchFactor(0, 5)
-        self.splitter.setStretchFactor(1, 2)
+        self.splitter = stretch_splitter(H, (self.stack, 5), (self.inspector, 2))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(self.controls)

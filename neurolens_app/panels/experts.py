@@ -24,13 +24,14 @@ import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QSplitter, QVBoxLayout, QWidget)
+                               QVBoxLayout, QWidget)
 
 from engine.errors import ConfigError, NeuroLensError
 from neurolens_app.widgets.colormaps import CATEGORICAL
 from neurolens_app.widgets.heatmap import HeatmapTable
 from neurolens_app.widgets.image_strip import pixmap
 from neurolens_app.widgets.runs_list import list_runs, runs_folder
+from neurolens_app.widgets.splitters import H, V, stretch_splitter
 from neurolens_app.workers.short_job import submit
 
 EARLY_VISUAL = ("V1", "V2", "V3")
@@ -109,7 +110,12 @@ def ground_truth_check(levels: list[np.ndarray], rois: dict, seed: int = 0) -> G
 
 def analyse_experts(run_dir, subject) -> ExpertAnalysis:
     """Routing analysis of a MoE run on the subject's test trials (pool thread: loads the model)."""
-    from engine.models.routing import expert_roi_table, routing_entropy, top_images_per_expert, voxel_routing
+    from engine.models.routing import (
+        expert_roi_table,
+        routing_entropy,
+        top_images_per_expert,
+        voxel_routing,
+    )
     from engine.train.predict import load_encoder, load_normalizer, model_info
 
     run_dir = Path(run_dir)
@@ -246,16 +252,7 @@ class ExpertsPanel(QWidget):
         pl.addWidget(self.time_reason)
         pl.addWidget(self.usage_plot, 2)
 
-        upper = QSplitter(Qt.Orientation.Horizontal)
-        upper.addWidget(heat_box)
-        upper.addWidget(plots)
-        upper.setStretchFactor(0, 3)
-        upper.setStretchFactor(1, 2)
-        split = QSplitter(Qt.Orientation.Vertical)
-        split.addWidget(upper)
-        split.addWidget(img_box)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
+        split = stretch_splitter(V, (stretch_splitter(H, (heat_box, 3), (plots, 2)), 3), (img_box, 1))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top)

@@ -25,14 +25,14 @@ from PySide6.QtCore import QSize, Qt, QTimer, Slot
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
-                               QPushButton, QScrollArea, QSpinBox, QSplitter, QTableWidget, QTableWidgetItem,
-                               QVBoxLayout, QWidget)
+                               QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.errors import NeuroLensError
 from engine.events import Progress
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.image_strip import ImageTile, pixmap, to_uint8_rgb
 from neurolens_app.widgets.runs_list import list_runs, runs_folder
+from neurolens_app.widgets.splitters import H, V, stretch_splitter
 from neurolens_app.workers.short_job import submit
 
 RECON_DIR = "recon"
@@ -197,8 +197,9 @@ def metric_names(results) -> list[str]:
 
 def write_metrics_csv(path, results: list[TrialRecon]) -> Path:
     """One row per image (metrics averaged over its samples), then the mean and SD over images."""
-    from engine.atomic import atomic_write_text
     import io
+
+    from engine.atomic import atomic_write_text
 
     names = metric_names(results)
     buf = io.StringIO()
@@ -396,16 +397,7 @@ class ReconstructionPanel(QWidget):
         self.aggregate.setToolTip("Mean ± SD over the reconstructed images")
         tl.addWidget(self.aggregate)
 
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(cmp_box)
-        right.addWidget(tbl_box)
-        right.setStretchFactor(0, 2)
-        right.setStretchFactor(1, 3)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(gal_box)
-        split.addWidget(right)
-        split.setStretchFactor(0, 1)
-        split.setStretchFactor(1, 3)
+        split = stretch_splitter(H, (gal_box, 1), (stretch_splitter(V, (cmp_box, 2), (tbl_box, 3)), 3))
         lay = QGridLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addLayout(top, 0, 0)

@@ -12,10 +12,10 @@ import re
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QTimer, Signal, Slot
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPlainTextEdit, QProgressBar, QPushButton, QSplitter, QTabWidget, QVBoxLayout, QWidget)
+                               QPlainTextEdit, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
 from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
@@ -24,6 +24,7 @@ from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.config_form import TrainConfigForm
 from neurolens_app.widgets.curves import CurvesWidget, metrics_from_events
 from neurolens_app.widgets.runs_list import RunsList, list_runs, runs_folder
+from neurolens_app.widgets.splitters import H, V, stretch_splitter
 from neurolens_app.workers.short_job import submit
 
 REPAINT_MS = 100  # progress bar and ETA
@@ -173,16 +174,7 @@ class TrainingPanel(QWidget):
         self.tabs = QTabWidget()
         self.tabs.addTab(runs_box, "Runs")
         self.tabs.addTab(self.log, "Log")
-        right = QSplitter(Qt.Orientation.Vertical)
-        right.addWidget(self.curves)
-        right.addWidget(self.tabs)
-        right.setStretchFactor(0, 3)
-        right.setStretchFactor(1, 2)
-        split = QSplitter(Qt.Orientation.Horizontal)
-        split.addWidget(left)
-        split.addWidget(right)
-        split.setStretchFactor(0, 0)
-        split.setStretchFactor(1, 1)
+        split = stretch_splitter(H, (left, 0), (stretch_splitter(V, (self.curves, 3), (self.tabs, 2)), 1))
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(split)
