@@ -17,11 +17,16 @@ __all__ = ["ImageEmbedder", "load_image_embedder", "cached_image_embeddings", "l
 
 
 def load_image_embedder(spec: str = "demo", *, device: str | None = None) -> ImageEmbedder:
-    """An image embedder from ``"demo"`` or a local CLIP folder (transformers layout).
+    """An image embedder from ``"demo"``, ``"pixels"`` (model-free baseline) or a local CLIP folder (transformers
+    layout).
 
     Raises ``ModelFolderError`` naming the missing part (config.json, weights, preprocessor_config.json) when the
     folder is incomplete.
     """
+    if spec == "pixels":
+        from engine.models.embedders.pixels import PixelEmbedder
+
+        return PixelEmbedder()
     if spec == "demo":
         from engine.models.embedders.demo import DemoImageEmbedder
 

@@ -212,3 +212,13 @@ def test_demo_text_embedder():
     assert out.shape == (3, 384) and emb.dim == 384
     sims = out @ out.T
     assert sims[0, 1] > sims[0, 2]
+
+
+def test_pixels_is_an_image_embedder_like_the_others():
+    """One loader for every image embedder: the model-free baseline too (encoding maps, category tuning, targets)."""
+    from engine.models.embedders import load_image_embedder
+
+    emb = load_image_embedder("pixels")
+    out = emb.embed(np.zeros((3, 16, 16, 3), np.uint8))
+    assert emb.spec == "pixels" and out.shape == (3, emb.dim) and emb.embed(
+        np.zeros((2, 16, 16, 3), np.uint8), tokens=True).shape == (2, *emb.token_shape)

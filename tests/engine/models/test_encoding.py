@@ -136,7 +136,7 @@ def test_prf_centres_from_contrast_energy():
 
 def test_category_tuning_is_the_encoding_model_averaged_per_category(tiny_subject, tmp_path):
     from engine.models.encoding import category_tuning
-    from engine.train.targets import PixelEmbedder
+    from engine.models.embedders.pixels import PixelEmbedder
 
     s, emb_model = tiny_subject, PixelEmbedder()
     emb = emb_model.embed(s.images)
