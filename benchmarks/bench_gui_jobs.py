@@ -25,6 +25,8 @@ Prints one JSON object and writes it to ``benchmarks/results/bench_gui_jobs.json
 
 from __future__ import annotations
 
+import argparse
+import faulthandler
 import os
 import platform
 import sys
@@ -39,13 +41,16 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import report  # noqa: E402 - needs the path above
 GOAL_MS = 50
+TRACE_MS = 35
 
 
 class Probe:
     """A 5 ms QTimer that records wall-clock and GUI-thread CPU gaps between its ticks."""
 
-    def __init__(self) -> None:
+    def __init__(self, trace=None) -> None:
         from PySide6.QtCore import QTimer
+
+        self.trace = trace  # an open file: every thread's stack is written there when a tick is TRACE_MS late
 
         self.gaps: list[float] = []
         self.cpu: list[float] = []
@@ -58,6 +63,8 @@ class Probe:
         self.gaps.append(now - self.last[0])
         self.cpu.append(cpu - self.last[1])
         self.last = (now, cpu)
+        if self.trace is not None:  # faulthandler's watchdog runs without the GIL: it sees who holds it
+            faulthandler.dump_traceback_later(TRACE_MS / 1e3, file=self.trace)
 
     def run_until(self, app, done, timeout_s: float = 600.0) -> dict:
         self.gaps, self.cpu = [], []
@@ -69,6 +76,8 @@ class Probe:
             time.sleep(0.001)  # like an idle event loop: do not spin the GUI thread
         wall = time.perf_counter() - t0
         self.timer.stop()
+        if self.trace is not None:
+            faulthandler.cancel_dump_traceback_later()
         g = np.asarray(self.gaps or [wall]) * 1e3  # a probe that ended before its first tick: one gap
         return {"worst_stall_ms": round(float(g.max()) - 5.0, 1), "p99_gap_ms": round(float(np.percentile(g, 99)), 1),
                 "median_tick_ms": round(float(np.median(g)), 2),
@@ -76,7 +85,11 @@ class Probe:
                 "duration_s": round(wall, 2)}
 
 
-def main() -> int:
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trace-stalls", metavar="FILE", help=f"write every thread's stack to FILE whenever the GUI "
+                    f"thread is {TRACE_MS} ms late (what the worker was doing while it held the GIL)")
+    args = ap.parse_args(argv)
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("NEUROLENS_CACHE_DIR", str(Path(tempfile.gettempdir()) / "neurolens-bench-cache"))
     import neurolens_app  # noqa: F401 - the PySide6 refcount guard, before any Qt use
@@ -108,7 +121,7 @@ def main() -> int:
         from neurolens_app.workers.short_job import pool as short_job_pool
 
         pool = short_job_pool()
-        probe = Probe()
+        probe = Probe(open(args.trace_stalls, "w") if args.trace_stalls else None)
         engine_ready: list = []
         win.context.engine_loaded.connect(lambda: engine_ready.append(True))
         # the window imports torch & co. in a pool thread once the subject is shown (workers/engine_preload.py):

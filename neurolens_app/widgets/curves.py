@@ -15,7 +15,33 @@ from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from neurolens_app.widgets.colormaps import CATEGORICAL
 
+# A new curve and its legend entry cost ~5 ms to create (pyqtgraph, Python). The first refresh of a run can meet a
+# dozen series at once, so new curves are spread over a few refreshes to keep each GUI-thread turn short.
+NEW_CURVES_PER_REFRESH = 1
 PLOTS = (("loss", "Training loss"), ("test", "Test metrics"), ("lr", "Learning rate"))
+
+
+def grown_range(current: tuple[float, float] | None, lo: float, hi: float, *, floor: float | None = None,
+                headroom: float = 0.25) -> tuple[float, float]:
+    """An axis range that holds ``[lo, hi]``: ``current`` when it already does, else one with ``headroom`` (a fraction
+    of the span) beyond the data on the side that grew, so that the axes move rarely and in coarse steps.
+
+    Why: pyqtgraph's auto-range refits every axis on every redraw and regenerates its ticks, ~10 ms per live
+    refresh in the GUI thread (~40 ms when a training worker competes for the GIL); a range that changes once in a
+    while costs nothing between changes. ``floor`` clamps the lower end (0 for steps).
+    """
+    span = max(hi - lo, abs(hi) * 0.1, 1e-6)
+    if current is not None and current[0] <= lo and hi <= current[1]:
+        return current
+    new_lo = lo if current is None or lo < current[0] else current[0]
+    new_hi = hi if current is None or hi > current[1] else current[1]
+    if current is None or lo < current[0]:
+        new_lo = lo - headroom * span
+    if current is None or hi > current[1]:
+        new_hi = hi + headroom * span
+    if floor is not None:
+        new_lo = max(floor, new_lo)
+    return float(new_lo), float(new_hi)
 
 
 def plot_of(name: str, split: str) -> str:
@@ -64,10 +90,14 @@ class CurvesWidget(QWidget):
         self.view.ci.layout.setRowStretchFactor(1, 3)
         self.view.ci.layout.setRowStretchFactor(2, 1)
         self.plots["loss"].setLogMode(y=True)
+        for p in self.plots.values():
+            p.disableAutoRange()  # ranges follow the data in coarse steps (_follow_data), see grown_range
+        self._ranges: dict[tuple[str, str], tuple[float, float]] = {}  # what _follow_data last set, per (plot, axis)
         self._data: dict[str, tuple[list, list, str]] = {}
         self._items: dict[str, pg.PlotDataItem] = {}
         self._dirty: set[str] = set()
         self._compare: list[tuple[str, pg.PlotDataItem]] = []
+        self._compare_data: list[tuple[str, np.ndarray, np.ndarray]] = []
         self.apply_palette()
 
     # --- data ----------------------------------------------------------------------------------------------------
@@ -80,6 +110,8 @@ class CurvesWidget(QWidget):
         self._items.clear()
         self._dirty.clear()
         self._compare.clear()
+        self._compare_data.clear()
+        self._ranges.clear()
 
     def add_metric(self, name: str, value: float, step: int | None, split: str = "train") -> None:
         if step is None or not np.isfinite(value):
@@ -96,19 +128,26 @@ class CurvesWidget(QWidget):
         for key, (x, y, plot) in metrics_from_events(events).items():
             self._data[key] = (list(x), list(y), plot)
             self._dirty.add(key)
-        self.refresh()
+        self.refresh(max_new=None)
 
     def series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """A copy of the buffered series ``{name: (steps, values)}``."""
         return {k: (np.asarray(x), np.asarray(y)) for k, (x, y, _) in self._data.items()}
 
-    def refresh(self) -> int:
-        """Redraw the series that changed since the last call; returns how many were redrawn."""
+    def refresh(self, max_new: int | None = NEW_CURVES_PER_REFRESH) -> int:
+        """Redraw the series that changed since the last call; returns how many were redrawn.
+
+        At most ``max_new`` curves are created per call (None: all); the others stay pending for the next call.
+        """
         n = 0
+        created = 0
         for key in sorted(self._dirty):
             xs, ys, plot = self._data[key]
             item = self._items.get(key)
             if item is None:
+                if max_new is not None and created == max_new:
+                    continue  # stays dirty: drawn on the next refresh
+                created += 1
                 color = pg.mkColor(*CATEGORICAL[len(self._items) % len(CATEGORICAL)])
                 item = self.plots[plot].plot([], [], name=key, pen=pg.mkPen(color, width=2))
                 self._items[key] = item
@@ -116,15 +155,59 @@ class CurvesWidget(QWidget):
             if plot == "loss":
                 y = np.clip(y, 1e-8, None)  # log axis
             item.setData(np.asarray(xs), y)
+            self._dirty.discard(key)
             n += 1
-        self._dirty.clear()
+        if n:
+            self._follow_data()
         return n
+
+    def _view_coords(self, plot: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The (x, y) of every drawn curve of ``plot`` in view coordinates (log10 y on the loss plot)."""
+        out = [(xs, ys) for key, (xs, ys, pl) in self._data.items() if pl == plot and key in self._items]
+        out += [(x, y) for pl, x, y in self._compare_data if pl == plot]
+        out = [(np.asarray(x, float), np.asarray(y, float)) for x, y in out if len(x)]
+        if plot == "loss":
+            out = [(x, np.log10(np.clip(y, 1e-8, None))) for x, y in out]
+        return out
+
+    def _follow_data(self) -> None:
+        """Keep every point in view, moving the axes only when data leave them; a range the user changed (zoom, pan,
+        pyqtgraph's auto-range button) is left alone."""
+        all_x: list[np.ndarray] = []
+        for plot, p in self.plots.items():
+            vb = p.getViewBox()
+            coords = self._view_coords(plot)
+            all_x += [x for x, _ in coords]
+            ys = [y[np.isfinite(y)] for _, y in coords]
+            ys = [y for y in ys if y.size]
+            if ys and self._owns(vb, plot, 1):
+                lo, hi = min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)
+                self._set_range(vb, plot, 1, grown_range(self._ranges.get((plot, "y")), lo, hi))
+        vb = self.plots["loss"].getViewBox()  # the other plots are x-linked to this one
+        if all_x and self._owns(vb, "loss", 0):
+            hi = max(float(x.max()) for x in all_x)
+            self._set_range(vb, "loss", 0, grown_range(self._ranges.get(("loss", "x")), 0.0, hi, floor=0.0,
+                                                       headroom=0.5))
+
+    def _owns(self, vb, plot: str, axis: int) -> bool:
+        """Whether the view still shows what ``_follow_data`` set last (nothing set yet counts as ours)."""
+        if vb.state["autoRange"][axis]:
+            return False  # the user pressed pyqtgraph's "A": its auto-range has the axis now
+        mine = self._ranges.get((plot, "xy"[axis]))
+        return mine is None or np.allclose(vb.viewRange()[axis], mine, rtol=1e-6, atol=1e-9)
+
+    def _set_range(self, vb, plot: str, axis: int, rng: tuple[float, float]) -> None:
+        if self._ranges.get((plot, "xy"[axis])) == rng:
+            return
+        self._ranges[(plot, "xy"[axis])] = rng
+        (vb.setXRange if axis == 0 else vb.setYRange)(*rng, padding=0)
 
     def overlay(self, label: str, curves: dict[str, tuple[np.ndarray, np.ndarray, str]]) -> None:
         """Draw another run's curves dashed over the current ones (``metrics_from_events`` output)."""
         for plot, item in self._compare:
             self.plots[plot].removeItem(item)  # also drops its legend entry
         self._compare = []
+        self._compare_data = [(plot, x, y) for _, (x, y, plot) in sorted(curves.items())]
         for i, (key, (x, y, plot)) in enumerate(sorted(curves.items())):
             color = pg.mkColor(*CATEGORICAL[(i + 10) % len(CATEGORICAL)])
             if plot == "loss":
@@ -132,6 +215,7 @@ class CurvesWidget(QWidget):
             item = self.plots[plot].plot(x, y, name=f"{key} ({label})",
                                          pen=pg.mkPen(color, width=2, style=Qt.PenStyle.DashLine))
             self._compare.append((plot, item))
+        self._follow_data()
 
     def apply_palette(self) -> None:
         pal = self.palette()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import threading
 import time
 
@@ -49,6 +50,35 @@ def _end_preload() -> None:
         _COND.notify_all()
 
 
+def gui_torch_threads(cpus: int | None = None) -> int:
+    """torch CPU threads for jobs started from the window: every core but one, which the event loop keeps.
+
+    Why: torch's intra-op threads spin on every core they are given; with all cores busy the GUI thread waits for
+    the scheduler, and the window stalls for tens of milliseconds at a time. ``OMP_NUM_THREADS``, when set, wins.
+    A training config's own ``num_threads`` still applies to its job.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (cpus if cpus is not None else os.cpu_count() or 1) - 1)
+
+
+_THREADS_SET = False
+
+
+def leave_a_core_for_the_gui() -> None:
+    """Apply ``gui_torch_threads`` to this process's torch once (needs torch importable; a no-op otherwise)."""
+    global _THREADS_SET
+    if _THREADS_SET:
+        return
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(gui_torch_threads())
+    _THREADS_SET = True
+
+
 MODULES = ("torch", "safetensors.torch", "transformers", "diffusers", "peft")
 # diffusers and transformers load their model modules lazily, on first attribute access: touch the classes the
 # reconstruction and the embedders use, so that those imports happen here too.
@@ -76,6 +106,8 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
                 log.warning("preloading %s failed: %s", name, exc)
                 continue
             took[name] = round(time.perf_counter() - t0, 3)
+            if name == "torch":
+                leave_a_core_for_the_gui()
     finally:
         _end_preload()
     return took

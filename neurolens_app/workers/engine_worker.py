@@ -71,10 +71,11 @@ class EngineWorker(QObject):
     def run(self) -> None:
         last_progress = 0.0
         pending: Progress | None = None
-        from neurolens_app.workers.engine_preload import job_finished, job_started
+        from neurolens_app.workers.engine_preload import job_finished, job_started, leave_a_core_for_the_gui
 
         job_started()  # never import torch's submodules concurrently with the start-up preload
         try:
+            leave_a_core_for_the_gui()
             job = self.make_job(self.token)
             while True:
                 try:

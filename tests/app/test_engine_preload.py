@@ -49,3 +49,36 @@ def test_preload_and_jobs_exclude_each_other():
     assert started.wait(5)
     t.join(5)
     assert "json" in ep.import_engine_libraries(("json",))  # no job, no preload: it runs
+
+
+def test_jobs_from_the_window_leave_a_core_for_the_event_loop(monkeypatch):
+    from neurolens_app.workers import engine_preload as ep
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert [ep.gui_torch_threads(n) for n in (1, 2, 16)] == [1, 1, 15]
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's explicit choice wins
+    assert ep.gui_torch_threads(16) == 4
+
+
+def test_an_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
+    import torch
+
+    from neurolens_app.workers import engine_preload as ep
+    from neurolens_app.workers.engine_worker import EngineWorker
+
+    monkeypatch.setattr(ep, "_THREADS_SET", False)
+    monkeypatch.setattr(ep, "gui_torch_threads", lambda cpus=None: 1)
+    before = torch.get_num_threads()
+    seen = []
+
+    def job(cancel):
+        seen.append(torch.get_num_threads())
+        return None
+        yield
+
+    try:
+        torch.set_num_threads(2)
+        EngineWorker(job).run()  # run() in this thread: the policy is applied before the job body
+        assert seen == [1]
+    finally:
+        torch.set_num_threads(before)

@@ -98,11 +98,28 @@ def test_curves_buffer_until_refresh(qtbot):
         w.add_metric("loss", 1.0 / step, step)
         w.add_metric("lr", 1e-3, step)
     assert not w._items  # nothing drawn per event
-    assert w.refresh() == 2 and w.refresh() == 0
+    assert w.refresh(max_new=None) == 2 and w.refresh() == 0
     x, y = w._items["loss"].getData()
     assert len(x) == 100
     curves = metrics_from_events([Metric("loss", 0.5, 1), Metric("two_way", 0.7, 1, "test"), Progress(1, 2)])
     assert set(curves) == {"loss", "two_way"} and curves["two_way"][2] == "test"
+
+
+def test_new_curves_are_spread_over_refreshes(qtbot):
+    from neurolens_app.widgets.curves import NEW_CURVES_PER_REFRESH
+
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    names = [f"loss_{i}" for i in range(2 * NEW_CURVES_PER_REFRESH + 1)]
+    for name in names:
+        w.add_metric(name, 1.0, 1)
+    drawn = [w.refresh() for _ in range(4)]
+    assert drawn == [NEW_CURVES_PER_REFRESH, NEW_CURVES_PER_REFRESH, 1, 0]
+    assert set(w._items) == set(names)
+    w.add_metric(names[0], 0.5, 2)  # an existing curve is always redrawn, with all its points
+    assert w.refresh() == 1 and len(w._items[names[0]].getData()[0]) == 2
+    w.load_events([Metric(n, 0.1, 1) for n in names])  # a recorded run is drawn whole, at once
+    assert len(w._items) == len(names)
 
 
 def _slow_job(cancel):
@@ -139,3 +156,35 @@ def test_a_failing_job_opens_the_error_dialog(qtbot, loaded_window, tmp_path):
     assert "no_such_parameter" in blocker.args[0].message
     qtbot.waitUntil(lambda: tp.worker is None, timeout=30000)
     assert tp.start_btn.isEnabled() and "Failed" in tp.eta.text()
+
+
+def test_curve_axes_follow_the_data_in_coarse_steps_and_leave_user_zoom_alone(qtbot):
+    from neurolens_app.widgets.curves import grown_range
+
+    assert grown_range(None, 0.0, 10.0) == (-2.5, 12.5)
+    assert grown_range((-2.5, 12.5), 1.0, 12.0) == (-2.5, 12.5)  # inside: unchanged
+    assert grown_range((0.0, 10.0), 0.0, 20.0, floor=0.0) == (0.0, 25.0)  # grows on the side that grew
+
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    for step in range(1, 11):
+        w.add_metric("loss", 10.0 / step, step)
+        w.add_metric("two_way", 0.5 + step / 40, step, "test")
+    w.refresh()
+    vb_loss, vb_test = w.plots["loss"].getViewBox(), w.plots["test"].getViewBox()
+    (x0, x1), (ly0, ly1) = vb_loss.viewRange()
+    assert x0 <= 1 and x1 >= 10 and ly0 <= 0.0 <= 1.0 <= ly1  # log10 of the loss values 1..10
+    ty0, ty1 = vb_test.viewRange()[1]
+    assert ty0 <= 0.525 and ty1 >= 0.75
+    before = vb_loss.viewRange()
+    w.add_metric("loss", 2.0, 11)  # within the headroom: the axes do not move
+    w.refresh()
+    np.testing.assert_allclose(vb_loss.viewRange(), before)
+    w.add_metric("loss", 0.01, 40)  # far outside: they grow to hold it
+    w.refresh()
+    (x0, x1), (ly0, ly1) = vb_loss.viewRange()
+    assert x1 >= 40 and ly0 <= -2.0
+    vb_loss.setXRange(5, 8, padding=0)  # the user zooms in...
+    w.add_metric("loss", 0.005, 80)
+    w.refresh()
+    np.testing.assert_allclose(vb_loss.viewRange()[0], [5, 8])  # ...and keeps the zoom
