@@ -130,6 +130,9 @@ def main(argv=None) -> int:
         probe.run_until(app, lambda: pool.activeThreadCount() == 0)  # device detection, flatmap loading
         out["idle"] = probe.run_until(app, lambda t0=time.perf_counter(): time.perf_counter() - t0 > 2.0)
 
+        def settle(seconds: float = 0.5) -> None:
+            probe.run_until(app, lambda t0=time.perf_counter(): time.perf_counter() - t0 > seconds)
+
         tp = win.panels["training"]
         rp = win.panels["reconstruction"]
         tp.preset.setCurrentText("tiny-moe")
@@ -141,6 +144,7 @@ def main(argv=None) -> int:
         # "warm": the same jobs again, what every later job of the session sees.
         for phase in ("cold", "warm"):
             win.show_panel("training")
+            settle()  # the user sees the panel before pressing Start: its first paint is not part of the job
             worker = tp.start_training()
             res = probe.run_until(app, lambda: tp.worker is None)
             res["outcome"] = worker.outcome
@@ -151,6 +155,7 @@ def main(argv=None) -> int:
             out[f"run_selected_{phase}"] = probe.run_until(app, lambda: pool.activeThreadCount() == 0)
             win.show_panel("reconstruction")
             rp.seed.setValue(rp.seed.value() + 1)  # new settings: reconstruct again
+            settle()
             trial = int(rp.gallery.item(0).data(0x0100))  # Qt.UserRole
             worker = rp.reconstruct_trial(trial)
             res = probe.run_until(app, lambda: rp.worker is None)
