@@ -387,6 +387,7 @@ class TrainingPanel(QWidget):
     def _on_event(self, ev) -> None:
         if isinstance(ev, Started):
             self.log_line(f"started: {ev.run_dir} ({ev.total} steps, config {ev.config_hash})")
+            self.curves.set_planned_steps(ev.total)
             self.refresh_runs()
         elif isinstance(ev, Checkpoint):
             self.log_line(f"checkpoint at step {ev.step}: {Path(ev.path).name}")

@@ -11,13 +11,14 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QPalette
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
 from neurolens_app.widgets.colormaps import CATEGORICAL
 
 # A new curve and its legend entry cost ~5 ms to create (pyqtgraph, Python). The first refresh of a run can meet a
 # dozen series at once, so new curves are spread over a few refreshes to keep each GUI-thread turn short.
 NEW_CURVES_PER_REFRESH = 1
+LEFT_AXIS_PX = 56
 PLOTS = (("loss", "Training loss"), ("test", "Test metrics"), ("lr", "Learning rate"))
 
 
@@ -81,8 +82,13 @@ class CurvesWidget(QWidget):
         for row, (key, title) in enumerate(PLOTS):
             p = self.view.addPlot(row=row, col=0, title=title)
             # no grid: pyqtgraph draws it with the axes, which made every 10 Hz repaint cost ~40 ms (software raster)
-            p.addLegend(offset=(-10, 10), labelTextSize="8pt")
+            # the legend sits beside the plot, not over it, so it never hides the latest points
+            p.legend = pg.LegendItem(labelTextSize="8pt")
+            p.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # its own size, at the top
+            self.view.addItem(p.legend, row=row, col=1)
+            self.view.ci.layout.setAlignment(p.legend, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
             p.setLabel("bottom", "step")
+            p.getAxis("left").setWidth(LEFT_AXIS_PX)  # equal widths keep the x-linked plots' steps aligned
             if row:
                 p.setXLink(self.plots["loss"])
             self.plots[key] = p
@@ -93,6 +99,7 @@ class CurvesWidget(QWidget):
         for p in self.plots.values():
             p.disableAutoRange()  # ranges follow the data in coarse steps (_follow_data), see grown_range
         self._ranges: dict[tuple[str, str], tuple[float, float]] = {}  # what _follow_data last set, per (plot, axis)
+        self._planned: int | None = None  # the run's planned steps: the x axis spans them from the start
         self._data: dict[str, tuple[list, list, str]] = {}
         self._items: dict[str, pg.PlotDataItem] = {}
         self._dirty: set[str] = set()
@@ -112,6 +119,7 @@ class CurvesWidget(QWidget):
         self._compare.clear()
         self._compare_data.clear()
         self._ranges.clear()
+        self._planned = None
 
     def add_metric(self, name: str, value: float, step: int | None, split: str = "train") -> None:
         if step is None or not np.isfinite(value):
@@ -122,9 +130,17 @@ class CurvesWidget(QWidget):
         ys.append(float(value))
         self._dirty.add(key)
 
+    def set_planned_steps(self, total: int | None) -> None:
+        """The run's planned number of steps (its ``Started`` event): the x axis shows 0…total from the first point,
+        so it never moves while the run trains."""
+        self._planned = int(total) if total else None
+
     def load_events(self, events) -> None:
         """Replace the curves by those of recorded events (then live ``add_metric`` calls continue them)."""
+        events = list(events)
         self.clear()
+        started = [e for e in events if type(e).__name__ == "Started" and getattr(e, "total", None)]
+        self.set_planned_steps(started[-1].total if started else None)
         for key, (x, y, plot) in metrics_from_events(events).items():
             self._data[key] = (list(x), list(y), plot)
             self._dirty.add(key)
@@ -186,8 +202,11 @@ class CurvesWidget(QWidget):
         vb = self.plots["loss"].getViewBox()  # the other plots are x-linked to this one
         if all_x and self._owns(vb, "loss", 0):
             hi = max(float(x.max()) for x in all_x)
-            self._set_range(vb, "loss", 0, grown_range(self._ranges.get(("loss", "x")), 0.0, hi, floor=0.0,
-                                                       headroom=0.5))
+            if self._planned is not None and hi <= self._planned:
+                rng = (0.0, self._planned * 1.02)  # the whole run from the start: the axis never moves
+            else:
+                rng = grown_range(self._ranges.get(("loss", "x")), 0.0, hi, floor=0.0, headroom=0.5)
+            self._set_range(vb, "loss", 0, rng)
 
     def _owns(self, vb, plot: str, axis: int) -> bool:
         """Whether the view still shows what ``_follow_data`` set last (nothing set yet counts as ours)."""

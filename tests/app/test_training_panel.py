@@ -188,3 +188,22 @@ def test_curve_axes_follow_the_data_in_coarse_steps_and_leave_user_zoom_alone(qt
     w.add_metric("loss", 0.005, 80)
     w.refresh()
     np.testing.assert_allclose(vb_loss.viewRange()[0], [5, 8])  # ...and keeps the zoom
+
+
+def test_the_x_axis_spans_the_planned_run_from_the_first_point(qtbot):
+    from engine.events import Started
+
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    w.set_planned_steps(500)
+    w.add_metric("loss", 1.0, 10)
+    w.refresh()
+    x0, x1 = w.plots["loss"].getViewBox().viewRange()[0]
+    assert x0 == 0 and 500 <= x1 <= 515
+    w.add_metric("loss", 0.5, 480)
+    w.refresh()
+    assert w.plots["loss"].getViewBox().viewRange()[0] == [x0, x1]  # unchanged while the run trains
+    # a recorded run: its Started event gives the extent, so a finished run fills the plot
+    w.load_events([Started(job="train", run_dir="r", total=200), Metric("loss", 1.0, 5), Metric("loss", 0.2, 200)])
+    x0, x1 = w.plots["loss"].getViewBox().viewRange()[0]
+    assert x0 == 0 and 200 <= x1 <= 210
