@@ -16,32 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from engine.data.readers.kernels import affine_into
+from engine.data.readers.lazy import BetasArrayLike, row_positions
 
 _BLOCK_ELEMENTS = 1 << 24  # rows per materialised block: ~64 MB of float32 scratch
 
 
-def _row_positions(sel, n: int) -> tuple[np.ndarray, bool]:
-    """Row positions of a selector and whether it was a scalar (which drops the row axis)."""
-    if isinstance(sel, (int, np.integer)):
-        i = int(sel)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} rows")
-        return np.array([i % n]), True
-    if isinstance(sel, slice):
-        return np.arange(n)[sel], False
-    a = np.asarray(sel)
-    if a.dtype == np.bool_:
-        if a.shape != (n,):
-            raise IndexError(f"boolean index of shape {a.shape} for {n} rows")
-        return np.flatnonzero(a), False
-    if not np.issubdtype(a.dtype, np.integer):
-        raise IndexError(f"rows must be indexed by int, slice or int array, got {a.dtype}")
-    if a.size and (a.min() < -n or a.max() >= n):
-        raise IndexError(f"row index out of range for {n} rows")
-    return a.reshape(-1) % max(n, 1), False
-
-
-class NormalizedBetas:
+class NormalizedBetas(BetasArrayLike):
     """``base`` (n_trials, n_voxels) read as ``base * scale[g] + bias[g]``, ``g`` the row's statistics group.
 
     Parameters
@@ -52,8 +32,6 @@ class NormalizedBetas:
     row_group : (n_trials,) int, optional
         Each row's group (``session`` z-scoring); None: every row uses group 0.
     """
-
-    ndim = 2
 
     def __init__(self, base, scale: np.ndarray, bias: np.ndarray, row_group: np.ndarray | None = None):
         self.base = base
@@ -66,17 +44,6 @@ class NormalizedBetas:
             raise ValueError(f"scale/bias {self.scale.shape}/{self.bias.shape} do not fit betas {self.shape}")
         if self.row_group is not None and self.row_group.shape != (self.shape[0],):
             raise ValueError(f"row_group has {self.row_group.shape} entries for {self.shape[0]} rows")
-
-    def __len__(self) -> int:
-        return self.shape[0]
-
-    @property
-    def size(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
 
     def _raw(self, pos: np.ndarray, cols) -> np.ndarray:
         """A writable copy of ``base`` at rows ``pos`` (and ``cols``), 2-D (rows, selected voxels)."""
@@ -115,7 +82,7 @@ class NormalizedBetas:
             sel, cols = sel if len(sel) == 2 else (sel[0], None)
             if isinstance(cols, slice) and cols == slice(None):
                 cols = None
-        pos, scalar_row = _row_positions(sel, self.shape[0])
+        pos, scalar_row = row_positions(sel, self.shape[0])
         out = self._raw(pos, cols)
         if out.size:
             self._apply(out, pos, cols)
@@ -140,14 +107,6 @@ class NormalizedBetas:
             if on_block is not None:
                 on_block(blk, s)
         return out
-
-    def __array__(self, dtype=None, copy=None):
-        a = self.load()
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-    def astype(self, dtype, copy=True) -> np.ndarray:
-        """All rows in memory as ``dtype`` (like ``ndarray.astype``)."""
-        return np.asarray(self, dtype=dtype)
 
     def __repr__(self) -> str:
         groups = 1 if self.row_group is None else self.scale.shape[0]

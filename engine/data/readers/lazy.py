@@ -24,7 +24,7 @@ _F16_MAX = float(np.finfo(np.float16).max)
 BLOCK_ELEMENTS = 1 << 20
 
 
-def _positions(sel, n: int) -> tuple[np.ndarray, bool]:
+def row_positions(sel, n: int) -> tuple[np.ndarray, bool]:
     """Normalise a row selector to an int array of positions; the flag says whether a scalar was asked for."""
     if isinstance(sel, (int, np.integer)):
         i = int(sel)
@@ -82,7 +82,33 @@ def _read_rows(ds, rows: np.ndarray, path: Path, key: str) -> np.ndarray:
     return block if np.array_equal(uniq, rows) else block[inv.reshape(-1)]
 
 
-class LazyBetas:
+class BetasArrayLike:
+    """What a (n_trials, n_voxels) betas stand-in shares with an ndarray, given ``shape``, ``dtype`` and ``load()``:
+    ``len()``, ``size``, ``nbytes``, ``np.asarray`` and ``astype`` (both load every row)."""
+
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def size(self) -> int:
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.load()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def astype(self, dtype, copy=True) -> np.ndarray:
+        """All rows in memory as ``dtype`` (like ``ndarray.astype``; loads the whole matrix)."""
+        return np.asarray(self, dtype=dtype)
+
+
+class LazyBetas(BetasArrayLike):
     """(n_trials, n_voxels) betas backed by an HDF5 dataset, optionally a subset of its rows.
 
     Parameters
@@ -97,8 +123,6 @@ class LazyBetas:
         What indexing and ``load()`` return.
     """
 
-    ndim = 2
-
     def __init__(self, path: Path, key: str, rows: np.ndarray | None = None, dtype=np.float16, block_rows: int | None = None):
         self.path = Path(path)
         self.key = key
@@ -109,9 +133,6 @@ class LazyBetas:
         self.dtype = np.dtype(dtype)
         self.shape = (n_rows if self.rows is None else len(self.rows), n_vox)
         self.block_rows = block_rows or max(1, BLOCK_ELEMENTS // max(1, n_vox))
-
-    def __len__(self) -> int:
-        return self.shape[0]
 
     def _dataset_rows(self, pos: np.ndarray) -> np.ndarray:
         return pos if self.rows is None else self.rows[pos]
@@ -131,7 +152,7 @@ class LazyBetas:
         rest = ()
         if isinstance(sel, tuple):
             sel, rest = sel[0], sel[1:]
-        pos, scalar = _positions(sel, self.shape[0])
+        pos, scalar = row_positions(sel, self.shape[0])
         rows = self._dataset_rows(pos)
         with open_h5(self.path) as f:
             ds = h5_dataset(f, self.key, self.path)
@@ -202,22 +223,6 @@ class LazyBetas:
                     raw.close()
         return out
 
-    def __array__(self, dtype=None, copy=None):
-        a = self.load()
-        return a if dtype is None else a.astype(dtype, copy=False)
-
-    def astype(self, dtype, copy=True) -> np.ndarray:
-        """All rows in memory as ``dtype`` (like ``ndarray.astype``; loads the whole matrix)."""
-        return np.asarray(self, dtype=dtype)
-
-    @property
-    def size(self) -> int:
-        return self.shape[0] * self.shape[1]
-
-    @property
-    def nbytes(self) -> int:
-        return self.size * self.dtype.itemsize
-
     def __repr__(self) -> str:
         return f"LazyBetas({str(self.path)!r}, {self.key!r}, shape={self.shape}, dtype={self.dtype})"
 
@@ -263,7 +268,7 @@ class LazyImages:
         rest = ()
         if isinstance(sel, tuple):
             sel, rest = sel[0], sel[1:]
-        pos, scalar = _positions(sel, self.shape[0])
+        pos, scalar = row_positions(sel, self.shape[0])
         with open_h5(self.path) as f:
             ds = h5_dataset(f, self.key, self.path)
             block = _read_rows(ds, self.rows[pos], self.path, self.key)
