@@ -4,11 +4,13 @@
     neurolens train --data S --preset demo-ridge --out R
     neurolens finetune R --generator demo
     neurolens reconstruct R --split test --samples 2 --guidance 3 --steps 25 --out R/recon-g3   (and --guidance 0)
-    neurolens evaluate R/recon-g3 R/recon-g0
+    neurolens reconstruct R ... --guidance 3 --img2img-strength 0.8 --out R/recon-g3-blurry0.8  (the window's default)
+    neurolens evaluate R/recon-g3 R/recon-g0 R/recon-g3-blurry0.8
 
 Records the wall time of each stage, the evaluation table of both folders (every metric ``evaluate`` computes on the
 demo, protocols included) and the 2-way identification with guidance 3 against guidance 0 (the reference run in the
-same process: the same decoder, seeds and images without the condition). Writes the comparison grid
+same process: the same decoder, seeds and images without the condition), and starting from the blurry image
+(MindEye's low-level route, the Reconstruction panel's default) against starting from noise. Writes the comparison grid
 ``docs/images/demo-reconstructions.png`` (per test image: ground truth, blurry, the guided samples, one unguided
 sample) and ``benchmarks/results/bench_demo_recon.json``.
 
@@ -107,6 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=2)
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
+    p.add_argument("--img2img", type=float, default=0.8, help="strength of the from-blurry run (0: skip it)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test (5 fine-tuning steps, 3 denoising steps, 1 sample), written into --work only")
@@ -122,6 +125,7 @@ def main(argv=None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-demo-recon-"))
     run = work / "run"
     g3, g0 = run / "recon-g3", run / "recon-g0"
+    gb = run / f"recon-g3-blurry{args.img2img:g}"
     common = ["--split", "test", "--samples", str(args.samples), "--steps", str(args.steps), "--seed", "0"]
     quick = ["--max-steps", "5"] if args.quick else []
     if args.quick:
@@ -133,6 +137,11 @@ def main(argv=None) -> int:
     times["reconstruct_guided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                           "--out", str(g3)])
     times["reconstruct_unguided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", "0", "--out", str(g0)])
+    folders = [g3, g0]
+    if args.img2img > 0:
+        times["reconstruct_from_blurry_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
+                                                   "--img2img-strength", str(args.img2img), "--out", str(gb)])
+        folders.append(gb)
 
     from engine.metrics.evaluate import evaluate_folders
     from engine.metrics.table import format_table, to_json
@@ -140,7 +149,7 @@ def main(argv=None) -> int:
     from engine.recon.index import read_index
 
     t0 = time.perf_counter()
-    result = evaluate_folders([g3, g0])
+    result = evaluate_folders(folders)
     times["evaluate_s"] = round(time.perf_counter() - t0, 1)
     table = to_json(result)
     n_images = len(read_index(g3).items)
@@ -152,9 +161,12 @@ def main(argv=None) -> int:
                     "python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
         "generator": {"built": gen_info.get("built"), "recipe": gen_info.get("recipe")},
         "settings": {"samples": args.samples, "steps": args.steps, "guidance": args.guidance, "sampler": "ddim",
+                     "img2img_strength": args.img2img or None,
                      "test_images": n_images, "preset": "demo-ridge", "finetune": "defaults (adapter, frozen UNet)"},
         "times": times,
-        "two_way": {f"guidance {args.guidance:g}": two_way(table, g3), "guidance 0": two_way(table, g0)},
+        "two_way": {f"guidance {args.guidance:g}": two_way(table, g3), "guidance 0": two_way(table, g0),
+                    **({f"guidance {args.guidance:g}, from blurry {args.img2img:g}": two_way(table, gb)}
+                       if args.img2img > 0 else {})},
         "table": table,
         "table_text": format_table(result),
         "grid": str(grid),

@@ -189,7 +189,7 @@ def screenshot_run_job(subject, folder, cancel):
     """Job: the run the screenshots of the run panels show, ``FOLDER/screenshot-demo-moe`` (beside the subject: for
     the demo, under the user's cache dir). An existing finished run of the same preset is reused; otherwise
     ``demo-moe`` is trained (about a minute on 2 CPU cores), its decoder fine-tuned for one epoch, and the first test
-    images reconstructed. Returns the run folder."""
+    images reconstructed with the panel's default settings. Returns the run folder."""
     import shutil
     from pathlib import Path
 
@@ -201,6 +201,7 @@ def screenshot_run_job(subject, folder, cancel):
     from engine.train.presets import get_preset
     from engine.train.run import Run
     from engine.train.trainer import train_job
+    from neurolens_app.panels.reconstruction import DEFAULT_IMG2IMG
 
     run = Path(folder) / SCREENSHOT_RUN
     cfg = get_preset("demo-moe", subject).with_overrides({"name": SCREENSHOT_RUN})
@@ -213,14 +214,24 @@ def screenshot_run_job(subject, folder, cancel):
         yield from train_job(cfg, subject, run, cancel=cancel)
     if not (run / DECODER_DIR / "decoder.json").is_file():
         yield from finetune_job(run, config=FinetuneConfig(epochs=1), cancel=cancel, subject=subject)
-    if not (run / "recon" / "test" / "index.json").is_file():
+    index = run / "recon" / "test" / "index.json"
+    if not index.is_file() or _recorded_img2img(index) != DEFAULT_IMG2IMG:  # missing, or made with other settings
         test = subject.split_indices("test")
         images = np.asarray(subject.trials.image_index)[test]
         _, first = np.unique(images, return_index=True)
         trials = [int(test[j]) for j in sorted(first)[:SCREENSHOT_IMAGES]]
         yield from reconstruct_job(run, subject, trials=trials, samples=4, steps=20, guidance=3.0,
-                                   out_dir=run / "recon" / "test", cancel=cancel)
+                                   img2img_strength=DEFAULT_IMG2IMG, out_dir=run / "recon" / "test", cancel=cancel)
     return run
+
+
+def _recorded_img2img(index) -> float | None:
+    import json
+
+    try:
+        return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("img2img_strength")
+    except (OSError, ValueError):
+        return None
 
 
 def _interesting_voxel(subject) -> int:

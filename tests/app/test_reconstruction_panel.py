@@ -48,8 +48,8 @@ def test_load_recon_folder_reads_images_and_scores_them(tmp_path, rng):
 
 
 def test_decoder_state_without_a_model(tmp_path):
-    text, ok = decoder_state(tmp_path)
-    assert not ok and "No trained model" in text
+    text, ok, has_blurry = decoder_state(tmp_path)
+    assert not ok and not has_blurry and "No trained model" in text
 
 
 def _result(i, pix):
@@ -95,6 +95,7 @@ def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, 
     qtbot.waitUntil(lambda: tp.worker is None, timeout=90000)
     assert rp.run_dir == tp.run_dir and not rp.can_reconstruct and rp.finetune_btn.isEnabled()
     assert not rp.all_btn.isEnabled()
+    assert not rp.img2img.isEnabled() and rp.settings()["img2img_strength"] is None  # nothing to start from yet
 
     rp.ft_epochs.setValue(1)
     assert rp.start_finetune() is not None
@@ -102,6 +103,8 @@ def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, 
     assert rp.can_reconstruct and "fine-tuned" in rp.decoder_label.text()
     assert (tp.run_dir / "decoder" / "decoder.json").is_file()
 
+    # a fine-tuned decoder always has a blurry image: reconstruction starts from it (MindEye's low-level route)
+    assert rp.img2img.isEnabled() and rp.settings()["img2img_strength"] == 0.8
     rp.samples.setValue(1)
     rp.steps.setValue(2)
     assert rp.reconstruct_all() is not None
@@ -110,4 +113,22 @@ def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, 
     n_test_images = len(np.unique(np.asarray(s.trials.image_index)[s.split_indices("test")]))
     assert len(rp.results) == n_test_images == rp.table.rowCount()
     assert "images ·" in rp.aggregate.text()
+    assert {r.settings["img2img_strength"] for r in rp.results.values()} == {0.8}  # recorded with each image
+    assert "from blurry 0.8" in rp.title.text()
     assert Run.open(tp.run_dir).status()["status"] == "done"
+
+
+def test_reselecting_the_run_shows_the_same_image_again(qtbot, window, tmp_path, rng):
+    """A run selected again (e.g. after a job finished) reloads its reconstructions; the comparison must come back
+    with the image the user was looking at, not stay empty."""
+    run = tmp_path / "run"
+    _write_folder(run / "recon" / "test", rng)
+    rp = window.panels["reconstruction"]
+    rp._set_run(run, force=True)
+    qtbot.waitUntil(lambda: len(rp.results) == 3, timeout=30000)
+    assert rp.current_image == 0 and rp.gt_tile.has_image
+    rp.show_image(2)
+    rp._set_run(run, force=True)  # clears the view, reloads in a pool thread
+    assert not rp.gt_tile.has_image
+    qtbot.waitUntil(lambda: rp.gt_tile.has_image, timeout=30000)
+    assert rp.current_image == 2 and rp.title.text().startswith("Image 2 ")
