@@ -425,6 +425,12 @@ class ExpertsPanel(QWidget):
             self.time_plot.plot(a.timesteps, a.timestep_weights[:, lvl], name=f"level {lvl} ({n} experts)",
                                 pen=pg.mkPen(pg.mkColor(*CATEGORICAL[lvl % len(CATEGORICAL)]), width=2),
                                 symbol="o", symbolSize=5)
+        # weights are shares in [0, 1]: a fixed axis with a band above 1 for the legend, which then never hides a
+        # curve, and plots of different runs compare at a glance
+        top = max(1.0, float(np.nanmax(a.timestep_weights)))
+        self.time_plot.setYRange(0.0, top + 0.1 * (1 + a.timestep_weights.shape[1]), padding=0)
+        ticks = [(float(v), f"{v:.1f}") for v in np.arange(0.0, top + 1e-9, 0.2)]
+        self.time_plot.getAxis("left").setTicks([ticks, []])  # no weight labels in the legend's band
 
     def select_expert(self, expert: int, show_on_brain: bool = True) -> None:
         """Show expert ``expert`` of the current level: its top images, and its routing weight as a brain overlay
