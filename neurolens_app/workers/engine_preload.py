@@ -63,20 +63,17 @@ def gui_torch_threads(cpus: int | None = None) -> int:
     return max(1, (cpus if cpus is not None else os.cpu_count() or 1) - 1)
 
 
-_THREADS_SET = False
-
-
 def leave_a_core_for_the_gui() -> None:
-    """Apply ``gui_torch_threads`` to this process's torch once (needs torch importable; a no-op otherwise)."""
-    global _THREADS_SET
-    if _THREADS_SET:
-        return
+    """Apply ``gui_torch_threads`` to torch from the calling thread (a no-op without torch).
+
+    Every job's worker thread calls this when it starts: OpenMP applies a thread count to the thread that sets it
+    (and torch initialises new threads from the last value set), so setting it once elsewhere is not enough.
+    """
     try:
         import torch
     except ImportError:
         return
     torch.set_num_threads(gui_torch_threads())
-    _THREADS_SET = True
 
 
 MODULES = ("torch", "safetensors.torch", "transformers", "diffusers", "peft")
@@ -106,8 +103,6 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
                 log.warning("preloading %s failed: %s", name, exc)
                 continue
             took[name] = round(time.perf_counter() - t0, 3)
-            if name == "torch":
-                leave_a_core_for_the_gui()
     finally:
         _end_preload()
     return took

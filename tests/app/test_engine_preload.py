@@ -60,25 +60,26 @@ def test_jobs_from_the_window_leave_a_core_for_the_event_loop(monkeypatch):
     assert ep.gui_torch_threads(16) == 4
 
 
-def test_an_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
+def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
+    """Each job's worker thread sets torch's thread count when it starts (OpenMP applies it per thread)."""
     import torch
 
     from neurolens_app.workers import engine_preload as ep
-    from neurolens_app.workers.engine_worker import EngineWorker
+    from neurolens_app.workers.engine_worker import EngineWorker, start_worker
 
-    monkeypatch.setattr(ep, "_THREADS_SET", False)
     monkeypatch.setattr(ep, "gui_torch_threads", lambda cpus=None: 1)
-    before = torch.get_num_threads()
+    torch.set_num_threads(2)
     seen = []
+    import threading
 
     def job(cancel):
-        seen.append(torch.get_num_threads())
+        seen.append((threading.get_ident(), torch.get_num_threads()))
         return None
         yield
 
-    try:
-        torch.set_num_threads(2)
-        EngineWorker(job).run()  # run() in this thread: the policy is applied before the job body
-        assert seen == [1]
-    finally:
-        torch.set_num_threads(before)
+    for _ in range(2):  # the second job too: no process-wide "already done" shortcut
+        w = EngineWorker(job, "threads")
+        start_worker(w)
+        qtbot.waitUntil(lambda w=w: w.outcome is not None, timeout=10000)
+    assert [n for _, n in seen] == [1, 1]
+    assert all(t != threading.get_ident() for t, _ in seen)  # in the jobs' worker threads
