@@ -20,6 +20,47 @@ from neurolens_app.widgets.colormaps import categorical_lut, colorize_categorica
 from neurolens_app.widgets.flatmap_mesh import N_PER_HEMI
 
 
+_HEADLIGHT = None
+
+
+def headlight_shader():
+    """A shader lit from the camera: a surface facing the viewer shows its map colours at full strength, one seen
+    edge-on darkens to 40 %. pyqtgraph's ``shaded`` lights from a fixed eye-space direction that leaves the faces
+    turned to the viewer at its 20 % ambient level, which made every map on the brain look near-black."""
+    global _HEADLIGHT
+    if _HEADLIGHT is None:
+        from pyqtgraph.opengl import shaders
+
+        _HEADLIGHT = shaders.ShaderProgram("neurolens_headlight", [
+            shaders.VertexShader("""
+                uniform mat4 u_mvp;
+                uniform mat3 u_normal;
+                attribute vec4 a_position;
+                attribute vec3 a_normal;
+                attribute vec4 a_color;
+                varying vec4 v_color;
+                varying vec3 v_normal;
+                void main() {
+                    v_normal = normalize(u_normal * a_normal);
+                    v_color = a_color;
+                    gl_Position = u_mvp * a_position;
+                }
+            """),
+            shaders.FragmentShader("""
+                #ifdef GL_ES
+                precision mediump float;
+                #endif
+                varying vec4 v_color;
+                varying vec3 v_normal;
+                void main() {
+                    float p = abs(normalize(v_normal).z);
+                    gl_FragColor = vec4(v_color.rgb * (0.4 + 0.6 * p), v_color.a);
+                }
+            """),
+        ])
+    return _HEADLIGHT
+
+
 def vertex_voxel_index(faces: np.ndarray, voxel_vertex: np.ndarray, n_vertices: int) -> np.ndarray:
     """For every vertex, the voxel drawn there: its own voxel, else (for a vertex that shares a face edge with a
     voxel's vertex) the lowest-numbered such neighbouring voxel, else -1.
@@ -94,7 +135,8 @@ class Surface3DWidget(QWidget):
         shade = np.clip(0.78 - 0.1 * np.asarray(mesh["sulc"], np.float32), 0.5, 0.95)
         self._base = np.stack([shade, shade, shade, np.ones_like(shade)], 1).astype(np.float32)
         self.meshdata.setVertexColors(self._base.copy())
-        self.item = gl.GLMeshItem(meshdata=self.meshdata, smooth=True, shader="shaded", glOptions="opaque")
+        self.item = gl.GLMeshItem(meshdata=self.meshdata, smooth=True, shader=headlight_shader(),
+                                  glOptions="opaque")
         self.view.addItem(self.item)
 
     def set_vertex_colors(self, rgba: np.ndarray) -> None:

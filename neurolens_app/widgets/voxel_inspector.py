@@ -95,7 +95,7 @@ class VoxelInspectorWidget(QWidget):
         self.tuning.setVisible(vec is not None)
         if vec is not None:
             self.tuning.setTitle(title)
-            self._bars(self.tuning, vec, cats)
+            self._bars(self.tuning, vec, cats, horizontal=True)
 
         self.routing.clear()
         w = extra.get("routing")
@@ -118,14 +118,24 @@ class VoxelInspectorWidget(QWidget):
         return None, None, ""
 
     @staticmethod
-    def _bars(plot, values: np.ndarray, names, colours: bool = False) -> None:
-        x = np.arange(len(values))
-        brushes = [pg.mkBrush(*c[:3]) for c in categorical_lut(len(values))] if colours else None
-        plot.addItem(pg.BarGraphItem(x=x, height=values, width=0.8, brushes=brushes,
-                                     brush=None if colours else pg.mkBrush(31, 119, 180)))
-        ax = plot.getAxis("bottom")
-        if names is not None:
-            stride = max(1, int(np.ceil(len(names) / 6)))  # keep tick labels from running into each other
-            ax.setTicks([[(i, str(n)) for i, n in enumerate(names) if i % stride == 0]])
+    def _bars(plot, values: np.ndarray, names, colours: bool = False, horizontal: bool = False) -> None:
+        """A bar per value; ``horizontal`` puts the names on the left axis, one per row, so a dozen categories can
+        all be labelled (on the bottom axis they would run into each other)."""
+        n = len(values)
+        brushes = [pg.mkBrush(*c[:3]) for c in categorical_lut(n)] if colours else None
+        brush = None if colours else pg.mkBrush(31, 119, 180)
+        pos = np.arange(n)
+        if horizontal:
+            plot.addItem(pg.BarGraphItem(x0=0, y=pos, width=values, height=0.8, brushes=brushes, brush=brush))
+            plot.getViewBox().invertY(True)  # the first name on top
         else:
-            ax.setTicks(None)
+            plot.addItem(pg.BarGraphItem(x=pos, height=values, width=0.8, brushes=brushes, brush=brush))
+            plot.getViewBox().invertY(False)
+        name_axis, value_axis = (plot.getAxis("left"), plot.getAxis("bottom")) if horizontal else \
+            (plot.getAxis("bottom"), plot.getAxis("left"))
+        value_axis.setTicks(None)
+        if names is None:
+            name_axis.setTicks(None)
+            return
+        stride = 1 if horizontal else max(1, int(np.ceil(n / 6)))  # keep bottom-axis labels apart
+        name_axis.setTicks([[(i, str(nm)) for i, nm in enumerate(names) if i % stride == 0]])

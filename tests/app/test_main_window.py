@@ -262,8 +262,10 @@ def test_voxel_inspector_shows_the_selected_runs_encoding_tuning(qtbot, loaded_w
     assert insp.tuning.isVisible()
     assert "Encoding model" in insp.tuning.titleLabel.text
     bars = [i for i in insp.tuning.items if type(i).__name__ == "BarGraphItem"]
-    heights = bars[0].opts["height"]
-    np.testing.assert_allclose(heights, sources.run_data["encoding_tuning"][5], rtol=1e-6)
+    lengths = bars[0].opts["width"]  # horizontal bars: one row per category, every category named
+    np.testing.assert_allclose(lengths, sources.run_data["encoding_tuning"][5], rtol=1e-6)
+    names = [label for _, label in insp.tuning.getAxis("left")._tickLevels[0]]
+    assert names == list(subject.stimuli.categories)
 
 
 def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surface_subject_path, monkeypatch):

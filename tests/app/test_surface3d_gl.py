@@ -40,6 +40,14 @@ def test_3d_view_shows_overlay_colours(qtbot, loaded_window):
     assert img.width() > 0
     arr = np.frombuffer(img.constBits(), np.uint8)
     assert arr.std() > 5  # something was rendered, not a black frame
+    ov.set_current("ROI labels")  # saturated label colours: lit from the camera they must stay bright
+    qtbot.wait(200)
+    img = brain.surface3d.grab_image().convertToFormat(img.Format.Format_RGB888)
+    rgb = np.frombuffer(img.constBits(), np.uint8)[: img.height() * img.bytesPerLine()]
+    rgb = rgb.reshape(img.height(), img.bytesPerLine())[:, : img.width() * 3].reshape(img.height(), img.width(), 3)
+    rgb = rgb.astype(int)
+    coloured = (rgb.max(-1) - rgb.min(-1)) > 40
+    assert coloured.sum() > 500 and rgb.max(-1)[coloured].mean() > 120  # not the near-black of a back-lit surface
 
 
 @pytest.mark.skipif(not os.environ.get("DISPLAY") or os.environ.get("QT_QPA_PLATFORM", "") != "offscreen",
