@@ -4,12 +4,16 @@ window (open a subject, show a status message). Panels never call each other; th
 
 from __future__ import annotations
 
+import sys
+from typing import Callable
+
 from PySide6.QtCore import QObject, Signal
 
 from neurolens_app.overlay_sources import OverlaySources
 from neurolens_app.state.overlay_state import OverlayState
 from neurolens_app.state.settings import AppSettings
 from neurolens_app.state.subject_state import SubjectState
+from neurolens_app.workers.idle_queue import IdleQueue
 from neurolens_app.workers.job_manager import JobManager
 
 
@@ -43,10 +47,36 @@ class AppContext(QObject):
         self.settings = settings
         self.subject = SubjectState(self)
         self.overlays = OverlayState(self)
-        self.sources = OverlaySources(self.subject, self.overlays, self)
+        self.engine_ready = False  # set when ``engine_loaded`` fires (or when the preload is switched off)
+        self._engine_waiters: list[Callable[[], None]] = []
+        self.engine_loaded.connect(self._on_engine_loaded)
+        self.sources = OverlaySources(self.subject, self.overlays, self, when_engine_ready=self.when_engine_ready)
         self.jobs = JobManager(self)
+        self.idle = IdleQueue(self)  # follow-up GUI work, one task per event-loop turn (see workers/idle_queue.py)
         self.jobs.failed.connect(self.error_raised)
         self.actions: dict = {}  # window actions panels may show as buttons: "open", "import", "demo", "export"
+
+    def later(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the GUI thread in a later event-loop turn of its own (queued behind earlier ``later`` work)."""
+        self.idle.add(fn)
+
+    def when_engine_ready(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` now if the engine's libraries are loaded, else right after ``engine_loaded``.
+
+        Why: work that reads a model in a pool thread imports torch there, and that import holds the GIL for ~0.3 s;
+        started while a subject opens, it froze the window for that long. Queued here, it waits for the preload,
+        which imports torch once at a quiet moment.
+        """
+        if self.engine_ready or "torch" in sys.modules:
+            fn()
+        else:
+            self._engine_waiters.append(fn)
+
+    def _on_engine_loaded(self) -> None:
+        self.engine_ready = True
+        waiters, self._engine_waiters = self._engine_waiters, []
+        for fn in waiters:
+            fn()
 
     def show_status(self, text: str, timeout_ms: int = 5000) -> None:
         self.status_message.emit(text, timeout_ms)

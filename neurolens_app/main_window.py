@@ -48,6 +48,8 @@ class MainWindow(QMainWindow):
         self._load_generation = 0
         self._load_worker = None
         self._engine_preloaded = False
+        if not self._preload_enabled():
+            self.context.engine_ready = True  # no preload will come: jobs import what they need themselves
         self._make_actions()
         self._make_menus()
         self._make_status_bar()
@@ -289,11 +291,14 @@ class MainWindow(QMainWindow):
                                      f"{subject.n_voxels} voxels", 8000)
         log.info("opened %s%s (%s)", subject.name, sim, subject.path)
         self.subject_loaded.emit(subject)
-        if not self._engine_preloaded and str(self.settings.value("engine/preload", "true")).lower() != "false":
+        if not self._engine_preloaded and self._preload_enabled():
             self._engine_preloaded = True
             from PySide6.QtCore import QTimer
 
             QTimer.singleShot(1500, self, self._preload_engine)  # after the brain view's first paint has settled
+
+    def _preload_enabled(self) -> bool:
+        return str(self.settings.value("engine/preload", "true")).lower() != "false"
 
     def _preload_engine(self) -> None:
         from neurolens_app.workers.engine_preload import import_engine_libraries

@@ -47,8 +47,11 @@ class OverlaySources(QObject):
 
     run_maps_changed = Signal()
 
-    def __init__(self, subject_state: SubjectState, overlay_state: OverlayState, parent: QObject | None = None):
+    def __init__(self, subject_state: SubjectState, overlay_state: OverlayState, parent: QObject | None = None,
+                 when_engine_ready=None):
         super().__init__(parent)
+        # reading a run's model imports torch: wait for the engine preload when the window provides it
+        self._when_engine_ready = when_engine_ready or (lambda fn: fn())
         self.subject_state = subject_state
         self.overlays = overlay_state
         self._run_generation = 0
@@ -139,7 +142,13 @@ class OverlaySources(QObject):
             return
         self._set_run_overlays_unavailable(f"reading {run.name}…")
         generation = self._run_generation
-        # model modules may import torch: read them in a pool thread, never in the GUI thread
+        # model modules may import torch: read them in a pool thread, never in the GUI thread, and only once the
+        # engine preload has imported torch (an import in a pool thread would hold the GIL while the subject opens)
+        self._when_engine_ready(lambda: self._read_run_maps(generation, run, subject))
+
+    def _read_run_maps(self, generation: int, run: Path, subject) -> None:
+        if generation != self._run_generation:
+            return  # another run (or subject) was selected while the engine loaded
         from neurolens_app.workers.short_job import submit
 
         self._job = submit(load_run_maps, run, subject,

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.errors import ConfigError
+from engine.safe_yaml import safe_load
 
 LAYOUTS_HELP = "a permutation of N, H, W, C such as NHWC, NCHW, HWCN (MATLAB), or NHW for grey images"
 RANGES = ("auto", "0-1", "0-255", "-1-1")
@@ -173,7 +174,7 @@ def load_mapping(path: str | Path) -> MappingConfig:
         raise ConfigError(f"{path}: mapping file not found")
     try:
         text = path.read_text()
-        d = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        d = json.loads(text) if path.suffix.lower() == ".json" else safe_load(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({first})") from e

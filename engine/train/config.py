@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from engine.errors import ConfigError
+from engine.safe_yaml import safe_load
 
 MODEL_KINDS = ("ridge", "mlp", "mbm", "moe")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -389,7 +390,7 @@ class TrainConfig(_Section):
         import yaml
 
         try:
-            d = yaml.safe_load(text)
+            d = safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"{source}: not valid YAML ({e})") from None
         try:

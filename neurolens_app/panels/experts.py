@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtCore import QSize, Qt
 from PySide6.QtGui import QIcon, QPalette
 from PySide6.QtWidgets import (QComboBox, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
                                QVBoxLayout, QWidget)
@@ -173,7 +173,7 @@ class ExpertsPanel(QWidget):
         self._job = None
         self._build()
         # disk work in its own event-loop turn, not part of the subject-change burst
-        self.state.subject_changed.connect(lambda _s: QTimer.singleShot(0, self, self.refresh_runs))
+        self.state.subject_changed.connect(lambda _s: self.context.later(self.refresh_runs))
         self.state.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(self._on_job_finished)
         self.refresh_runs()
@@ -329,8 +329,13 @@ class ExpertsPanel(QWidget):
         self._generation += 1
         gen = self._generation
         self._clear(f"Analysing the routing of {run.name}…")
-        self._job = submit(analyse_experts, run, subject, on_result=lambda a: self._on_analysis(gen, a),
-                           on_error=lambda e, tb: self._on_error(gen, e, tb))
+        self.context.when_engine_ready(lambda: self._analyse(gen, run, subject))  # loading the model imports torch
+
+    def _analyse(self, generation: int, run: Path, subject) -> None:
+        if generation != self._generation:
+            return  # another run was chosen while the engine loaded
+        self._job = submit(analyse_experts, run, subject, on_result=lambda a: self._on_analysis(generation, a),
+                           on_error=lambda e, tb: self._on_error(generation, e, tb))
 
     def _on_error(self, generation: int, exc, tb: str) -> None:
         if generation == self._generation:

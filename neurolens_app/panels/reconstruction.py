@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, QTimer, Slot
+from PySide6.QtCore import QSize, Qt, Slot
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
@@ -450,6 +450,17 @@ class ReconstructionPanel(QWidget):
         self.gallery.clear()
         self.results = {}
         self.current_image = None
+        # the thumbnails (one per test image, ~9 ms for 100) in their own event-loop turn, after the burst
+        self.context.later(lambda s=subject: self._fill_gallery(s))
+        # reading the run folders is disk work: its own event-loop turn, not part of the subject-change burst
+        self.context.later(self.refresh_runs)
+        self._show_results_table()
+        self._show_trial(None)
+
+    def _fill_gallery(self, subject) -> None:
+        if subject is not self.state.subject:
+            return  # another subject was opened meanwhile
+        self.gallery.clear()
         if subject is not None:
             test = np.asarray(subject.split_indices("test"))
             images = np.asarray(subject.trials.image_index)[test]
@@ -463,10 +474,7 @@ class ReconstructionPanel(QWidget):
                 cat = cats[int(labels[img])] if labels is not None and 0 <= int(labels[img]) < len(cats) else ""
                 it.setToolTip(f"Image {img} ({cat}), first test trial {trial}")
                 self.gallery.addItem(it)
-        # reading the run folders is disk work: its own event-loop turn, not part of the subject-change burst
-        QTimer.singleShot(0, self, self.refresh_runs)
-        self._show_results_table()
-        self._show_trial(None)
+        self._mark_gallery()
 
     def refresh_runs(self) -> None:
         runs = [r for r in list_runs(runs_folder(self.context)) if r.status == "done"]
@@ -512,9 +520,15 @@ class ReconstructionPanel(QWidget):
         if run is not None:
             self._load_generation += 1
             gen = self._load_generation
-            self._load_job = submit(load_run_recons, run,
-                                    on_result=lambda res: self._on_recons_loaded(gen, res),
-                                    on_error=lambda e, tb: self.context.error_raised.emit("Reconstructions", e, tb))
+            # scoring reads the demo embedder (torch): wait for the engine preload rather than import it here
+            self.context.when_engine_ready(lambda: self._load_recons(gen, run))
+
+    def _load_recons(self, generation: int, run: Path) -> None:
+        if generation != self._load_generation:
+            return  # another run was chosen while the engine loaded
+        self._load_job = submit(load_run_recons, run,
+                                on_result=lambda res: self._on_recons_loaded(generation, res),
+                                on_error=lambda e, tb: self.context.error_raised.emit("Reconstructions", e, tb))
 
     def _on_recons_loaded(self, generation: int, results: dict) -> None:
         if generation != self._load_generation:
@@ -744,11 +758,15 @@ class ReconstructionPanel(QWidget):
             self.aggregate.setText(f"{len(results)} images · " + " · ".join(parts))
         else:
             self.aggregate.setText("No reconstructions of this run yet")
+        self._mark_gallery()
+        self._update_buttons()
+
+    def _mark_gallery(self) -> None:
+        """✓ on the gallery's reconstructed images."""
         for i in range(self.gallery.count()):
             it = self.gallery.item(i)
             img = int(it.data(Qt.ItemDataRole.UserRole + 1))
             it.setText(f"{img} ✓" if img in self.results else str(img))
-        self._update_buttons()
 
     def _select_row(self, image: int) -> None:
         t = self.table

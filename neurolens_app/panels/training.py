@@ -229,9 +229,10 @@ class TrainingPanel(QWidget):
 
     # --- subject and runs ----------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:
-        self.load_preset(self.preset.currentText())  # presets are sized to the subject
-        # reading the run folders is disk work: its own event-loop turn, not part of the subject-change burst
-        QTimer.singleShot(0, self, self.refresh_runs)
+        # sizing the preset to the subject (~10 ms of form work) and reading the run folders each get their own
+        # event-loop turn, not a share of the subject-change burst every panel reacts to
+        self.context.later(lambda: self.load_preset(self.preset.currentText()))
+        self.context.later(self.refresh_runs)
 
     def _on_run_changed(self, run) -> None:
         if run is None:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayo
                                QSpinBox, QWidget)
 
 from engine.errors import ConfigError
+from engine.safe_yaml import safe_load
 from engine.train.config import MODEL_KINDS, PRECISIONS, TrainConfig
 
 EMBEDDERS = ("demo", "pixels")
@@ -132,7 +133,7 @@ class TrainConfigForm(QWidget):
         """The edited config (``ConfigError`` naming the field when a value does not fit)."""
         text = self.params.text().strip()
         try:
-            params = yaml.safe_load(text) if text else {}
+            params = safe_load(text) if text else {}
         except yaml.YAMLError as e:
             raise ConfigError(f"model parameters: not valid YAML ({e})") from None
         if not isinstance(params, dict):

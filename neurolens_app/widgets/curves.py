@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
@@ -144,7 +144,13 @@ class CurvesWidget(QWidget):
         for key, (x, y, plot) in metrics_from_events(events).items():
             self._data[key] = (list(x), list(y), plot)
             self._dirty.add(key)
-        self.refresh(max_new=None)
+        self._drain()
+
+    def _drain(self) -> None:
+        """Draw pending curves a few per event-loop turn (a recorded run opens while a subject loads: creating its
+        dozen curves at once held the GUI thread ~17 ms inside that burst)."""
+        if self.refresh() and self._dirty:
+            QTimer.singleShot(0, self, self._drain)
 
     def series(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """A copy of the buffered series ``{name: (steps, values)}``."""

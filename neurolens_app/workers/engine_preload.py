@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -64,16 +65,15 @@ def gui_torch_threads(cpus: int | None = None) -> int:
 
 
 def leave_a_core_for_the_gui() -> None:
-    """Apply ``gui_torch_threads`` to torch from the calling thread (a no-op without torch).
+    """Apply ``gui_torch_threads`` to torch from the calling thread, if torch is loaded (never imports it: an import
+    holds the GIL for ~0.3 s, which is the preload's job, not a subject-opening job's).
 
-    Every job's worker thread calls this when it starts: OpenMP applies a thread count to the thread that sets it
-    (and torch initialises new threads from the last value set), so setting it once elsewhere is not enough.
+    Every job's worker thread calls this when it starts: OpenMP applies a thread count to the thread that sets it,
+    and torch initialises new threads from the last value set, so the preload also calls it once torch is imported.
     """
-    try:
-        import torch
-    except ImportError:
-        return
-    torch.set_num_threads(gui_torch_threads())
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(gui_torch_threads())
 
 
 MODULES = ("torch", "safetensors.torch", "transformers", "diffusers", "peft")
@@ -103,6 +103,8 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
                 log.warning("preloading %s failed: %s", name, exc)
                 continue
             took[name] = round(time.perf_counter() - t0, 3)
+            if name == "torch":
+                leave_a_core_for_the_gui()  # threads started from now on begin with the GUI's count
     finally:
         _end_preload()
     return took

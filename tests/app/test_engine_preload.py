@@ -83,3 +83,18 @@ def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
         qtbot.waitUntil(lambda w=w: w.outcome is not None, timeout=10000)
     assert [n for _, n in seen] == [1, 1]
     assert all(t != threading.get_ident() for t, _ in seen)  # in the jobs' worker threads
+
+
+def test_a_job_never_imports_torch_for_the_thread_policy(monkeypatch):
+    """Opening a subject runs as an engine job before the preload: it must not pay torch's import (GIL-held)."""
+    from neurolens_app.workers import engine_preload as ep
+
+    class NoTorch:
+        def find_spec(self, name, path=None, target=None):
+            if name == "torch":
+                raise AssertionError("the thread policy imported torch")
+            return None
+
+    monkeypatch.delitem(sys.modules, "torch")  # as if torch were not loaded yet (restored afterwards)
+    monkeypatch.setattr(sys, "meta_path", [NoTorch(), *sys.meta_path])
+    ep.leave_a_core_for_the_gui()  # nothing to do, and no import

@@ -118,8 +118,9 @@ def test_new_curves_are_spread_over_refreshes(qtbot):
     assert set(w._items) == set(names)
     w.add_metric(names[0], 0.5, 2)  # an existing curve is always redrawn, with all its points
     assert w.refresh() == 1 and len(w._items[names[0]].getData()[0]) == 2
-    w.load_events([Metric(n, 0.1, 1) for n in names])  # a recorded run is drawn whole, at once
-    assert len(w._items) == len(names)
+    w.load_events([Metric(n, 0.1, 1) for n in names])  # a recorded run: drawn a few curves per event-loop turn
+    assert 0 < len(w._items) < len(names)
+    qtbot.waitUntil(lambda: len(w._items) == len(names), timeout=5000)
 
 
 def _slow_job(cancel):
@@ -205,5 +206,6 @@ def test_the_x_axis_spans_the_planned_run_from_the_first_point(qtbot):
     assert w.plots["loss"].getViewBox().viewRange()[0] == [x0, x1]  # unchanged while the run trains
     # a recorded run: its Started event gives the extent, so a finished run fills the plot
     w.load_events([Started(job="train", run_dir="r", total=200), Metric("loss", 1.0, 5), Metric("loss", 0.2, 200)])
+    qtbot.waitUntil(lambda: "loss" in w._items, timeout=5000)
     x0, x1 = w.plots["loss"].getViewBox().viewRange()[0]
     assert x0 == 0 and 200 <= x1 <= 210

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from engine.safe_yaml import safe_load
+
 NAME = "train"
 HELP = "train a brain encoder (ridge, MLP, masked brain model, Mixture-of-Experts) into a run folder"
 DESCRIPTION = (HELP + ". Exit status: 0 done, 2 bad input, 3 cancelled (Ctrl-C saves a checkpoint first; continue "
@@ -47,7 +49,7 @@ def parse_overrides(args) -> dict:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
         k, v = item.split("=", 1)
         try:
-            out[k.strip()] = yaml.safe_load(v)
+            out[k.strip()] = safe_load(v)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: value is not valid YAML ({e})") from None
     return out
