@@ -313,7 +313,11 @@ class MainWindow(QMainWindow):
             self.context.show_status("Engine ready", 3000)
             self.context.engine_loaded.emit()
 
-        submit(import_engine_libraries, on_result=done)
+        def failed(exc, tb: str) -> None:  # work waiting for the engine must not wait forever: it imports itself
+            log.warning("engine preload failed: %s", exc)
+            done({})
+
+        submit(import_engine_libraries, on_result=done, on_error=failed)
 
     def _on_subject_changed(self, subject) -> None:
         if subject is None:

@@ -98,3 +98,20 @@ def test_a_job_never_imports_torch_for_the_thread_policy(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")  # as if torch were not loaded yet (restored afterwards)
     monkeypatch.setattr(sys, "meta_path", [NoTorch(), *sys.meta_path])
     ep.leave_a_core_for_the_gui()  # nothing to do, and no import
+
+
+def test_model_reading_work_waits_for_the_engine(qtbot, monkeypatch, tmp_path):
+    """Before the preload has imported torch, work queued with ``when_engine_ready`` waits; ``engine_loaded`` runs it."""
+    from neurolens_app.context import AppContext
+    from neurolens_app.state.settings import AppSettings
+
+    ctx = AppContext(AppSettings(tmp_path / "s.ini"))
+    monkeypatch.delitem(sys.modules, "torch")  # as before the preload (restored afterwards)
+    ran = []
+    ctx.when_engine_ready(lambda: ran.append("a"))
+    ctx.when_engine_ready(lambda: ran.append("b"))
+    assert ran == [] and not ctx.engine_ready
+    ctx.engine_loaded.emit()
+    assert ran == ["a", "b"] and ctx.engine_ready
+    ctx.when_engine_ready(lambda: ran.append("c"))  # once ready: at once
+    assert ran == ["a", "b", "c"]
