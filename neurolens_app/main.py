@@ -86,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     return rc
 
 
-def _apply_view(win, view: str | None, overlay: str | None) -> None:
-    if view:
-        win.brain.set_view_mode(view)
+def _apply_view(win, view: str | None, overlay: str | None) -> str | None:
+    """Apply ``--view`` / ``--overlay``; returns why the view cannot be shown (the flatmap stays), else None."""
+    why = win.brain.set_view_mode(view) if view else None
+    if why:
+        win.context.show_status(f"--view {view}: {why}", 0)
     if overlay:
         win.context.overlays.set_current(overlay)
+    return why
 
 
 class _ScreenshotTaker:
@@ -121,7 +124,15 @@ class _ScreenshotTaker:
             test = subject.split_indices("test")
             self.win.context.subject.set_trial(int(test[0]) if len(test) else 0)
             self.win.context.subject.set_voxel(_interesting_voxel(subject))
-        _apply_view(self.win, self.view, self.overlay)
+        why = _apply_view(self.win, self.view, self.overlay)
+        if why:  # a screenshot of a view the subject cannot show would be an empty picture
+            from PySide6.QtWidgets import QApplication
+
+            print(f"screenshot: --view {self.view}: {why}", file=sys.stderr)
+            self.timer.stop()
+            self.win.close()
+            QApplication.instance().exit(2)
+            return
         if self.panel:
             self.win.show_panel(self.panel)
         if self.panel in RUN_PANELS:

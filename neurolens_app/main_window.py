@@ -443,7 +443,9 @@ class MainWindow(QMainWindow):
     # --- navigation ----------------------------------------------------------------------------------------------
     def _set_view(self, mode: str) -> None:
         self.show_panel("brain")
-        self.brain.set_view_mode(mode)
+        why = self.brain.set_view_mode(mode)
+        if why:
+            self.statusBar().showMessage(f"{mode}: {why}", 8000)
 
     def _step_overlay(self, step: int) -> None:
         ov = self.context.overlays

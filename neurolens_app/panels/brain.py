@@ -110,8 +110,17 @@ class BrainPanel(QWidget):
     def view_mode(self) -> str:
         return self.view_box.currentText()
 
-    def set_view_mode(self, mode: str) -> None:
-        self.view_box.setCurrentText(mode)
+    def set_view_mode(self, mode: str) -> str | None:
+        """Show view ``mode`` ("Flatmap", "3-D surface", "Slices"); returns why not when the subject lacks what it
+        needs (the same reason its greyed-out entry shows), else None."""
+        i = self.view_box.findText(mode)
+        if i < 0:
+            return f"unknown view {mode!r}; choose one of {list(VIEWS)}"
+        item = self.view_box.model().item(i)
+        if not item.isEnabled():
+            return item.toolTip() or f"{mode} is unavailable for this subject"
+        self.view_box.setCurrentIndex(i)
+        return None
 
     def export_figure(self, path, width: int, height: int):
         """Save the current view as PNG or SVG at ``width`` × ``height`` pixels (with title and colour bar)."""

@@ -40,3 +40,27 @@ def test_volume_subject_uses_slices(qtbot, window):
     qtbot.mouseClick(sl.graphics.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     qtbot.waitUntil(lambda: window.context.subject.voxel == target, timeout=5000)
     assert f"Voxel {target}" in brain.inspector.header.text()
+
+
+def test_a_view_the_subject_cannot_show_is_refused_with_the_reason(qtbot, window):
+    s = _volume_subject()
+    window.context.subject.set_subject(s)
+    brain = window.brain
+    why = brain.set_view_mode("Flatmap")  # this subject has no surface mapping
+    assert why and "fsaverage5" in why and brain.view_mode == "Slices"
+    assert brain.set_view_mode("Slices") is None
+    assert "unknown view" in brain.set_view_mode("Sideways")
+
+
+def test_screenshot_of_an_unavailable_view_fails_clearly(tmp_path):
+    """`--screenshot --view slices` on the demo (no volume) must not write an empty picture."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "x.png"
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "NEUROLENS_CACHE_DIR": os.environ.get(
+        "NEUROLENS_CACHE_DIR", str(tmp_path / "cache"))}
+    r = subprocess.run([sys.executable, "-m", "neurolens_app.main", "--demo", "--screenshot", str(out), "--panel",
+                        "brain", "--view", "slices"], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "no volume coordinates" in r.stderr and not out.exists()
