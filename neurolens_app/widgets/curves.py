@@ -185,7 +185,8 @@ class CurvesWidget(QWidget):
 
     def _view_coords(self, plot: str) -> list[tuple[np.ndarray, np.ndarray]]:
         """The (x, y) of every drawn curve of ``plot`` in view coordinates (log10 y on the loss plot)."""
-        out = [(xs, ys) for key, (xs, ys, pl) in self._data.items() if pl == plot and key in self._items]
+        # every buffered series, drawn or still pending: the axes take their final extent at the first redraw
+        out = [(xs, ys) for xs, ys, pl in self._data.values() if pl == plot]
         out += [(x, y) for pl, x, y in self._compare_data if pl == plot]
         out = [(np.asarray(x, float), np.asarray(y, float)) for x, y in out if len(x)]
         if plot == "loss":
