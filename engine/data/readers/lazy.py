@@ -70,16 +70,34 @@ def _pread_into(raw, dst: np.ndarray, offset: int, path: Path, key: str) -> None
         done += got
 
 
-def _read_rows(ds, rows: np.ndarray, path: Path, key: str) -> np.ndarray:
-    """``ds[rows]`` for any row order: h5py needs strictly increasing unique indices, so sort, read, then reorder."""
+def _read_rows(ds, rows: np.ndarray, path: Path, key: str, cols=None) -> np.ndarray:
+    """``ds[rows]`` (or ``ds[rows, cols]`` for an int or slice ``cols``, read by HDF5 itself: one voxel's column
+    costs its own bytes, not the whole matrix) for any row order: h5py needs strictly increasing unique indices, so
+    sort, read, then reorder."""
     if rows.size == 0:
-        return np.zeros((0,) + ds.shape[1:], ds.dtype)
+        return np.zeros((0,) + ds.shape[1:], ds.dtype)[(slice(None),) + ((cols,) if cols is not None else ())]
     uniq, inv = np.unique(rows, return_inverse=True)
     if uniq.size == uniq[-1] - uniq[0] + 1:  # contiguous: a slice read is much faster than a point selection
-        block = h5_read(ds, path, key, np.s_[int(uniq[0]) : int(uniq[-1]) + 1])
+        sel = np.s_[int(uniq[0]) : int(uniq[-1]) + 1]
     else:
-        block = h5_read(ds, path, key, uniq)
+        sel = uniq
+    block = h5_read(ds, path, key, sel if cols is None else (sel, cols))
     return block if np.array_equal(uniq, rows) else block[inv.reshape(-1)]
+
+
+def _column_selector(rest: tuple, n_cols: int):
+    """The column part of an index as HDF5 can read it (an int or a forward slice), else None (numpy selects)."""
+    if len(rest) != 1:
+        return None
+    c = rest[0]
+    if isinstance(c, (int, np.integer)):
+        if not -n_cols <= int(c) < n_cols:
+            raise IndexError(f"index {int(c)} out of range for {n_cols} columns")
+        return int(c) % n_cols
+    if isinstance(c, slice) and (c.step is None or c.step > 0):
+        start, stop, step = c.indices(n_cols)
+        return slice(start, max(start, stop), step)
+    return None
 
 
 class BetasArrayLike:
@@ -154,12 +172,15 @@ class LazyBetas(BetasArrayLike):
             sel, rest = sel[0], sel[1:]
         pos, scalar = row_positions(sel, self.shape[0])
         rows = self._dataset_rows(pos)
+        cols = _column_selector(rest, self.shape[1])
         with open_h5(self.path) as f:
             ds = h5_dataset(f, self.key, self.path)
-            block = _read_rows(ds, rows, self.path, self.key)
+            block = _read_rows(ds, rows, self.path, self.key, cols)
         if block.size:
-            self._check_block(block, 0, rows)
+            self._check_block(block.reshape(len(rows), -1), 0, rows)
         out = block.astype(self.dtype, copy=False)
+        if cols is not None:  # already selected by HDF5
+            return out[0] if scalar else out
         out = out[0] if scalar else out
         return out[(slice(None),) * (0 if scalar else 1) + rest] if rest else out
 

@@ -150,3 +150,23 @@ def test_a_read_that_ends_early_names_the_file_and_key(tmp_path):
         with pytest.raises(SubjectFormatError, match="ends 8 bytes early") as e:
             _pread_into(raw, dst, 32, p, "betas")
     assert "short.bin" in str(e.value) and "betas" in str(e.value)
+
+
+def test_column_reads_select_in_the_file_and_match_numpy(nsd_root, monkeypatch):
+    """One voxel over all trials (the voxel inspector) reads that column, not the whole matrix."""
+    from engine.data.readers import lazy
+
+    s = open_subject(nsd_root["path"])
+    full = s.betas.load()
+    seen = []
+    real = lazy.h5_read
+    monkeypatch.setattr(lazy, "h5_read", lambda ds, p, k, sel=(): seen.append(sel) or real(ds, p, k, sel))
+    for sel in ((slice(None), 5), (slice(None), -1), (slice(2, 9), slice(3, 7)), ([7, 2, 7], 4), (3, 8),
+                (slice(None), slice(None, None, 5))):
+        got = s.betas[sel]
+        want = full[sel[0]][..., sel[1]] if not isinstance(sel[0], int) else full[sel[0]][sel[1]]
+        np.testing.assert_array_equal(got, want, err_msg=str(sel))
+    assert all(isinstance(x, tuple) and len(x) == 2 for x in seen)  # every read carried its column selection
+    np.testing.assert_array_equal(s.betas[[1, 0], np.array([2, 0])], full[[1, 0]][:, [2, 0]])  # numpy fallback
+    with pytest.raises(IndexError):
+        s.betas[:, 40]
