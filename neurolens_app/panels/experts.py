@@ -30,7 +30,7 @@ from engine.errors import ConfigError, NeuroLensError
 from neurolens_app.widgets.colormaps import CATEGORICAL
 from neurolens_app.widgets.heatmap import HeatmapTable
 from neurolens_app.widgets.image_strip import pixmap
-from neurolens_app.widgets.runs_list import list_runs, runs_folder
+from neurolens_app.widgets.run_picker import RunPicker
 from neurolens_app.widgets.splitters import H, V, stretch_splitter
 from neurolens_app.workers.short_job import submit
 
@@ -174,7 +174,6 @@ class ExpertsPanel(QWidget):
         self._build()
         # disk work in its own event-loop turn, not part of the subject-change burst
         self.state.subject_changed.connect(lambda _s: self.context.later(self.refresh_runs))
-        self.state.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(self._on_job_finished)
         self.refresh_runs()
 
@@ -183,10 +182,8 @@ class ExpertsPanel(QWidget):
         em = self.fontMetrics().height()
         top = QHBoxLayout()
         top.addWidget(QLabel("Run"))
-        self.run_box = QComboBox()
+        self.run_box = RunPicker(self.context, self._on_run_picked, accept=lambda r: r.kind == "moe")
         self.run_box.setToolTip("Finished Mixture-of-Experts run to analyse")
-        self.run_box.setMinimumWidth(int(16 * em))
-        self.run_box.currentIndexChanged.connect(self._on_run_chosen)
         top.addWidget(self.run_box, 1)
         top.addWidget(QLabel("Level"))
         self.level_box = QComboBox()
@@ -277,42 +274,15 @@ class ExpertsPanel(QWidget):
 
     # --- runs ----------------------------------------------------------------------------------------------------
     def refresh_runs(self) -> None:
-        runs = [r for r in list_runs(runs_folder(self.context)) if r.status == "done" and r.kind == "moe"]
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        for r in runs:
-            self.run_box.addItem(r.path.name, str(r.path))
-        want = self.state.run
-        i = self.run_box.findData(str(want)) if want is not None else -1
-        self.run_box.setCurrentIndex(i if i >= 0 else (0 if runs else -1))
-        self.run_box.blockSignals(False)
-        if not runs:
+        self.run_box.refresh()
+
+    def _on_run_picked(self, run: Path | None, force: bool) -> None:
+        if run is None:
             self._clear("No finished Mixture-of-Experts run: train one (e.g. the demo-moe preset) in the Training "
                         "panel")
             self.run_dir = None
             return
-        self._set_run(Path(self.run_box.currentData()))
-
-    def _on_run_chosen(self, _i: int) -> None:
-        run = self.run_box.currentData()
-        if not run:
-            return
-        if self.state.run == Path(run):
-            self._set_run(Path(run))
-        else:
-            self.state.set_run(run)  # every panel follows; ``_on_run_changed`` analyses it
-
-    def _on_run_changed(self, run) -> None:
-        if run is None:
-            return
-        if self.run_box.findData(str(run)) < 0:
-            self.refresh_runs()
-            return
-        i = self.run_box.findData(str(run))
-        self.run_box.blockSignals(True)
-        self.run_box.setCurrentIndex(i)
-        self.run_box.blockSignals(False)
-        self._set_run(Path(run), force=True)  # selected on purpose: analyse what the folder holds now
+        self._set_run(run, force=force)  # force: selected on purpose, analyse what the folder holds now
 
     def _on_job_finished(self, worker) -> None:
         """A decoder fine-tuned for the shown run brings a timestep router: analyse again to show it."""

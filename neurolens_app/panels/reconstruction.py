@@ -31,7 +31,7 @@ from engine.errors import NeuroLensError
 from engine.events import Progress
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.image_strip import ImageTile, pixmap, to_uint8_rgb
-from neurolens_app.widgets.runs_list import list_runs, runs_folder
+from neurolens_app.widgets.run_picker import RunPicker
 from neurolens_app.widgets.splitters import H, V, stretch_splitter
 from neurolens_app.workers.short_job import submit
 
@@ -268,7 +268,6 @@ class ReconstructionPanel(QWidget):
         self._load_generation = 0
         self._build()
         self.state.subject_changed.connect(self._on_subject_changed)
-        self.state.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(lambda _w: self._update_buttons())
         self._on_subject_changed(self.state.subject)
 
@@ -277,10 +276,8 @@ class ReconstructionPanel(QWidget):
         em = self.fontMetrics().height()
         top = QHBoxLayout()
         top.addWidget(QLabel("Run"))
-        self.run_box = QComboBox()
+        self.run_box = RunPicker(self.context, self._on_run_picked, label=lambda r: f"{r.path.name} ({r.kind})")
         self.run_box.setToolTip("Finished run whose brain predictions are decoded into images")
-        self.run_box.setMinimumWidth(int(16 * em))
-        self.run_box.currentIndexChanged.connect(self._on_run_chosen)
         top.addWidget(self.run_box, 1)
         self.decoder_label = QLabel("")
         self.decoder_label.setWordWrap(True)
@@ -484,36 +481,10 @@ class ReconstructionPanel(QWidget):
         self._mark_gallery()
 
     def refresh_runs(self) -> None:
-        runs = [r for r in list_runs(runs_folder(self.context)) if r.status == "done"]
-        self.run_box.blockSignals(True)
-        self.run_box.clear()
-        for r in runs:
-            self.run_box.addItem(f"{r.path.name} ({r.kind})", str(r.path))
-        want = self.state.run
-        i = self.run_box.findData(str(want)) if want is not None else -1
-        self.run_box.setCurrentIndex(i if i >= 0 else (0 if runs else -1))
-        self.run_box.blockSignals(False)
-        self._set_run(Path(self.run_box.currentData()) if self.run_box.currentData() else None)
+        self.run_box.refresh()
 
-    def _on_run_chosen(self, _index: int) -> None:
-        run = self.run_box.currentData()
-        if not run:
-            self._set_run(None)
-        elif self.state.run == Path(run):
-            self._set_run(Path(run))
-        else:
-            self.state.set_run(run)  # every panel follows; ``_on_run_changed`` reads it
-
-    def _on_run_changed(self, run) -> None:
-        if run is None:
-            return
-        if self.run_box.findData(str(run)) < 0:
-            self.refresh_runs()  # a new run (e.g. just trained)
-            return
-        self.run_box.blockSignals(True)
-        self.run_box.setCurrentIndex(self.run_box.findData(str(run)))
-        self.run_box.blockSignals(False)
-        self._set_run(Path(run), force=True)  # selected on purpose: read what the folder holds now
+    def _on_run_picked(self, run: Path | None, force: bool) -> None:
+        self._set_run(run, force=force)  # force: selected on purpose, read what the folder holds now
 
     def _set_run(self, run: Path | None, force: bool = False) -> None:
         if run == self.run_dir and run is not None and not force:
