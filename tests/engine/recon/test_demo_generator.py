@@ -22,13 +22,18 @@ def test_the_shipped_demo_generator_loads_and_samples():
     assert gen.decode(lat).shape == (1, 64, 64, 3)
 
 
-def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
-    rng = np.random.default_rng(0)
+def _tiny_build(seed: int, unet_steps: int):
+    """16 random 32-px images with 12-d embeddings, a few-step recipe and a tiny architecture."""
+    rng = np.random.default_rng(seed)
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     emb = rng.standard_normal((16, 12)).astype(np.float32)
-    recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=2, vae_batch=4, unet_batch=4, warmup=1,
-                                 unet_cycles=1)
-    cfg = DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
+    recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=unet_steps, vae_batch=4, unet_batch=4,
+                                 warmup=1, unet_cycles=1)
+    return images, emb, recipe, DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
+
+
+def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
+    images, emb, recipe, cfg = _tiny_build(0, unet_steps=2)
     events = []
     folder = drive(train_demo_generator(tmp_path / "g", recipe, cfg, images=images, embeddings=emb,
                                         embedder_identity="test"), events.append)
@@ -51,13 +56,8 @@ def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
 def test_a_build_continued_with_more_unet_cycles_equals_one_from_scratch(tmp_path):
     from safetensors.torch import load_file
 
-    rng = np.random.default_rng(1)
-    images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
-    emb = rng.standard_normal((16, 12)).astype(np.float32)
-    one = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=3, vae_batch=4, unet_batch=4, warmup=1,
-                              unet_cycles=1)
+    images, emb, one, cfg = _tiny_build(1, unet_steps=3)
     two = dataclasses.replace(one, unet_cycles=2)
-    cfg = DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
     drive(train_demo_generator(tmp_path / "scratch", two, cfg, **kw))
     drive(train_demo_generator(tmp_path / "first", one, cfg, **kw))
