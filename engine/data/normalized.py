@@ -53,7 +53,11 @@ class NormalizedBetas(BetasArrayLike):
             blk = self.base[np.ix_(pos, np.arange(self.shape[1])[cols])]
         else:
             blk = self.base[pos, cols]
-        blk = np.array(blk, dtype=self.dtype, copy=True)
+        # rows are always selected by position (fancy indexing) and lazy readers return fresh arrays, so ``blk`` is
+        # already a copy the affine may overwrite; a second copy would double the cost of every training batch
+        blk = np.asarray(blk, dtype=self.dtype)
+        if not blk.flags.writeable or (isinstance(self.base, np.ndarray) and np.may_share_memory(blk, self.base)):
+            blk = blk.copy()
         return blk.reshape(len(pos), -1)
 
     def _apply(self, blk: np.ndarray, pos: np.ndarray, cols, scratch: np.ndarray | None = None) -> None:
