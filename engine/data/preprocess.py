@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.data.normalized import NormalizedBetas
-from engine.data.readers.kernels import column_moments, shifted_into
+from engine.data.readers.kernels import column_moments, shifted_into, shifted_moments
 from engine.data.subject import Subject, TrialTable
 from engine.errors import ConfigError, DataError
 
@@ -76,7 +76,8 @@ def _derive(s: Subject, step: dict, **changes) -> Subject:
 def materialise(betas, on_block=None) -> np.ndarray:
     """A writable in-memory copy of the betas in their own dtype (lazy readers load once, in blocks).
 
-    ``on_block(block, start)`` sees every row block once, in order and in the betas' dtype, while the copy is made.
+    ``on_block(block, start)`` sees every row block once, in order and in the betas' dtype, while the copy is made
+    (its return value is for lazy readers, see ``LazyBetas.load``).
     """
     if hasattr(betas, "load"):
         return betas.load(on_block=on_block)
@@ -95,8 +96,13 @@ class _Moments:
 
     ``group`` (n_trials,) gives each trial's statistics group (-1 = not used, e.g. test trials). Values are shifted by
     the first block's mean per voxel before squaring, which keeps the one-pass variance accurate; sums are float64.
-    Unused rows are zeroed in the scratch block (or left out of a copy), so they cannot influence the statistics,
-    even numerically. Blocks of ~1 M values stay in the CPU cache across the shift, sum and square passes.
+    Unused rows get weight 0 (or are zeroed in the scratch block), so they cannot influence the statistics, even
+    numerically.
+
+    With the native kernel, each block is one fused pass, and a call returns the block's max |value| when the block
+    is certified finite (its sums stayed finite; 0 * Inf is NaN, so unused rows are covered too): the loader then
+    skips its own validation pass. Otherwise blocks of ~1 M values stay in the CPU cache across the shift, sum and
+    square passes, and the call returns None.
     """
 
     def __init__(self, group: np.ndarray, n_groups: int, n_voxels: int):
@@ -107,29 +113,58 @@ class _Moments:
         self.s2 = np.zeros((n_groups, n_voxels))
         self.shift: np.ndarray | None = None
         self._tmp: np.ndarray | None = None
+        # per-block bookkeeping in O(1): used rows before each row, and each group's row weights (built on first use)
+        self._used_before = np.concatenate([[0], np.cumsum(group >= 0)])
+        self._weights: dict[int, np.ndarray] = {}
 
-    def __call__(self, blk: np.ndarray, start: int) -> None:
-        g = self.group[start : start + len(blk)]
+    def __call__(self, blk: np.ndarray, start: int) -> float | None:
+        end = start + len(blk)
+        if self._used_before[end] == self._used_before[start]:
+            return None  # no row of this block counts (e.g. test trials only)
+        g = self.group[start:end]
         used = g >= 0
-        if not used.any():
-            return
         if self.shift is None:
-            self.shift = np.asarray(blk[used], np.float32).mean(axis=0, dtype=np.float64).astype(np.float32)
+            self.shift = self._first_mean(blk, used)
+        gids = [0] if self.n_groups == 1 else [int(x) for x in np.unique(g[used])]
+        native = self._native(blk, start, gids)
+        if native is not None:
+            return native
         if self._tmp is None or self._tmp.shape[0] < len(blk):
             self._tmp = np.empty((len(blk), blk.shape[1]), np.float32)
         d = self._tmp[: len(blk)]
         shifted_into(d, blk, self.shift)  # float16 or float32 in, float32 out
-        gids = np.unique(g[used])
         if len(gids) == 1:  # the usual case, e.g. NSD training trials with test trials between them
             d[~used] = 0.0
             s1, s2 = column_moments(d)
             self.s1[gids[0]] += s1
             self.s2[gids[0]] += s2
-            return
+            return None
         for gid in gids:  # a block spanning sessions
             s1, s2 = column_moments(d[g == gid])
             self.s1[gid] += s1
             self.s2[gid] += s2
+        return None
+
+    def _native(self, blk: np.ndarray, start: int, gids: list[int]) -> float | None:
+        """One fused pass per group in the block; the block's max |value| if its sums stayed finite, else None."""
+        maxabs = None
+        for gid in gids:
+            if gid not in self._weights:
+                self._weights[gid] = (self.group == gid).astype(np.float32)
+            w = self._weights[gid][start : start + len(blk)]
+            maxabs = shifted_moments(blk, self.shift, w, self.s1[gid], self.s2[gid])
+            if maxabs is None:
+                return None
+        # a NaN or Inf, in a counted row or not, makes some sums non-finite (s1 alone suffices: its terms are w·d)
+        return maxabs if all(np.isfinite(self.s1[gid]).all() for gid in gids) else None
+
+    @staticmethod
+    def _first_mean(blk: np.ndarray, used: np.ndarray) -> np.ndarray:
+        s1, s2 = np.zeros(blk.shape[1]), np.zeros(blk.shape[1])
+        w = used.astype(np.float32)
+        if shifted_moments(blk, np.zeros(blk.shape[1], np.float32), w, s1, s2) is not None:
+            return (s1 / w.sum()).astype(np.float32)  # a non-finite mean is caught by the loader's check of this block
+        return np.asarray(blk[used], np.float32).mean(axis=0, dtype=np.float64).astype(np.float32)
 
     def mean_m2(self) -> tuple[np.ndarray, np.ndarray]:
         n = np.maximum(self.n, 1)[:, None]

@@ -1,6 +1,9 @@
 """Vectorised block kernels for large betas blocks: float16 <-> float32 casts, min/max, multiply-add, shifted column
 moments.
 
+``shifted_moments`` is one fused native pass (``_kernels.c``, built at install where a C compiler exists, used on x86
+CPUs with AVX + F16C); without it, ``shifted_into`` + ``column_moments`` do the same in five torch/numpy passes.
+
 numpy converts float16 element by element (≈7 ns per value on our 2-core reference machine: 3 s for an NSD
 subject); torch's vectorised kernels are about 5× faster for these casts. torch is a dependency of NeuroLens, imported
 here only when a large block (>= 2**16 values) is first processed; smaller arrays, and machines without torch, use
@@ -9,7 +12,16 @@ numpy. Results are identical for casts (both round to nearest even) and agree to
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+try:  # the optional native extension (setup.py); NEUROLENS_NATIVE_KERNELS=0 turns it off, e.g. to compare paths
+    from engine.data.readers import _kernels as _native
+except ImportError:
+    _native = None
+if os.environ.get("NEUROLENS_NATIVE_KERNELS", "1") == "0" or (_native is not None and not _native.vector_path()):
+    _native = None
 
 _MIN_SIZE = 1 << 16  # below this, torch's dispatch costs more than numpy's scalar loop saves
 _torch_mod = None
@@ -68,6 +80,39 @@ def column_moments(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     s1 = td.sum(0).double().numpy()
     td.square_()
     return s1, td.sum(0).double().numpy()
+
+
+def native_kernels() -> bool:
+    """Whether the fused native ``shifted_moments`` kernel is in use on this machine."""
+    return _native is not None
+
+
+def shifted_moments(block: np.ndarray, shift: np.ndarray, weight: np.ndarray, s1: np.ndarray,
+                    s2: np.ndarray) -> float | None:
+    """``s1 += Σ_r w_r·d_r``, ``s2 += Σ_r w_r·d_r²`` with ``d = block - shift``, in one native pass.
+
+    ``block`` (rows, cols) float16/float32, ``shift`` (cols,) float32, ``weight`` (rows,) float32 (1 = counted,
+    0 = not), ``s1``/``s2`` (cols,) float64, updated in place. A NaN or Inf anywhere in ``block``, counted row or not,
+    leaves some ``s1``/``s2`` entries non-finite. Returns max |value| for a float32 block (0.0 for float16, whose
+    range is bounded), or None, having done nothing, where the native kernel is unavailable or the arrays are not
+    C-contiguous: the caller then uses ``shifted_into`` + ``column_moments``.
+    """
+    if _native is None or block.dtype not in (np.float16, np.float32) or not block.flags.c_contiguous:
+        return None
+    return _native.shifted_moments(block, shift, weight, s1, s2)
+
+
+def finite_max_abs(block: np.ndarray) -> float | None:
+    """One native pass over a (rows, cols) float16/float32 block: NaN if it holds a NaN or Inf, else its max |value|
+    (0.0 for float16, whose range is bounded); None where the native kernel is unavailable."""
+    if block.ndim != 2:
+        return None
+    cols = block.shape[1]
+    s1, s2 = np.zeros(cols), np.zeros(cols)
+    m = shifted_moments(block, np.zeros(cols, np.float32), np.zeros(len(block), np.float32), s1, s2)
+    if m is None:
+        return None
+    return m if np.isfinite(s1).all() else float("nan")  # 0 * (NaN or Inf) is NaN: s2 carries nothing more
 
 
 def _large(*arrays: np.ndarray) -> bool:

@@ -9,12 +9,13 @@ Both support ``.shape``, ``.dtype``, ``.ndim``, ``len()`` and ``[int | slice | i
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import queue
+import threading
 from pathlib import Path
 
 import numpy as np
 
-from engine.data.readers.kernels import cast_into, minmax
+from engine.data.readers.kernels import cast_into, finite_max_abs, minmax
 from engine.data.readers.checks import oneline, h5_dataset, h5_read, open_h5
 from engine.errors import SubjectFormatError
 
@@ -68,6 +69,47 @@ def _pread_into(raw, dst: np.ndarray, offset: int, path: Path, key: str) -> None
             raise SubjectFormatError(path, "cannot read the data block, truncated or corrupt (the file ends "
                                      f"{len(view) - done} bytes early)", key=key)
         done += got
+
+
+def _pipelined(n: int, step: int, read, process) -> None:
+    """``process(read(k, s, e), s, e)`` for every block ``k`` of ``step`` rows, in order, reading block k+1 in this
+    thread while a helper thread processes block k. At most two blocks are in flight, so ``read`` may reuse block
+    k-2's buffer. The first exception, from either side, is raised here once both threads have stopped.
+
+    The hand-off is two C-implemented ``SimpleQueue`` s (~2 us a block; a ``ThreadPoolExecutor`` future cost ~30 us,
+    15 ms over an NSD subject's 455 blocks, a fifth of the file read itself).
+    """
+    todo: queue.SimpleQueue = queue.SimpleQueue()
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        while (item := todo.get()) is not None:
+            if not failed:
+                try:
+                    process(*item)
+                except BaseException as err:  # noqa: BLE001 - handed to the reading thread, which raises it
+                    failed.append(err)
+            done.put(True)
+
+    helper = threading.Thread(target=work, name="betas-load", daemon=True)
+    helper.start()
+    in_flight = 0
+    try:
+        for k, s in enumerate(range(0, n, step)):
+            if in_flight == 2:  # block k-2 (whose buffer ``read`` may reuse) must be processed first
+                done.get()
+                in_flight -= 1
+            if failed:
+                break
+            e = min(n, s + step)
+            todo.put((read(k, s, e), s, e))
+            in_flight += 1
+    finally:
+        todo.put(None)
+        helper.join()
+    if failed:
+        raise failed[0]
 
 
 def _read_rows(ds, rows: np.ndarray, path: Path, key: str, cols=None) -> np.ndarray:
@@ -156,6 +198,9 @@ class LazyBetas(BetasArrayLike):
         return pos if self.rows is None else self.rows[pos]
 
     def _check_block(self, block: np.ndarray, first_row: int, rows: np.ndarray | None = None) -> None:
+        m = finite_max_abs(block)  # one fused native pass where available; the passes below name what is wrong
+        if m is not None and m == m and not (self.dtype == np.float16 and m > _F16_MAX):
+            return
         lo, hi = minmax(block)  # NaN propagates: one reduction instead of an isfinite pass
         if not (np.isfinite(lo) and np.isfinite(hi)):
             bad = int(np.flatnonzero(~np.isfinite(block).all(axis=1))[0])
@@ -188,7 +233,10 @@ class LazyBetas(BetasArrayLike):
         """Read every row once, in blocks, into a new ``self.dtype`` array (no float64, one block buffer at a time).
 
         ``on_block(block, start)``, if given, sees each block (rows ``start:start+len(block)``, in the file's dtype)
-        once: preprocessing uses it to gather statistics in the same pass over the file.
+        once: preprocessing uses it to gather statistics in the same pass over the file. When it returns a number, it
+        has established that the block holds only finite values and the number is the block's max |value| (the fused
+        statistics kernel does this in its one pass); the block's own validation pass is then skipped unless that
+        maximum exceeds the float16 range.
 
         Reading and processing overlap: the calling thread reads block k+1 while a helper thread validates block k
         (NaN/Inf, float16 range), hands it to ``on_block`` and casts it into ``out``. A contiguous, unfiltered
@@ -223,22 +271,14 @@ class LazyBetas(BetasArrayLike):
                 return dst
 
             def process(blk: np.ndarray, s: int, e: int) -> None:
-                self._check_block(blk, s, None if self.rows is None else self.rows[s:e])
-                if on_block is not None:
-                    on_block(blk, s)
+                maxabs = on_block(blk, s) if on_block is not None else None
+                if maxabs is None or (self.dtype == np.float16 and maxabs > _F16_MAX):
+                    self._check_block(blk, s, None if self.rows is None else self.rows[s:e])
                 if not in_place:
                     cast_into(out[s:e], blk)
 
             try:
-                with ThreadPoolExecutor(1, thread_name_prefix="betas-load") as pool:
-                    pending = None
-                    for k, s in enumerate(range(0, n, step)):
-                        e = min(n, s + step)
-                        blk = read(k, s, e)  # the buffer read into was released: block k-2 is done
-                        if pending is not None:
-                            pending.result()
-                        pending = pool.submit(process, blk, s, e)
-                    pending.result()
+                _pipelined(n, step, read, process)
             finally:
                 if raw is not None:
                     raw.close()
