@@ -47,6 +47,9 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--schedule", choices=("constant", "cosine"), default="constant",
+                   help="learning rate: constant, or 5%% linear warm-up then cosine decay to zero")
+    p.add_argument("--geometry-weight", type=float, default=1.0, help="weight of the x, y, size regression loss")
     p.add_argument("--seed", type=int, default=0, help="torch seed")
     p.add_argument("--train-seed", type=int, default=1000, help="stimulus seed of the training images")
     args = p.parse_args(argv)
@@ -74,10 +77,24 @@ def main(argv=None) -> int:
     x_all = normalise(train.images, cfg.input_size)
     cat, col, geo, small = targets(train)
     n = len(train)
+    total = args.epochs * -(-n // args.batch_size)
+    warm = max(1, total // 20)
+
+    def lr_at(step: int) -> float:
+        if args.schedule == "constant":
+            return args.lr
+        if step < warm:
+            return args.lr * (step + 1) / warm
+        return 0.5 * args.lr * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
+
     t0 = time.perf_counter()
+    step = 0
     for epoch in range(args.epochs):
         order = torch.randperm(n)
         for s in range(0, n, args.batch_size):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            step += 1
             i = order[s : s + args.batch_size]
             x = x_all[i]
             v1 = x + 0.1 * torch.randn_like(x)
@@ -89,7 +106,7 @@ def main(argv=None) -> int:
             logits = z1 @ z2.T / 0.1
             lab = torch.arange(len(i))
             loss = (F.cross_entropy(heads["category"](p1), cat[i]) + F.cross_entropy(heads["colour"](p1), col[i])
-                    + F.mse_loss(heads["geometry"](p1), geo[i]) + 10.0 * F.mse_loss(rec, small[i])
+                    + args.geometry_weight * F.mse_loss(heads["geometry"](p1), geo[i]) + 10.0 * F.mse_loss(rec, small[i])
                     + 0.5 * (F.cross_entropy(logits, lab) + F.cross_entropy(logits.T, lab)))
             opt.zero_grad()
             loss.backward()
@@ -109,7 +126,8 @@ def main(argv=None) -> int:
                    "colour_acc": float((heads["colour"](ph).argmax(1) == hcol).float().mean()),
                    "x_r2": r2(0), "y_r2": r2(1), "scale_r2": r2(2)}
     recipe = {"script": "resources/build/build_demo_embedder.py", "n_images": args.n_images, "epochs": args.epochs,
-              "batch_size": args.batch_size, "lr": args.lr, "torch_seed": args.seed, "train_seed": args.train_seed,
+              "batch_size": args.batch_size, "lr": args.lr, "schedule": args.schedule,
+              "geometry_weight": args.geometry_weight, "torch_seed": args.seed, "train_seed": args.train_seed,
               "heads": {"category": "class", "colour": "class", "x": "reg", "y": "reg", "scale": "reg"},
               "objectives": ["heads", "8x8 reconstruction from tokens", "two-view InfoNCE"],
               "heldout": heldout, "torch": torch.__version__, "train_seconds": round(time.perf_counter() - t0, 1)}
