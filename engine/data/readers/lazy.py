@@ -238,8 +238,8 @@ class LazyBetas(BetasArrayLike):
         statistics kernel does this in its one pass); the block's own validation pass is then skipped unless that
         maximum exceeds the float16 range.
 
-        Reading and processing overlap: the calling thread reads block k+1 while a helper thread validates block k
-        (NaN/Inf, float16 range), hands it to ``on_block`` and casts it into ``out``. A contiguous, unfiltered
+        Reading and processing overlap: the calling thread reads block k+1 while a helper thread hands block k to
+        ``on_block``, validates it (NaN/Inf, float16 range) unless ``on_block`` certified it, and casts it into ``out``. A contiguous, unfiltered
         dataset is read with plain file reads at its offset, which release the GIL, so both cores work.
         """
         n, v = self.shape
