@@ -239,8 +239,9 @@ class LazyBetas(BetasArrayLike):
         maximum exceeds the float16 range.
 
         Reading and processing overlap: the calling thread reads block k+1 while a helper thread hands block k to
-        ``on_block``, validates it (NaN/Inf, float16 range) unless ``on_block`` certified it, and casts it into ``out``. A contiguous, unfiltered
-        dataset is read with plain file reads at its offset, which release the GIL, so both cores work.
+        ``on_block``, validates it (NaN/Inf, float16 range) unless ``on_block`` certified it, and casts it into
+        ``out``. A contiguous, unfiltered dataset is read with plain file reads at its offset, which release the GIL,
+        so both cores work.
         """
         n, v = self.shape
         out = np.empty((n, v), self.dtype) if out is None else out
