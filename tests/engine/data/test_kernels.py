@@ -18,6 +18,8 @@ try:
 except ImportError:  # built by setup.py where a C compiler exists; the first test says whether it should be here
     native = None
 needs_native = pytest.mark.skipif(native is None, reason="native kernel not built (no C compiler)")
+uses_native = pytest.mark.skipif(not kernels.native_kernels(), reason="the loader does not use the native kernel here "
+                                 "(not built, no AVX + F16C, or NEUROLENS_NATIVE_KERNELS=0)")
 
 
 def _cpu_has_vector_path() -> bool:
@@ -69,7 +71,7 @@ def test_sums_match_float64_numpy(vector, dtype, rows, cols):
     assert maxabs == (0.0 if block.dtype.itemsize == 2 else float(np.abs(block).max()))
 
 
-@needs_native
+@uses_native
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 @pytest.mark.parametrize("dtype", [np.float16, np.float32])
 @pytest.mark.parametrize("where", [(3, 5), (3, 40), (0, 0)], ids=["vector-col", "tail-col", "first"])
@@ -122,7 +124,7 @@ def _nsd_betas(tmp_path, edit=None):
     return info, path
 
 
-@needs_native
+@uses_native
 def test_zscore_statistics_agree_with_and_without_the_native_kernel(tmp_path, monkeypatch):
     from engine.data import open_subject
     from engine.data.preprocess import zscore
@@ -147,7 +149,7 @@ def test_zscore_statistics_agree_with_and_without_the_native_kernel(tmp_path, mo
     np.testing.assert_allclose(z, want, atol=4e-3, rtol=2e-3)  # float16 output
 
 
-@needs_native
+@uses_native
 def test_certified_blocks_skip_the_validation_pass_and_bad_rows_are_still_named(tmp_path, monkeypatch):
     """The fused pass replaces the loader's own check; a NaN in a test trial (a row the statistics skip) or a value
     beyond float16 in the float32 release file is still reported with its row."""
