@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.errors import NeuroLensError
 from engine.metrics.lowlevel import resize
+from engine.models.construction import MODEL_BUILD_LOCK
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -191,8 +192,6 @@ def _pixel_values(images, size, mean, std, device):
 
 def _load(cls, folder: Path, what: str, **kwargs):
     try:
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             return cls.from_pretrained(folder, local_files_only=True, use_safetensors=True, **kwargs)
     except (OSError, ValueError, KeyError) as exc:

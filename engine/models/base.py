@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
+from engine.models.construction import MODEL_BUILD_LOCK
 
 SCHEMA_VERSION = 1
 DEFAULT_SUBJECT = "default"
@@ -308,8 +309,6 @@ class BrainEncoder(nn.Module):
         key = subject_key(name)
         if key in self.subject_layers:
             raise ConfigError(f"{type(self).__name__}: subject name '{name}' clashes with another subject's key '{key}'")
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             module = self._build_subject(int(n_voxels))
         ref = next(self.parameters(), None)
@@ -338,8 +337,6 @@ class BrainEncoder(nn.Module):
         if self.caption_head is not None:
             raise ConfigError(f"{type(self).__name__}: the encoder already has a caption head "
                               f"(caption_dim {self.caption_dim})")
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             head = CaptionHead(self.caption_features, int(caption_dim))
         ref = next(self.parameters(), None)
@@ -513,8 +510,6 @@ class BrainEncoder(nn.Module):
         klass = ENCODER_CLASSES[cls_name]
         if cls is not BrainEncoder and not issubclass(klass, cls):
             raise CheckpointError(f"{source}: key 'class': expected {cls.__name__}, found {cls_name}")
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
             model = klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
             if spec.get("caption_dim") is not None:

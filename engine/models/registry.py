@@ -13,6 +13,7 @@ from engine.models.base import BrainEncoder, ModelConfig
 from engine.models.mbm import MBMConfig, MBMEncoder
 from engine.models.mlp import MLPConfig, MLPEncoder
 from engine.models.moe import MoEConfig, MoEEncoder
+from engine.models.construction import MODEL_BUILD_LOCK
 
 #: kind name → encoder class
 ENCODER_KINDS: dict[str, type[BrainEncoder]] = {"mlp": MLPEncoder, "mbm": MBMEncoder, "moe": MoEEncoder}
@@ -48,8 +49,6 @@ def build_encoder(kind: str, config: dict | ModelConfig | None = None, *, n_voxe
     target_shape : tuple of int
         ``(D,)`` for a pooled embedding or ``(T, D)`` for tokens.
     """
-    from engine.models.construction import MODEL_BUILD_LOCK
-
     cfg = config_for(kind, config)
     with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
         return ENCODER_KINDS[kind](cfg, n_voxels=n_voxels, target_shape=tuple(target_shape))

@@ -29,6 +29,7 @@ from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
 from engine.recon.guidance import NullCondition, apply_drop
+from engine.models.construction import MODEL_BUILD_LOCK
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -215,8 +216,6 @@ class ConditioningAdapter(nn.Module):
         if meta.get("class") != "ConditioningAdapter":
             raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'ConditioningAdapter', "
                                   f"found {meta.get('class')!r}")
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             adapter = cls(ConditioningConfig.from_dict(meta["config"]))
         state = load_file(str(folder / WEIGHTS_FILE))

@@ -29,6 +29,7 @@ import numpy as np
 
 from engine.errors import ConfigError, DeviceError, ModelFolderError
 from engine.recon.conditioning import Condition, ConditioningAdapter, ConditioningConfig
+from engine.models.construction import MODEL_BUILD_LOCK
 
 KINDS = ("demo", "sd15", "sdxl")
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
@@ -311,8 +312,6 @@ def _check_part(folder: Path, part: str, weights: tuple[str, ...] = WEIGHT_NAMES
 def _from_pretrained(cls, folder: Path, part: str):
     """``cls.from_pretrained(folder / part)`` offline; a load failure becomes a ``ModelFolderError`` naming the part."""
     try:
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             return cls.from_pretrained(folder / part, local_files_only=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.models.construction import MODEL_BUILD_LOCK
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -96,8 +97,6 @@ class TimestepRouter(nn.Module):
         folder = Path(folder)
         try:
             meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-            from engine.models.construction import MODEL_BUILD_LOCK
-
             with MODEL_BUILD_LOCK:  # see engine/models/construction.py
                 router = cls(meta["n_levels"], meta["dim"], meta["num_train_timesteps"])
             router.load_state_dict(load_file(str(folder / "model.safetensors")))

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.errors import ModelFolderError
 from engine.models.embedders.base import batches, check_images, file_digest, torch_device
+from engine.models.construction import MODEL_BUILD_LOCK
 
 SAFETENSORS = ("model.safetensors", "model.safetensors.index.json")
 
@@ -78,8 +79,6 @@ class ClipImageEmbedder:
 
         try:
             cfg = CLIPVisionConfig.from_pretrained(folder, local_files_only=True)
-            from engine.models.construction import MODEL_BUILD_LOCK
-
             with MODEL_BUILD_LOCK:  # see engine/models/construction.py
                 self.model = CLIPVisionModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
                                                                            use_safetensors=True)

