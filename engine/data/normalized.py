@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.data.readers.kernels import affine_into
+from engine.data.readers.kernels import affine_into, rows_per_block
 from engine.data.readers.lazy import BetasArrayLike, row_positions
-
-_BLOCK_ELEMENTS = 1 << 24  # rows per materialised block: ~64 MB of float32 scratch
 
 
 class NormalizedBetas(BetasArrayLike):
@@ -101,7 +99,7 @@ class NormalizedBetas(BetasArrayLike):
         """
         n, v = self.shape
         out = np.empty((n, v), self.dtype) if out is None else out
-        step = max(1, _BLOCK_ELEMENTS // max(1, v))
+        step = rows_per_block(v)
         scratch = np.empty((min(step, n), v), np.float32)
         for s in range(0, n, step):
             pos = np.arange(s, min(n, s + step))

@@ -19,17 +19,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.data.normalized import NormalizedBetas
-from engine.data.readers.kernels import column_moments, shifted_into, shifted_moments
+from engine.data.readers.kernels import column_moments, rows_per_block, shifted_into, shifted_moments
 from engine.data.subject import Subject, TrialTable
 from engine.errors import ConfigError, DataError
 
 ZSCORE_SCOPES = ("voxel", "global", "session", "none")
 _BLOCK = 512
-_BLOCK_ELEMENTS = 1 << 24  # rows per block for the float16 <-> float32 passes: ~64 MB of float32
-
-
-def _rows(n_cols: int) -> int:
-    return max(1, _BLOCK_ELEMENTS // max(1, n_cols))
 
 
 @dataclass(frozen=True)
@@ -82,7 +77,7 @@ def materialise(betas, on_block=None) -> np.ndarray:
     if hasattr(betas, "load"):
         return betas.load(on_block=on_block)
     out = np.empty(betas.shape, np.dtype(betas.dtype))
-    step = _rows(betas.shape[1])
+    step = rows_per_block(betas.shape[1])
     for s in range(0, betas.shape[0], step):
         blk = out[s : s + step]
         blk[...] = betas[s : s + step]

