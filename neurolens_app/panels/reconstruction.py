@@ -41,8 +41,9 @@ ALL_DIR = "test"  # RUN_DIR/recon/test: "Reconstruct all" (the CLI's default fol
 LOWER_IS_BETTER = ("MSE", "corr-dist")
 SETTING_KEYS = ("guidance", "steps", "sampler", "seed", "samples", "img2img_strength")
 # MindEye's low-level route: start the diffusion from the blurry reconstruction and re-run this share of the schedule.
-# On demo subject 1 (demo-moe, 2 samples, 20 steps, 100 test images) 0.8 raised PixCorr 0.30 → 0.37, SSIM 0.82 → 0.88,
-# 2-way 0.90 → 0.94 and lowered corr-dist 0.31 → 0.24 against starting from noise (docs/benchmarks.md).
+# On demo subject 1 (demo-ridge, 2 samples, 25 steps, 100 test images) 0.8 raised PixCorr .277 → .348, SSIM
+# .822 → .877, 2-way .860 → .922 and lowered corr-dist .367 → .269 against starting from noise (bench_demo_recon.py,
+# docs/benchmarks.md).
 DEFAULT_IMG2IMG = 0.8
 
 
