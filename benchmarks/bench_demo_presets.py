@@ -32,6 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results_io import report as write_report  # noqa: E402 - needs the path above
+
 PRESETS = ("demo-ridge", "demo-mlp", "demo-moe", "demo-mbm")
 EARLY, CATEGORY = ("V1", "V2", "V3"), ("LO", "VOT")
 
@@ -146,10 +148,7 @@ def main(argv=None) -> dict:
         "presets": rows,
         "goal_two_way_0.95": goal,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text + "\n")
+    write_report(report, None, dest=Path(args.out))
     return report
 
 

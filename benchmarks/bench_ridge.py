@@ -27,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.results_io import report  # noqa: E402 - needs the path above
 from engine.models.ridge import RidgeCV, r2_per_target  # noqa: E402
 
 
@@ -173,11 +174,7 @@ def main(argv=None) -> dict:
         name, res = run_case(*case[:7], backend=args.backend, skip_sklearn=case[7])
         out["cases"][name] = res
         print(f"# {name}: {json.dumps(res)}", file=sys.stderr, flush=True)
-    text = json.dumps(out, indent=2)
-    print(text)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    if not args.quick:
-        Path(args.out).write_text(text + "\n")
+    report(out, None, dest=None if args.quick else Path(args.out))
     return out
 
 
