@@ -7,6 +7,8 @@ the learning rate. A second run's curves can be overlaid (dashed) to compare two
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer
@@ -69,6 +71,19 @@ def metrics_from_events(events) -> dict[str, tuple[np.ndarray, np.ndarray, str]]
     return {k: (np.asarray(x), np.asarray(y), p) for k, (x, y, p) in buf.items()}
 
 
+def _extent(plot: str, x, y) -> tuple[float, float, float, float]:
+    """(x min, x max, y min, y max) of a series' finite points in view coordinates (log10 y on the loss plot); NaN
+    where it has none."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    if plot == "loss":
+        y = np.log10(np.clip(y, 1e-8, None))
+    ok = np.isfinite(x) & np.isfinite(y)
+    if not ok.any():
+        return (math.nan,) * 4
+    x, y = x[ok], y[ok]
+    return float(x.min()), float(x.max()), float(y.min()), float(y.max())
+
+
 class CurvesWidget(QWidget):
     """Three stacked plots with a legend each; ``add_metric`` buffers, ``refresh`` draws."""
 
@@ -104,7 +119,10 @@ class CurvesWidget(QWidget):
         self._items: dict[str, pg.PlotDataItem] = {}
         self._dirty: set[str] = set()
         self._compare: list[tuple[str, pg.PlotDataItem]] = []
-        self._compare_data: list[tuple[str, np.ndarray, np.ndarray]] = []
+        # per series, its (x min, x max, y min, y max) in view coordinates (log10 y on the loss plot), kept up to date
+        # as points arrive, so following the data costs O(series) per redraw, not O(points)
+        self._extents: dict[str, tuple[str, tuple[float, float, float, float]]] = {}
+        self._compare_extents: list[tuple[str, tuple[float, float, float, float]]] = []
         self.apply_palette()
 
     # --- data ----------------------------------------------------------------------------------------------------
@@ -117,7 +135,8 @@ class CurvesWidget(QWidget):
         self._items.clear()
         self._dirty.clear()
         self._compare.clear()
-        self._compare_data.clear()
+        self._extents.clear()
+        self._compare_extents.clear()
         self._ranges.clear()
         self._planned = None
 
@@ -125,10 +144,14 @@ class CurvesWidget(QWidget):
         if step is None or not np.isfinite(value):
             return
         key = series_key(name, split)
-        xs, ys, _ = self._data.setdefault(key, ([], [], plot_of(name, split)))
+        xs, ys, plot = self._data.setdefault(key, ([], [], plot_of(name, split)))
         xs.append(float(step))
         ys.append(float(value))
         self._dirty.add(key)
+        x, y = float(step), (math.log10(max(value, 1e-8)) if plot == "loss" else float(value))
+        old = self._extents.get(key)
+        e = (x, x, y, y) if old is None else old[1]
+        self._extents[key] = (plot, (min(e[0], x), max(e[1], x), min(e[2], y), max(e[3], y)))
 
     def set_planned_steps(self, total: int | None) -> None:
         """The run's planned number of steps (its ``Started`` event): the x axis shows 0…total from the first point,
@@ -143,6 +166,7 @@ class CurvesWidget(QWidget):
         self.set_planned_steps(started[-1].total if started else None)
         for key, (x, y, plot) in metrics_from_events(events).items():
             self._data[key] = (list(x), list(y), plot)
+            self._extents[key] = (plot, _extent(plot, x, y))
             self._dirty.add(key)
         self._drain()
 
@@ -183,32 +207,21 @@ class CurvesWidget(QWidget):
             self._follow_data()
         return n
 
-    def _view_coords(self, plot: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        """The (x, y) of every drawn curve of ``plot`` in view coordinates (log10 y on the loss plot)."""
-        # every buffered series, drawn or still pending: the axes take their final extent at the first redraw
-        out = [(xs, ys) for xs, ys, pl in self._data.values() if pl == plot]
-        out += [(x, y) for pl, x, y in self._compare_data if pl == plot]
-        out = [(np.asarray(x, float), np.asarray(y, float)) for x, y in out if len(x)]
-        if plot == "loss":
-            out = [(x, np.log10(np.clip(y, 1e-8, None))) for x, y in out]
-        return out
-
     def _follow_data(self) -> None:
         """Keep every point in view, moving the axes only when data leave them; a range the user changed (zoom, pan,
         pyqtgraph's auto-range button) is left alone."""
-        all_x: list[np.ndarray] = []
+        # every buffered series, drawn or still pending, so the axes take their final extent at the first redraw
+        extents = [*self._extents.values(), *self._compare_extents]
         for plot, p in self.plots.items():
             vb = p.getViewBox()
-            coords = self._view_coords(plot)
-            all_x += [x for x, _ in coords]
-            ys = [y[np.isfinite(y)] for _, y in coords]
-            ys = [y for y in ys if y.size]
+            ys = [e[2:] for pl, e in extents if pl == plot and math.isfinite(e[2])]
             if ys and self._owns(vb, plot, 1):
-                lo, hi = min(float(y.min()) for y in ys), max(float(y.max()) for y in ys)
+                lo, hi = min(y[0] for y in ys), max(y[1] for y in ys)
                 self._set_range(vb, plot, 1, grown_range(self._ranges.get((plot, "y")), lo, hi))
+        xs = [e[1] for _, e in extents if math.isfinite(e[1])]
         vb = self.plots["loss"].getViewBox()  # the other plots are x-linked to this one
-        if all_x and self._owns(vb, "loss", 0):
-            hi = max(float(x.max()) for x in all_x)
+        if xs and self._owns(vb, "loss", 0):
+            hi = max(xs)
             if self._planned is not None and hi <= self._planned:
                 rng = (0.0, self._planned * 1.02)  # the whole run from the start: the axis never moves
             else:
@@ -233,7 +246,7 @@ class CurvesWidget(QWidget):
         for plot, item in self._compare:
             self.plots[plot].removeItem(item)  # also drops its legend entry
         self._compare = []
-        self._compare_data = [(plot, x, y) for _, (x, y, plot) in sorted(curves.items())]
+        self._compare_extents = [(plot, _extent(plot, x, y)) for x, y, plot in curves.values()]
         for i, (key, (x, y, plot)) in enumerate(sorted(curves.items())):
             color = pg.mkColor(*CATEGORICAL[(i + 10) % len(CATEGORICAL)])
             if plot == "loss":

@@ -209,3 +209,21 @@ def test_the_x_axis_spans_the_planned_run_from_the_first_point(qtbot):
     qtbot.waitUntil(lambda: "loss" in w._items, timeout=5000)
     x0, x1 = w.plots["loss"].getViewBox().viewRange()[0]
     assert x0 == 0 and 200 <= x1 <= 210
+
+
+def test_axes_hold_recorded_live_and_compared_series(qtbot):
+    """The axes hold every series: a recorded run, points added live after it, and another run drawn for comparison."""
+    from engine.events import Started
+
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    w.load_events([Started(job="train", run_dir="r", total=100), Metric("loss", 4.0, 1), Metric("loss", 0.5, 50)])
+    qtbot.waitUntil(lambda: "loss" in w._items, timeout=5000)
+    w.add_metric("loss", 0.001, 60)  # live, far below the recorded points (log10: -3)
+    w.refresh()
+    ly0, ly1 = w.plots["loss"].getViewBox().viewRange()[1]
+    assert ly0 <= -3.0 and ly1 >= np.log10(4.0)
+    w.overlay("other", {"loss": (np.array([1.0, 300.0]), np.array([1000.0, np.nan]), "loss")})
+    (x0, x1), (ly0, ly1) = w.plots["loss"].getViewBox().viewRange()
+    assert ly1 >= 3.0 and x1 >= 1.0  # the compared run's finite points are in view, its NaN ignored
+    assert ly0 <= -3.0  # and the live points still are
