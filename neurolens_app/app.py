@@ -23,7 +23,7 @@ ICON = Path(__file__).resolve().parents[1] / "resources" / "icons" / "neurolens.
 
 
 def create_application(argv: list[str] | None = None) -> QApplication:
-    """The running QApplication, or a new one named for QSettings."""
+    """The running QApplication, or a new one named for QSettings, with garbage collection in its GUI thread."""
     app = QApplication.instance()
     if app is None:
         app = QApplication(list(argv) if argv is not None else sys.argv[:1])
@@ -35,6 +35,9 @@ def create_application(argv: list[str] | None = None) -> QApplication:
     app.setApplicationVersion(engine.__version__)
     if ICON.is_file():
         app.setWindowIcon(QIcon(str(ICON)))
+    from neurolens_app.gui_gc import install_gui_collector
+
+    install_gui_collector(app)  # Qt objects in reference cycles must die in the GUI thread
     return app
 
 

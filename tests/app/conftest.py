@@ -17,6 +17,16 @@ def _app_env(tmp_path_factory):
     yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _gui_thread_collector(qapp):
+    """As in the app: cyclic garbage (closed windows of earlier tests) is collected in the GUI thread only."""
+    from neurolens_app.gui_gc import install_gui_collector
+
+    collector = install_gui_collector(qapp)
+    yield collector
+    collector.uninstall()
+
+
 @pytest.fixture(autouse=True)
 def no_threads_left(qapp):
     """Fail a test that leaves a worker thread running (napari does the same)."""
