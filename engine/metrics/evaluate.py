@@ -166,14 +166,9 @@ def read_index(path) -> ReconIndex:
 
 def load_png(folder: Path, rel: str) -> np.ndarray:
     """An RGB image of the folder as uint8 ``(H, W, 3)``."""
-    from PIL import Image
+    from engine.data.readers.checks import read_image_rgb
 
-    p = folder / rel
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(p, f"cannot read image ({exc})") from exc
+    return read_image_rgb(folder / rel)  # pixel count checked before decoding (decompression bombs)
 
 
 def _load_set(folder: Path, rels: Sequence[str]) -> np.ndarray:
