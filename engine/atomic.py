@@ -237,11 +237,12 @@ def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterato
 
 
 def check_replaceable(target: str | os.PathLike, *, marker: str, kind: str, overwrite: bool,
-                      sources=(), flag: str = "--overwrite") -> None:
+                      sources=(), protect=(), flag: str = "--overwrite") -> None:
     """Refuse to write ``target`` unless that loses nothing the user did not ask to replace.
 
     A new folder is always fine. An existing one needs ``overwrite``, must be a folder of the same ``kind`` (it holds
-    ``marker``, e.g. ``subject.json``) and must neither be, contain nor lie inside any of ``sources`` (the input).
+    ``marker``, e.g. ``subject.json``) and must neither be, contain nor lie inside any of ``sources`` (the input);
+    it must neither be nor contain any of ``protect`` (folders an output may live in, such as the run folder).
     """
     target = Path(target)
     try:
@@ -249,7 +250,7 @@ def check_replaceable(target: str | os.PathLike, *, marker: str, kind: str, over
         exists = target.exists() or target.is_symlink()
     except (OSError, RuntimeError) as e:  # a symlink loop
         raise OutputError(f"{target}: cannot use as output ({e.strerror or 'symbolic link loop'})") from None
-    for s in sources:
+    for s in [*sources, *protect]:
         if s is None:
             continue
         try:
@@ -258,7 +259,7 @@ def check_replaceable(target: str | os.PathLike, *, marker: str, kind: str, over
             continue
         if real == src or src.is_relative_to(real):
             raise OutputError(f"{target}: the output would replace the input {s}; choose another output folder")
-        if exists and real.is_relative_to(src):
+        if exists and real.is_relative_to(src) and s not in protect:
             raise OutputError(f"{target}: the output lies inside the input {s}; choose another output folder")
     if not exists:
         return

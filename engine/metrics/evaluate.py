@@ -17,7 +17,6 @@ The GUI calls ``evaluate_folder`` for its tables and ``per_trial_metrics`` for a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -128,15 +127,19 @@ def read_index(path) -> ReconIndex:
     if not f.is_file():
         raise DataError(folder, "not a reconstruction folder", expected="index.json written by neurolens reconstruct",
                         found="no index.json")
-    try:
-        d = json.loads(f.read_text())
-    except ValueError as exc:
-        raise DataError(f, f"invalid JSON ({exc})") from exc
+    from engine.jsonfile import field, read_object
+
+    d = read_object(f, DataError)
     if d.get("schema") != SCHEMA:
-        raise DataError(f, key="schema", expected=repr(SCHEMA), found=repr(d.get("schema")))
+        raise DataError(f, key="schema", expected=repr(SCHEMA), found=repr(d.get("schema"))[:60])
+    for key, types in (("subject", (str, type(None))), ("run", (str, type(None))), ("split", str), ("method", str),
+                       ("settings", (dict, type(None))), ("embedder", (str, type(None))), ("items", list)):
+        field(d, key, types, f, default=None, error=DataError)
     items = []
     for n, it in enumerate(d.get("items") or []):
         try:
+            if not isinstance(it, dict):
+                raise TypeError(f"an item is a {type(it).__name__}")
             items.append(ReconItem(image_index=int(it["image_index"]), trials=tuple(int(t) for t in it["trials"]),
                                    category=it.get("category"), ground_truth=str(it["ground_truth"]),
                                    blurry=it.get("blurry"), samples=tuple(str(s) for s in it["samples"])))
