@@ -249,7 +249,7 @@ def check_replaceable(target: str | os.PathLike, *, marker: str, kind: str, over
         real = target.resolve()
         exists = target.exists() or target.is_symlink()
     except (OSError, RuntimeError) as e:  # a symlink loop
-        raise OutputError(f"{target}: cannot use as output ({e.strerror or 'symbolic link loop'})") from None
+        raise OutputError(f"{target}: cannot use as output ({getattr(e, 'strerror', None) or 'symbolic link loop'})") from None
     for s in [*sources, *protect]:
         if s is None:
             continue

@@ -214,7 +214,10 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
         if n_trials > n_train:
             off = n_tr_img if (m.images_test and not m.images_all) else 0
             tei = (idx(m.test_image_index, n_trials - n_train, "image") if m.test_image_index
-                   else np.arange(n_trials - n_train)) + off
+                   else np.arange(n_trials - n_train))
+            if off:  # indices into the test images: a negative one must not land on a training image
+                check_index_range(tei, n_img - off, src.path, m.test_image_index or "trials", "test image")
+            tei = tei + off
         else:
             tei = np.zeros(0, np.int64)
         image_index = np.concatenate([tri, tei])

@@ -165,7 +165,8 @@ def available_memory() -> int | None:
 def check_declared_size(path: Path, key: str | None, shape, dtype) -> None:
     """Refuse an array whose header declares more bytes than the memory available (checked before reading it)."""
     try:
-        n = int(np.prod([int(d) for d in shape], dtype=object)) * np.dtype(dtype).itemsize
+        itemsize = dtype if isinstance(dtype, int) else np.dtype(dtype).itemsize  # an int: bytes per element
+        n = int(np.prod([int(d) for d in shape], dtype=object)) * itemsize
     except (TypeError, ValueError):
         return
     avail = available_memory()
@@ -174,7 +175,7 @@ def check_declared_size(path: Path, key: str | None, shape, dtype) -> None:
 
         raise SubjectFormatError(path, "array too large to read", key=key,
                                  expected=f"at most {human_bytes(avail)} (the memory available)",
-                                 found=f"{human_bytes(n)} declared, shape {tuple(int(d) for d in shape)} {np.dtype(dtype)}")
+                                 found=f"{human_bytes(n)} declared, shape {tuple(int(d) for d in shape)}")
 
 
 def _check_npy_header(fh, path: Path, key: str | None) -> None:
