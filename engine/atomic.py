@@ -81,9 +81,13 @@ def free_bytes(folder) -> int | None:
 
 
 def ensure_free_space(folder, need: int, what: str = "the output") -> None:
-    """Refuse, before writing, when ``need`` bytes (plus 1 % and 16 MB of slack) will not fit beside ``folder``."""
+    """Refuse, before writing, a read-only ``folder`` or one where ``need`` bytes (plus 1 % and 64 KB of slack, for
+    the small files) will not fit."""
+    with contextlib.suppress(OSError, AttributeError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            raise OutputError(f"{folder}: cannot write: {_REFUSALS[errno.EROFS]}")
     free = free_bytes(folder)
-    if free is not None and need + need // 100 + (16 << 20) > free:
+    if free is not None and need + need // 100 + (64 << 10) > free:
         raise OutputError(f"{folder}: not enough free space for {what}: needs about {human_bytes(need)}, "
                           f"{human_bytes(free)} free")
 
@@ -206,21 +210,22 @@ def clean_stale_partials(target: str | os.PathLike) -> list[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, *, overwrite: bool = False, need: int | None = None) -> Iterator[Path]:
     """Yield a temporary folder to fill; on success it is renamed to ``target``.
 
     On any exception the temporary folder is removed and ``target`` is untouched. With ``overwrite`` an existing
     ``target`` is replaced only after the new folder is complete. Leftovers of killed writers are removed first.
+    ``need`` (bytes, when known) is named in the error if the disk fills up.
     """
     target = Path(target)
+    clean_stale_partials(target)  # first: it may put back a folder a killed writer had moved aside
     if target.exists() and not overwrite:
         raise OutputExistsError(f"{target}: already exists (use overwrite to replace it)")
     with output_errors(target.parent):
         target.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_partials(target)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}.", suffix=".partial", dir=target.parent))
     try:
-        with output_errors(target.parent):
+        with output_errors(target.parent, need):
             yield tmp
             if target.exists():
                 old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{_writer_tag()}.", suffix=".old",
@@ -245,6 +250,7 @@ def check_replaceable(target: str | os.PathLike, *, marker: str, kind: str, over
     it must neither be nor contain any of ``protect`` (folders an output may live in, such as the run folder).
     """
     target = Path(target)
+    clean_stale_partials(target)
     try:
         real = target.resolve()
         exists = target.exists() or target.is_symlink()

@@ -62,7 +62,7 @@ def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False
     with output_errors(path.parent, need):
         path.parent.mkdir(parents=True, exist_ok=True)
     ensure_free_space(path.parent, need, "the subject")
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, need=need) as tmp:
         source = Path(subject.path) / "betas.npy" if subject.format == "native" and subject.path else (subject.path or path)
         _save_npy_blocked(tmp / "betas.npy", subject.betas, on_block=on_block, finite=source)
         _save_npy_blocked(tmp / "images.npy", subject.images, dtype=np.uint8, on_block=on_block)

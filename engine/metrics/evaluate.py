@@ -518,12 +518,14 @@ def _retrieval(index: ReconIndex, cfg: EvaluationConfig, res: EvaluationResult):
         for name in names.values():
             res.unavailable[name] = f"{f} not found (reconstruct writes it with brain and target embeddings)"
         return {}
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            idx, b, t = z["image_index"], z["brain"], z["target"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f, "cannot read retrieval embeddings", expected="image_index, brain, target arrays",
-                        found=str(exc)) from exc
+    from engine.data.readers.checks import load_npz, require_key
+
+    z = load_npz(f)  # truncated files, pickles and declared sizes give one clear line
+    idx, b, t = (require_key(z, k, f) for k in ("image_index", "brain", "target"))
+    for key, a, kinds in (("image_index", idx, "iu"), ("brain", b, "f"), ("target", t, "f")):
+        if a.dtype.kind not in kinds or a.ndim < 1 or len(a) != len(idx):
+            raise DataError(f, key=key, expected="integer image indices" if key == "image_index"
+                            else f"{len(idx)} rows of float embeddings", found=f"{a.dtype} array {a.shape}")
     pos = {int(v): i for i, v in enumerate(idx)}
     missing = [it.image_index for it in index.items if it.image_index not in pos]
     if missing:

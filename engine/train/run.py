@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from engine.atomic import atomic_write_json
+from engine.atomic import atomic_write_json, output_errors
 from engine.errors import CheckpointError, ConfigError
 from engine.events import Event, event_from_dict
 from engine.jsonfile import field, read_object
@@ -53,6 +53,12 @@ class Run:
     def create(cls, path: str | Path, config: TrainConfig) -> "Run":
         """Start a new run folder with ``config.yaml``; refuses a folder that already holds a run."""
         path = Path(path)
+        try:
+            path.resolve(strict=False)
+        except (OSError, RuntimeError):
+            raise ConfigError(f"{path}: run folder: a symbolic link loop") from None
+        if path.is_symlink() and not path.exists():
+            raise ConfigError(f"{path}: run folder: a symbolic link to nothing")
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path}: run folder: expected a folder, found a file")
         if (path / CONFIG_FILE).exists():
@@ -60,7 +66,8 @@ class Run:
                               f"choose another --out")
         if path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".")):
             raise ConfigError(f"{path}: run folder: expected a new or empty folder, found other files")
-        path.mkdir(parents=True, exist_ok=True)
+        with output_errors(path.parent):
+            path.mkdir(parents=True, exist_ok=True)
         config.save(path / CONFIG_FILE)
         return cls(path, config)
 
@@ -149,7 +156,7 @@ class Run:
     # --- events ---------------------------------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:
         """Append one event as a JSON line (flushed, so a crash loses at most the line being written)."""
-        with open(self.path / EVENTS_FILE, "a", encoding="utf-8") as f:
+        with output_errors(self.path), open(self.path / EVENTS_FILE, "a", encoding="utf-8") as f:
             f.write(event.to_json() + "\n")
             f.flush()
 

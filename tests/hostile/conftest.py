@@ -70,7 +70,7 @@ def one_line_error(res: CliResult, *names, rc: int = 2) -> str:
     lines = [ln for ln in res.err.splitlines() if ln.strip()]
     assert len(lines) == 1, str(res)
     line = lines[0]
-    assert line.startswith("neurolens: "), line
+    assert line.startswith("neurolens"), line
     for n in names:
         assert str(n) in line, f"{n!r} not in {line!r}"
     return line
