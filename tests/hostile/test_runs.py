@@ -332,3 +332,21 @@ def test_evaluate_refuses_tampered_reconstructions(case, base, tmp_path):
                    "--n-way-trials", "10", "--retrieval-repeats", "2", names=[name])
     if key:
         assert key in line, line
+
+
+def test_finetune_does_not_replace_a_decoder_without_overwrite(base, tmp_path):
+    run = copy_of(base["ridge"], tmp_path / "run")
+    refused(tmp_path, "finetune", run, "--generator", base["gen"], "--subject", base["subject"], "--max-steps", "1",
+            *JOB, names=["decoder", "--overwrite"])
+    shutil.rmtree(run / "decoder")
+    (run / "decoder").mkdir()
+    (run / "decoder" / "notes.txt").write_text("mine")
+    refused(tmp_path, "finetune", run, "--generator", base["gen"], "--subject", base["subject"], "--max-steps", "1",
+            "--overwrite", *JOB, names=["decoder", "decoder.json"])
+
+
+def test_encode_does_not_replace_maps_without_overwrite(base, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "encoding.npz").write_bytes(b"earlier maps")
+    refused(tmp_path, "encode", "--data", base["subject"], "--out", run, *JOB, names=["encoding.npz", "--overwrite"])
