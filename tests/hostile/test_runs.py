@@ -350,3 +350,26 @@ def test_encode_does_not_replace_maps_without_overwrite(base, tmp_path):
     run.mkdir()
     (run / "encoding.npz").write_bytes(b"earlier maps")
     refused(tmp_path, "encode", "--data", base["subject"], "--out", run, *JOB, names=["encoding.npz", "--overwrite"])
+
+
+MODEL_FOLDER_CASES = {
+    "decoder-json-list": ("ridge", "decoder/decoder.json", "[]"),
+    "decoder-json-deep": ("ridge", "decoder/decoder.json", "[" * 100_000),
+    "adapter-config-list": ("ridge", "decoder/adapter/config.json", "[]"),
+    "adapter-config-garbage": ("ridge", "decoder/adapter/config.json", '{"class": 5, "config": []}'),
+    "ridge-config-list": ("ridge", "model/ridge/config.json", "[]"),
+    "ridge-config-garbage": ("ridge", "model/ridge/config.json", '{"alphas": "x"}'),
+    "encoder-config-list": ("mlp", "model/encoder/config.json", "[]"),
+    "encoder-config-garbage": ("mlp", "model/encoder/config.json", '{"class": "MLPBackbone", "config": 7}'),
+}
+
+
+@pytest.mark.parametrize("case", MODEL_FOLDER_CASES)
+def test_tampered_model_folders_are_refused_by_reconstruct(case, base, tmp_path):
+    which, rel, text = MODEL_FOLDER_CASES[case]
+    run = copy_of(base[which], tmp_path / "run")
+    if which == "mlp":
+        copy_of(base["ridge"] / "decoder", run / "decoder")
+    (run / rel).write_text(text)
+    refused(tmp_path, "reconstruct", run, "--subject", base["subject"], "--steps", "1", "--samples", "1",
+            "--out", tmp_path / "o", *JOB, names=[rel.rsplit("/", 1)[-1]])
