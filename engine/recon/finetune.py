@@ -41,7 +41,7 @@ import numpy as np
 
 from engine.errors import Cancelled, CheckpointError, ConfigError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
-from engine.jsonfile import read_object  # bounded, top-level type checked
+from engine.jsonfile import field, read_object  # bounded, type-checked JSON
 
 DECODER_DIR = "decoder"
 DECODER_FILE = "decoder.json"
@@ -455,6 +455,14 @@ def read_resume_state(decoder_dir: Path) -> tuple[dict, dict]:
         state = read_object(decoder_dir / RESUME_DIR / "state.json")
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{decoder_dir}: damaged fine-tuning state ({e})") from None
+    field(meta, "config", dict, decoder_dir / DECODER_FILE, error=CheckpointError)
+    sp = decoder_dir / RESUME_DIR / "state.json"
+    for key in ("step", "epoch", "batch"):
+        if field(state, key, int, sp, error=CheckpointError) < 0:
+            raise CheckpointError(f"{sp}: key '{key}': expected an integer >= 0, found {state[key]}")
+    field(state, "order", (list, type(None)), sp, default=None, error=CheckpointError)
+    field(state, "optimizer", (dict, type(None)), sp, default=None, error=CheckpointError)
+    field(state, "rng", dict, sp, error=CheckpointError)
     return meta, state
 
 

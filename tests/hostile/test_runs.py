@@ -373,3 +373,23 @@ def test_tampered_model_folders_are_refused_by_reconstruct(case, base, tmp_path)
     (run / rel).write_text(text)
     refused(tmp_path, "reconstruct", run, "--subject", base["subject"], "--steps", "1", "--samples", "1",
             "--out", tmp_path / "o", *JOB, names=[rel.rsplit("/", 1)[-1]])
+
+
+RESUME_STATE_CASES = {
+    "state-list": ("state.json", None, lambda d: "[]"),
+    "step-string": ("state.json", "step", lambda d: json.dumps({**d, "step": "3"})),
+    "epoch-negative": ("state.json", "epoch", lambda d: json.dumps({**d, "epoch": -1})),
+    "rng-missing": ("state.json", "rng", lambda d: json.dumps({k: v for k, v in d.items() if k != "rng"})),
+    "order-dict": ("state.json", "order", lambda d: json.dumps({**d, "order": {"a": 1}})),
+}
+
+
+@pytest.mark.parametrize("case", RESUME_STATE_CASES)
+def test_finetune_resume_refuses_a_tampered_state(case, base, tmp_path):
+    name, key, make = RESUME_STATE_CASES[case]
+    run = copy_of(base["ridge"], tmp_path / "run")
+    p = run / "decoder" / "resume" / "state.json"
+    p.write_text(make(json.loads(p.read_text())))
+    line = refused(tmp_path, "finetune", run, "--resume", "--subject", base["subject"], *JOB, names=[name])
+    if key:
+        assert key in line, line
