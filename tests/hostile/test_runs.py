@@ -227,7 +227,7 @@ def test_tampered_models_are_refused(case, command, base, tmp_path):
     name, key, edit = MODEL_CASES[case]
     run = copy_of(base["ridge"], tmp_path / "run")
     edit(run)
-    extra = (("--generator", base["gen"], "--max-steps", "1") if command == "finetune"
+    extra = (("--generator", base["gen"], "--max-steps", "1", "--overwrite") if command == "finetune"
              else ("--steps", "1", "--samples", "1"))
     line = refused(tmp_path, command, run, "--subject", base["subject"], *extra, *JOB, names=[name])
     if key:
@@ -247,8 +247,8 @@ def test_finetune_refuses_unusable_generators(what, base, tmp_path):
         (gen / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x02pickle")
     elif what == "empty-folder":
         gen.mkdir()
-    refused(tmp_path, "finetune", run, "--generator", gen, "--subject", base["subject"], "--max-steps", "1", *JOB,
-            names=["sd"])
+    refused(tmp_path, "finetune", run, "--generator", gen, "--subject", base["subject"], "--max-steps", "1",
+            "--overwrite", *JOB, names=["sd"])
 
 
 @pytest.mark.parametrize("what", ["not-a-recon-folder", "the-run", "the-subject", "recon-without-overwrite",
