@@ -71,6 +71,15 @@ class ModelFolderError(NeuroLensError, OSError):
         super().__init__(msg + (f" ({hint})" if hint else ""))
 
 
+class OutputError(NeuroLensError, OSError):
+    """An output that cannot be written (disk full, read-only, no permission) or must not be replaced (it is not the
+    same kind of folder, or it holds the input). Names the folder and, where known, the space needed."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """The output already exists and replacing it was not asked for."""
+
+
 class DeviceError(NeuroLensError, RuntimeError):
     """The chosen device cannot run the job (not present, or out of memory): says what to change."""
 

@@ -30,3 +30,13 @@ def resources_root() -> Path:
 def resource_path(*parts: str) -> Path:
     """Path of a shipped file or folder, e.g. ``resource_path("models", "demo-image-embedder")``."""
     return resources_root().joinpath(*parts)
+
+
+def log_dir() -> Path:
+    """Where the app and the CLI write their log files: ``$NEUROLENS_LOG_DIR``, else
+    ``$XDG_STATE_HOME/neurolens/logs`` (``~/.local/state/neurolens/logs``)."""
+    env = os.environ.get("NEUROLENS_LOG_DIR")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "neurolens" / "logs"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-import os
-from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
+
+from engine.resources import log_dir  # one log folder for the app and the CLI
 
 LOGGERS = ("neurolens_app", "engine")
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -33,14 +33,6 @@ class QtLogHandler(logging.Handler):
             text = record.getMessage()
         self.history = (self.history + [(record.levelno, text)])[-2000:]
         self.emitter.record.emit(record.levelno, text)
-
-
-def log_dir() -> Path:
-    env = os.environ.get("NEUROLENS_LOG_DIR")
-    if env:
-        return Path(env)
-    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(state) / "neurolens" / "logs"
 
 
 _HANDLER: QtLogHandler | None = None

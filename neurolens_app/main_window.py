@@ -429,7 +429,9 @@ class MainWindow(QMainWindow):
         self._devices_detected = True
 
         def detect() -> list[str]:
-            import torch  # imported in a pool thread: never blocks the window
+            from neurolens_app.workers.engine_preload import ensure_torch
+
+            torch = ensure_torch()  # in a pool thread (never blocks the window), once for the whole app
 
             return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
 

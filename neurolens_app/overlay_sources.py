@@ -197,6 +197,9 @@ def load_run_maps(run: Path, subject) -> dict:
 
     Runs in a pool thread: reading a model imports torch.
     """
+    from neurolens_app.workers.engine_preload import ensure_torch
+
+    ensure_torch()  # once, from one thread, before the model modules need it
     out: dict = {}
     try:
         from engine.models.encoding import EncodingMaps

@@ -75,6 +75,17 @@ def open_subject(path: str | Path, format: str | None = None, **options) -> Subj
     """
     path = resolve_demo_alias(path)
     fmt = format or detect_format(path)
-    if fmt == "native":
-        return native.read_native(path)
-    return _reader(fmt).read(Path(path), **options)
+    read = native.read_native if fmt == "native" else _reader(fmt).read
+    _check_options(read, options, path, fmt)
+    return read(Path(path), **options)
+
+
+def _check_options(read, options: dict, path, fmt: str) -> None:
+    """Refuse options the reader does not take (a misspelt ``--option`` must not be silently ignored)."""
+    import inspect
+
+    known = sorted(n for n, p in inspect.signature(read).parameters.items() if p.kind == p.KEYWORD_ONLY)
+    for key in options:
+        if key not in known:
+            raise SubjectFormatError(path, f"unknown reader option for the {fmt} format", key=key,
+                                     expected=f"one of {known}" if known else "no options", found=repr(key))

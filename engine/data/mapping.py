@@ -19,12 +19,12 @@ Unknown keys, wrong types and impossible combinations raise ``ConfigError`` nami
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import jsonfile
 from engine.errors import ConfigError
-from engine.safe_yaml import safe_load
+from engine.safe_yaml import safe_load, short_repr
 
 LAYOUTS_HELP = "a permutation of N, H, W, C such as NHWC, NCHW, HWCN (MATLAB), or NHW for grey images"
 RANGES = ("auto", "0-1", "0-255", "-1-1")
@@ -71,9 +71,7 @@ _SECTIONS = {
 
 
 def _err(src: Path, key: str, expected: str, found) -> ConfigError:
-    f = repr(found)
-    if len(f) > 80:
-        f = f[:77] + "..."
+    f = short_repr(found)  # never the whole value: an alias-expanded one can be huge
     return ConfigError(f"{src}: key {str(key)!r}: expected {expected}, found {f}")
 
 
@@ -173,9 +171,9 @@ def load_mapping(path: str | Path) -> MappingConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: mapping file not found")
     try:
-        text = path.read_text()
-        d = json.loads(text) if path.suffix.lower() == ".json" else safe_load(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, yaml.YAMLError) as e:
+        text = path.read_text(encoding="utf-8-sig")  # a BOM from Windows editors is not part of the document
+        d = jsonfile.loads(text) if path.suffix.lower() == ".json" else safe_load(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"{path}: not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'} ({first})") from e
     return parse_mapping(d, path)

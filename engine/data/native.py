@@ -18,15 +18,20 @@ renamed into place), so an interrupted write never leaves something that opens a
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
 from engine._version import __version__
-from engine.atomic import atomic_dir
+from engine.atomic import atomic_dir, check_replaceable, ensure_free_space, output_errors
+from engine.data.readers.checks import check_finite_rows, load_npz
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
+from engine.jsonfile import field, read_object
+from engine.safe_yaml import short_repr
 
 FORMAT_TAG = "neurolens-subject"
 SCHEMA_VERSION = 1
@@ -39,17 +44,27 @@ def is_native(path: str | Path) -> bool:
     return p.is_dir() and (p / "subject.json").is_file()
 
 
-def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False, on_block=None) -> Path:
+def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False, on_block=None,
+                  sources=()) -> Path:
     """Write ``subject`` as a native folder at ``path``, atomically. Returns the path.
 
     Arrays are streamed from the subject's (possibly memory-mapped or lazy) arrays in row blocks of at most ~64 MB,
     so writing a large subject never holds a second full copy in RAM. ``on_block(name, rows_done, n_rows)``, if
     given, is called after each block (progress; raising there, e.g. on cancel, aborts and removes the partial folder).
+    An existing ``path`` is replaced only with ``overwrite`` and only if it is a subject folder that neither is, holds
+    nor lies inside the subject's source (or any of ``sources``); the free space is checked before writing.
     """
     path = Path(path)
     _check_consistent(subject, path)
-    with atomic_dir(path, overwrite=overwrite) as tmp:
-        _save_npy_blocked(tmp / "betas.npy", subject.betas, on_block=on_block)
+    check_replaceable(path, marker="subject.json", kind="NeuroLens subject", overwrite=overwrite,
+                      sources=[subject.path, *sources])
+    need = _nbytes(subject.betas) + int(np.prod(subject.images.shape, dtype=np.int64))
+    with output_errors(path.parent, need):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_free_space(path.parent, need, "the subject")
+    with atomic_dir(path, overwrite=overwrite, need=need) as tmp:
+        source = Path(subject.path) / "betas.npy" if subject.format == "native" and subject.path else (subject.path or path)
+        _save_npy_blocked(tmp / "betas.npy", subject.betas, on_block=on_block, finite=source)
         _save_npy_blocked(tmp / "images.npy", subject.images, dtype=np.uint8, on_block=on_block)
         np.savez(tmp / "trials.npz", **{k: np.asarray(v) for k, v in subject.trials.as_dict().items()})
         np.savez(tmp / "voxels.npz", **{k: np.asarray(v) for k, v in subject.voxels.as_dict().items()})
@@ -86,6 +101,10 @@ def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False
     return path
 
 
+def _nbytes(a) -> int:
+    return int(np.prod(a.shape, dtype=np.int64)) * np.dtype(a.dtype).itemsize
+
+
 def _json_default(o):
     if isinstance(o, np.generic):
         return o.item()
@@ -94,17 +113,39 @@ def _json_default(o):
     return str(o)
 
 
-def _save_npy_blocked(path: Path, arr, dtype=None, block: int = 2048, on_block=None) -> None:
+def _save_npy_blocked(path: Path, arr, dtype=None, block: int = 2048, on_block=None, finite=None) -> None:
+    """Write ``arr`` as ``.npy`` in row blocks through ordinary writes (never a memory map: a full disk is then an
+    ``OSError``, not a ``SIGBUS``), after reserving the file's size. With ``finite`` (the source's path, named in the
+    error) a row holding NaN or Inf is refused."""
     dtype = np.dtype(dtype or arr.dtype)
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(arr.shape))
-    row_bytes = int(np.prod(arr.shape[1:], dtype=np.int64)) * max(dtype.itemsize, 4)  # float32 temporaries
+    shape = tuple(int(n) for n in arr.shape)
+    row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * max(dtype.itemsize, 4)  # float32 temporaries
     block = max(1, min(block, (64 << 20) // max(1, row_bytes)))
-    for s in range(0, arr.shape[0], block):
-        out[s : s + block] = np.asarray(arr[s : s + block], dtype=dtype)
-        if on_block is not None:
-            on_block(path.stem, min(s + block, arr.shape[0]), arr.shape[0])
-    out.flush()
-    del out
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_2_0(f, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                  "fortran_order": False, "shape": shape})
+        end = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        _reserve(f, end)
+        for s in range(0, shape[0], block):
+            rows = np.asarray(arr[s : s + block])
+            if finite is not None and rows.dtype.kind in "fc":
+                check_finite_rows(rows, finite, "betas", row_offset=s)
+            f.write(np.ascontiguousarray(rows, dtype=dtype).tobytes())
+            if on_block is not None:
+                on_block(path.stem, min(s + block, shape[0]), shape[0])
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _reserve(f, size: int) -> None:
+    """Allocate ``size`` bytes for ``f`` up front where the file system can (a full disk fails here, at once)."""
+    try:
+        os.posix_fallocate(f.fileno(), 0, size)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    except AttributeError:  # no posix_fallocate on this platform
+        pass
 
 
 def _check_consistent(s: Subject, path) -> None:
@@ -131,34 +172,31 @@ def read_native(path: str | Path) -> Subject:
         if not (path / name).is_file():
             raise SubjectFormatError(path / name, "missing file of the native subject format")
     meta = _read_json(path / "subject.json")
+    sj = path / "subject.json"
     if meta.get("format") != FORMAT_TAG:
-        raise SubjectFormatError(path / "subject.json", key="format", expected=repr(FORMAT_TAG), found=repr(meta.get("format")))
-    if int(meta.get("schema_version", -1)) > SCHEMA_VERSION:
-        raise SubjectFormatError(
-            path / "subject.json",
-            "written by a newer NeuroLens",
-            key="schema_version",
-            expected=f"<= {SCHEMA_VERSION}",
-            found=meta.get("schema_version"),
-        )
+        raise SubjectFormatError(sj, key="format", expected=repr(FORMAT_TAG), found=short_repr(meta.get("format")))
+    version = field(meta, "schema_version", int, sj, default=SCHEMA_VERSION, error=SubjectFormatError)
+    if version > SCHEMA_VERSION:
+        raise SubjectFormatError(sj, "written by a newer NeuroLens", key="schema_version",
+                                 expected=f"<= {SCHEMA_VERSION}", found=version)
+    for key in ("n_trials", "n_voxels", "n_images"):
+        field(meta, key, int, sj, default=0, error=SubjectFormatError)
+    roi_names = field(meta, "rois", list, sj, default=[], error=SubjectFormatError)
+    if not all(isinstance(r, str) for r in roi_names):
+        raise SubjectFormatError(sj, key="rois", expected="a list of ROI names (strings)", found=short_repr(roi_names))
+    field(meta, "name", str, sj, default="", error=SubjectFormatError)
+    field(meta, "provenance", dict, sj, default={}, error=SubjectFormatError)
+    field(meta, "volume", (dict, type(None)), sj, default=None, error=SubjectFormatError)
     betas = _load_npy(path / "betas.npy")
     images = _load_npy(path / "images.npy")
     trials_d = _load_npz(path / "trials.npz", ["image_index", "session", "run", "repeat", "split"])
     voxels_d = _load_npz(path / "voxels.npz", ["hemi", "vertex", "ijk", "noise_ceiling"])
-    roi_names = list(meta.get("rois", []))
     rois_d = _load_npz(path / "rois.npz", roi_names)
     rois = {n: rois_d[n] for n in roi_names}
-    stim_d = _read_json(path / "stimuli.json")
-    stimuli = Stimuli(
-        categories=list(stim_d.get("categories") or []),
-        labels=None if stim_d.get("labels") is None else np.asarray(stim_d["labels"], dtype=np.int64),
-        captions=stim_d.get("captions"),
-        source_ids=stim_d.get("source_ids"),
-    )
+    stimuli = _read_stimuli(path / "stimuli.json")
     gt = None
     if (path / "ground_truth.npz").is_file():
-        with np.load(path / "ground_truth.npz", allow_pickle=False) as z:
-            gt = {k: z[k] for k in z.files}
+        gt = load_npz(path / "ground_truth.npz")
     trials = TrialTable(**trials_d)
     voxels = VoxelTable(**voxels_d)
     _validate(path, betas=betas, images=images, trials=trials, voxels=voxels, rois=rois, stimuli=stimuli)
@@ -182,13 +220,24 @@ def read_native(path: str | Path) -> Subject:
 
 
 def _read_json(p: Path) -> dict:
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SubjectFormatError(p, f"not valid JSON ({e})") from e
-    if not isinstance(d, dict):
-        raise SubjectFormatError(p, expected="a JSON object", found=type(d).__name__)
-    return d
+    return read_object(p, SubjectFormatError)
+
+
+def _read_stimuli(p: Path) -> Stimuli:
+    d = _read_json(p)
+
+    def names(key):
+        v = field(d, key, (list, type(None)), p, default=None, error=SubjectFormatError)
+        if v is not None and not all(isinstance(x, str) for x in v):
+            raise SubjectFormatError(p, key=key, expected="a list of strings", found=short_repr(v))
+        return v
+
+    labels = field(d, "labels", (list, type(None)), p, default=None, error=SubjectFormatError)
+    if labels is not None and not all(isinstance(x, int) and not isinstance(x, bool) for x in labels):
+        raise SubjectFormatError(p, key="labels", expected="a list of integers", found=short_repr(labels))
+    return Stimuli(categories=names("categories") or [],
+                   labels=None if labels is None else np.asarray(labels, dtype=np.int64),
+                   captions=names("captions"), source_ids=names("source_ids"))
 
 
 def _load_npy(p: Path) -> np.ndarray:
@@ -244,8 +293,13 @@ def _validate(path, *, betas, images, trials: TrialTable, voxels: VoxelTable, ro
         want = (n_voxels, 3) if k == "ijk" else (n_voxels,)
         if v.shape != want:
             raise SubjectFormatError(path / "voxels.npz", key=k, expected=f"shape {want}", found=f"shape {v.shape}")
+        kinds, what = ("f", "floating-point values (NaN = unknown)") if k == "noise_ceiling" else ("iu", "integers")
+        if v.dtype.kind not in kinds:
+            raise SubjectFormatError(path / "voxels.npz", key=k, expected=what, found=str(v.dtype))
     for name, m in rois.items():
         m = np.asarray(m)
+        if m.dtype.kind not in "biu":
+            raise SubjectFormatError(path / "rois.npz", key=name, expected="a boolean mask", found=str(m.dtype))
         if m.shape != (n_voxels,):
             raise SubjectFormatError(path / "rois.npz", key=name, expected=f"bool mask of shape ({n_voxels},)", found=f"shape {m.shape}")
         if not m.any():

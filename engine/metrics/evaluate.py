@@ -17,7 +17,6 @@ The GUI calls ``evaluate_folder`` for its tables and ``per_trial_metrics`` for a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -128,15 +127,19 @@ def read_index(path) -> ReconIndex:
     if not f.is_file():
         raise DataError(folder, "not a reconstruction folder", expected="index.json written by neurolens reconstruct",
                         found="no index.json")
-    try:
-        d = json.loads(f.read_text())
-    except ValueError as exc:
-        raise DataError(f, f"invalid JSON ({exc})") from exc
+    from engine.jsonfile import field, read_object
+
+    d = read_object(f, DataError)
     if d.get("schema") != SCHEMA:
-        raise DataError(f, key="schema", expected=repr(SCHEMA), found=repr(d.get("schema")))
+        raise DataError(f, key="schema", expected=repr(SCHEMA), found=repr(d.get("schema"))[:60])
+    for key, types in (("subject", (str, type(None))), ("run", (str, type(None))), ("split", str), ("method", str),
+                       ("settings", (dict, type(None))), ("embedder", (str, type(None))), ("items", list)):
+        field(d, key, types, f, default=None, error=DataError)
     items = []
     for n, it in enumerate(d.get("items") or []):
         try:
+            if not isinstance(it, dict):
+                raise TypeError(f"an item is a {type(it).__name__}")
             items.append(ReconItem(image_index=int(it["image_index"]), trials=tuple(int(t) for t in it["trials"]),
                                    category=it.get("category"), ground_truth=str(it["ground_truth"]),
                                    blurry=it.get("blurry"), samples=tuple(str(s) for s in it["samples"])))
@@ -166,14 +169,9 @@ def read_index(path) -> ReconIndex:
 
 def load_png(folder: Path, rel: str) -> np.ndarray:
     """An RGB image of the folder as uint8 ``(H, W, 3)``."""
-    from PIL import Image
+    from engine.data.readers.checks import read_image_rgb
 
-    p = folder / rel
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as exc:
-        raise DataError(p, f"cannot read image ({exc})") from exc
+    return read_image_rgb(folder / rel)  # pixel count checked before decoding (decompression bombs)
 
 
 def _load_set(folder: Path, rels: Sequence[str]) -> np.ndarray:
@@ -520,12 +518,14 @@ def _retrieval(index: ReconIndex, cfg: EvaluationConfig, res: EvaluationResult):
         for name in names.values():
             res.unavailable[name] = f"{f} not found (reconstruct writes it with brain and target embeddings)"
         return {}
-    try:
-        with np.load(f, allow_pickle=False) as z:
-            idx, b, t = z["image_index"], z["brain"], z["target"]
-    except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f, "cannot read retrieval embeddings", expected="image_index, brain, target arrays",
-                        found=str(exc)) from exc
+    from engine.data.readers.checks import load_npz, require_key
+
+    z = load_npz(f)  # truncated files, pickles and declared sizes give one clear line
+    idx, b, t = (require_key(z, k, f) for k in ("image_index", "brain", "target"))
+    for key, a, kinds in (("image_index", idx, "iu"), ("brain", b, "f"), ("target", t, "f")):
+        if a.dtype.kind not in kinds or a.ndim < 1 or len(a) != len(idx):
+            raise DataError(f, key=key, expected="integer image indices" if key == "image_index"
+                            else f"{len(idx)} rows of float embeddings", found=f"{a.dtype} array {a.shape}")
     pos = {int(v): i for i, v in enumerate(idx)}
     missing = [it.image_index for it in index.items if it.image_index not in pos]
     if missing:

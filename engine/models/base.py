@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.construction import MODEL_BUILD_LOCK
 
 SCHEMA_VERSION = 1
@@ -544,7 +545,7 @@ class BrainEncoder(nn.Module):
             if not p.is_file():
                 raise CheckpointError(f"{path}: not an encoder folder: missing {p.name}")
         try:
-            spec = json.loads(cfg_path.read_text(encoding="utf-8"))
+            spec = read_object(cfg_path)
         except json.JSONDecodeError as e:
             raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
         try:

@@ -19,7 +19,6 @@ Run folder::
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.errors import CheckpointError, DataError
 from engine.events import EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.ridge import RidgeCV, pearson_per_target, r2_per_target
 
 MAPS_FILE = "encoding.npz"
@@ -89,7 +89,7 @@ class EncodingModel:
         for name in ("config.json", "features.safetensors", "ridge"):
             if not (folder / name).exists():
                 raise CheckpointError(f"{folder}: not an encoding model (missing {name})")
-        meta = json.loads((folder / "config.json").read_text())
+        meta = read_object(folder / "config.json")
         f = load_file(str(folder / "features.safetensors"))
         return cls(ridge=RidgeCV.load(folder / "ridge"), feature_mean=f["mean"], feature_scale=f["scale"],
                    features=str(meta.get("features", "pooled")))
@@ -148,7 +148,7 @@ class EncodingMaps:
             raise FileNotFoundError(f"{maps}: no encoding maps (run `neurolens encode` first)")
         with np.load(maps, allow_pickle=False) as z:
             arrays = {k: z[k].astype(np.float32) for k in MAP_KEYS}
-        meta = json.loads((run_dir / META_FILE).read_text()) if (run_dir / META_FILE).is_file() else {}
+        meta = read_object(run_dir / META_FILE) if (run_dir / META_FILE).is_file() else {}
         model = None
         if with_model and (run_dir / MODEL_DIR).is_dir():
             model = EncodingModel.load(run_dir / MODEL_DIR)

@@ -23,6 +23,7 @@ import numpy as np
 
 from engine.atomic import atomic_dir
 from engine.errors import CheckpointError, ConfigError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
 _BACKENDS = ("numpy", "torch")
@@ -460,7 +461,7 @@ class RidgeCV:
         for f in (cfg_file, w_file):
             if not f.is_file():
                 raise CheckpointError(f"{path}: not a saved RidgeCV model (missing {f.name})")
-        meta = json.loads(cfg_file.read_text())
+        meta = read_object(cfg_file)
         if meta.get("class") != "RidgeCV":
             raise CheckpointError(f"{cfg_file}: key 'class': expected 'RidgeCV', found {meta.get('class')!r}")
         cfg = dict(meta["config"])

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.guidance import NullCondition, apply_drop
 from engine.models.construction import MODEL_BUILD_LOCK
 
@@ -212,7 +213,7 @@ class ConditioningAdapter(nn.Module):
         for name in (CONFIG_FILE, WEIGHTS_FILE):
             if not (folder / name).is_file():
                 raise CheckpointError(f"{folder}: not a conditioning adapter folder: missing {name}")
-        meta = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+        meta = read_object(folder / CONFIG_FILE)
         if meta.get("class") != "ConditioningAdapter":
             raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'ConditioningAdapter', "
                                   f"found {meta.get('class')!r}")

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import CancelToken, EtaClock, Log, Metric, Progress, Started, ensure_token
+from engine.jsonfile import read_object  # bounded, top-level type checked
 
 FOLDER_NAME = "demo-generator"
 MANIFEST = "generator.json"
@@ -328,7 +329,7 @@ def _load_finished_cycles(folder, recipe: DemoTrainConfig, cfg: DemoGeneratorCon
     from engine.recon.conditioning import ConditioningAdapter
 
     folder = Path(folder)
-    meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    meta = read_object(folder / MANIFEST)
     done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **(meta.get("recipe") or {})}
     mine = recipe.to_dict()
     differ = sorted(k for k in mine if k != "unet_cycles" and done_recipe.get(k) != mine[k])

@@ -41,6 +41,7 @@ import numpy as np
 
 from engine.errors import Cancelled, CheckpointError, ConfigError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
+from engine.jsonfile import field, read_object  # bounded, type-checked JSON
 
 DECODER_DIR = "decoder"
 DECODER_FILE = "decoder.json"
@@ -450,10 +451,18 @@ def read_resume_state(decoder_dir: Path) -> tuple[dict, dict]:
             raise CheckpointError(f"{decoder_dir}: nothing to resume: missing {name} (run 'neurolens finetune' "
                                   "without --resume)")
     try:
-        meta = json.loads((decoder_dir / DECODER_FILE).read_text(encoding="utf-8"))
-        state = json.loads((decoder_dir / RESUME_DIR / "state.json").read_text(encoding="utf-8"))
+        meta = read_object(decoder_dir / DECODER_FILE)
+        state = read_object(decoder_dir / RESUME_DIR / "state.json")
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{decoder_dir}: damaged fine-tuning state ({e})") from None
+    field(meta, "config", dict, decoder_dir / DECODER_FILE, error=CheckpointError)
+    sp = decoder_dir / RESUME_DIR / "state.json"
+    for key in ("step", "epoch", "batch"):
+        if field(state, key, int, sp, error=CheckpointError) < 0:
+            raise CheckpointError(f"{sp}: key '{key}': expected an integer >= 0, found {state[key]}")
+    field(state, "order", (list, type(None)), sp, default=None, error=CheckpointError)
+    field(state, "optimizer", (dict, type(None)), sp, default=None, error=CheckpointError)
+    field(state, "rng", dict, sp, error=CheckpointError)
     return meta, state
 
 
@@ -527,7 +536,7 @@ def load_decoder(run_dir, generator_config=None, *, info: dict | None = None) ->
         raise ConfigError(f"{run_dir}: no fine-tuned decoder (missing {DECODER_DIR}/{DECODER_FILE}) and the "
                           f"generator cannot read this run's embeddings directly; run "
                           f"'neurolens finetune {run_dir}' first")
-    meta = json.loads((folder / DECODER_FILE).read_text(encoding="utf-8"))
+    meta = read_object(folder / DECODER_FILE)
     spec = meta["generator"] if gcfg.spec == "demo" else gcfg.spec
     # The decoder was trained with (or without) that IP-Adapter file: load exactly that.
     gen = load_generator(dataclasses.replace(gcfg, spec=spec, ip_adapter=meta.get("ip_adapter")))

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import ConfigError, DeviceError, ModelFolderError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.conditioning import Condition, ConditioningAdapter, ConditioningConfig
 from engine.models.construction import MODEL_BUILD_LOCK
 
@@ -271,7 +272,7 @@ def load_demo_generator(folder: str | Path | None = None, *, config: GeneratorCo
     for part in ("unet", "vae", "scheduler", "adapter"):
         if not (folder / part).is_dir():
             raise ModelFolderError(folder, f"{part}/")
-    meta = json.loads(manifest.read_text(encoding="utf-8"))
+    meta = read_object(manifest)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     unet = _from_pretrained(UNet2DConditionModel, folder, "unet")
     vae = _from_pretrained(AutoencoderKL, folder, "vae")
@@ -290,7 +291,7 @@ def _read_scheduler_config(folder: Path) -> dict:
     if not p.is_file():
         raise ModelFolderError(folder, "scheduler/scheduler_config.json")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        return read_object(p)
     except json.JSONDecodeError as e:
         raise ModelFolderError(folder, "a valid scheduler/scheduler_config.json", str(e)) from None
 
@@ -327,11 +328,11 @@ def folder_kind(folder: Path) -> str:
     if not index.is_file():
         raise ModelFolderError(folder, "model_index.json", "expected a Stable Diffusion folder in diffusers layout")
     try:
-        cls = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        cls = read_object(index).get("_class_name", "")
     except json.JSONDecodeError as e:
         raise ModelFolderError(folder, "a valid model_index.json", str(e)) from None
     _check_part(folder, "unet")
-    unet_cfg = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
+    unet_cfg = read_object(folder / "unet" / "config.json")
     is_xl = "XL" in cls or unet_cfg.get("addition_embed_type") == "text_time"
     return "sdxl" if is_xl else "sd15"
 
@@ -365,7 +366,7 @@ def load_diffusers_folder(folder: str | Path, *, config: GeneratorConfig | None 
                           f" for {folder}, found {image_size}")
     gen = Generator(kind=kind, path=str(folder), unet=unet, vae=vae, scheduler_config=sched, image_size=image_size,
                     context_dim=context, n_tokens=77, pooled_dim=pooled_dim, device=device, dtype=dtype,
-                    info={"model_index": json.loads((folder / "model_index.json").read_text(encoding="utf-8"))})
+                    info={"model_index": read_object(folder / "model_index.json")})
     gen = _finish(gen, cfg)
     ip_file = find_ip_adapter(folder, cfg.ip_adapter)
     if ip_file is not None:

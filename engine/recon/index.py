@@ -32,7 +32,6 @@ the folder::
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -98,10 +97,12 @@ def read_index(folder: str | Path) -> ReconIndex:
     path = Path(folder) / INDEX_FILE
     if not path.is_file():
         raise DataError(folder, "not a reconstruction folder", key=INDEX_FILE, expected="index.json", found="none")
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataError(path, f"not valid JSON ({e})") from None
+    from engine.jsonfile import field, read_object
+
+    d = read_object(path, DataError)
+    for key, types in (("subject", (str, type(None))), ("run", (str, type(None))), ("split", str), ("method", str),
+                       ("settings", dict), ("items", list)):
+        field(d, key, types, path, error=DataError)
     if d.get("schema") != SCHEMA:
         raise DataError(path, "unknown index schema", key="schema", expected=SCHEMA, found=d.get("schema"))
     try:

@@ -131,7 +131,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
                     repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
                     generator: str | None = None, device: str | None = None, dtype: str = "auto",
                     batch_size: int = 8, preview_every: int = 5, method: str | None = None,
-                    cancel: CancelToken | None = None):
+                    overwrite: bool | None = None, cancel: CancelToken | None = None):
     """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
 
     Parameters
@@ -145,7 +145,10 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     samples, guidance, steps, sampler, seed
         Samples per image, CFG scale, denoising steps, ``"ddim"`` or ``"dpmpp"``, base seed.
     out_dir : path, optional
-        Default ``RUN_DIR/recon/<split>``; replaced when it exists.
+        Default ``RUN_DIR/recon/<split>``.
+    overwrite : bool, optional
+        Replace an existing reconstruction folder (one with ``index.json``; any other folder is refused), only once
+        the new one is complete. Default: True for the default folder, False for an explicit ``out_dir``.
     img2img_strength : float, optional
         Start from the blurry image, re-running this share of the schedule.
     generator : str, optional
@@ -153,11 +156,12 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     """
     import torch
 
-    from engine.atomic import atomic_dir
+    from engine.atomic import atomic_dir, check_replaceable
     from engine.recon.blurry import resize, to_uint8
     from engine.recon.finetune import _open_run_subject, load_decoder
     from engine.recon.generators import GeneratorConfig
-    from engine.recon.index import (ReconIndex, ReconItem, blurry_name, gt_name, sample_name, save_embeddings)
+    from engine.recon.index import (INDEX_FILE, ReconIndex, ReconItem, blurry_name, gt_name, sample_name,
+                                    save_embeddings)
     from engine.recon.sampler import SamplerConfig, denoise
     from engine.train.predict import model_info
     from engine.train.run import Run
@@ -169,9 +173,14 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
                          strength=img2img_strength)
     run = Run.open(run_dir)
     info = model_info(run)
+    if overwrite is None:
+        overwrite = out_dir is None
     out_dir = Path(out_dir) if out_dir is not None else run.path / "recon" / split
+    check_replaceable(out_dir, marker=INDEX_FILE, kind="reconstruction", overwrite=overwrite,
+                      protect=[run.path, subject if isinstance(subject, (str, Path)) else None])
     yield Started(job="reconstruct", run_dir=str(run.path))
     subj = _open_run_subject(run, subject)
+    check_replaceable(out_dir, marker=INDEX_FILE, kind="reconstruction", overwrite=overwrite, protect=[subj.path])
     decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
     gen = decoder.generator
     stale = _stale_demo_adapter(decoder)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from engine.errors import CheckpointError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.construction import MODEL_BUILD_LOCK
 
 
@@ -96,7 +97,7 @@ class TimestepRouter(nn.Module):
 
         folder = Path(folder)
         try:
-            meta = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+            meta = read_object(folder / "config.json")
             with MODEL_BUILD_LOCK:  # see engine/models/construction.py
                 router = cls(meta["n_levels"], meta["dim"], meta["num_train_timesteps"])
             router.load_state_dict(load_file(str(folder / "model.safetensors")))

@@ -15,7 +15,6 @@ only after that, so a crash at any moment leaves at least the previous complete 
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import torch
 
 from engine.atomic import atomic_dir, atomic_save_safetensors, atomic_write_json
 from engine.errors import CheckpointError
+from engine.jsonfile import field, read_object
 
 MODEL_FILE = "model.safetensors"
 SPEC_FILE = "model.json"
@@ -201,11 +201,9 @@ def load_checkpoint(path: str | Path) -> CheckpointData:
     for name in (MODEL_FILE, SPEC_FILE, RNG_FILE, STATE_FILE):
         if not (path / name).is_file():
             raise CheckpointError(f"{path}: incomplete checkpoint: missing {name}")
-    try:
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        spec = json.loads((path / SPEC_FILE).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: damaged checkpoint JSON ({e})") from None
+    state = read_object(path / STATE_FILE, CheckpointError)
+    spec = read_object(path / SPEC_FILE, CheckpointError)
+    _check_state(path, state)
 
     def _load(name: str) -> dict:
         try:
@@ -215,10 +213,41 @@ def load_checkpoint(path: str | Path) -> CheckpointData:
 
     model_state = _load(MODEL_FILE)
     rng_t = _load(RNG_FILE)
+    if "torch_cpu" not in rng_t:
+        raise CheckpointError(f"{path / RNG_FILE}: key 'torch_cpu': missing (the CPU generator state)")
     opt_state = None
     if state.get("optimizer") is not None:
         if not (path / OPTIMIZER_FILE).is_file():
             raise CheckpointError(f"{path}: incomplete checkpoint: missing {OPTIMIZER_FILE}")
-        opt_state = unflatten_optimizer_state(_load(OPTIMIZER_FILE), state["optimizer"])
+        try:
+            opt_state = unflatten_optimizer_state(_load(OPTIMIZER_FILE), state["optimizer"])
+        except (KeyError, ValueError, TypeError, AttributeError) as e:
+            raise CheckpointError(f"{path / OPTIMIZER_FILE}: optimizer state does not match {STATE_FILE} "
+                                  f"({type(e).__name__}: {e})") from None
     return CheckpointData(path=path, model_state=model_state, model_spec=spec, optimizer_state=opt_state,
                           state=state, rng_json=state["rng"], rng_tensors=rng_t)
+
+
+def _check_state(path: Path, state: dict) -> None:
+    """Types of ``state.json``, and its step against the folder's name (a tampered step must not be carried on)."""
+    p = path / STATE_FILE
+    step = field(state, "step", int, p, error=CheckpointError)
+    name_step = int(path.name[5:]) if path.name.startswith("step-") and path.name[5:].isdigit() else None
+    if step < 0 or (name_step is not None and step != name_step):
+        raise CheckpointError(f"{p}: key 'step': expected {name_step if name_step is not None else 'a step >= 0'} "
+                              f"(the folder's step), found {step}")
+    for key in ("stage", "epoch", "batch"):
+        if field(state, key, int, p, default=0, error=CheckpointError) < 0:
+            raise CheckpointError(f"{p}: key '{key}': expected an integer >= 0, found {state[key]}")
+    field(state, "optimizer", (dict, type(None)), p, default=None, error=CheckpointError)
+    rng = field(state, "rng", dict, p, error=CheckpointError)
+    py = field(rng, "python", dict, f"{p} (rng)", error=CheckpointError)
+    field(py, "version", int, f"{p} (rng.python)", error=CheckpointError)
+    if not all(isinstance(v, int) for v in field(py, "state", list, f"{p} (rng.python)", error=CheckpointError)):
+        raise CheckpointError(f"{p}: key 'rng.python.state': expected a list of integers")
+    npr = field(rng, "numpy", dict, f"{p} (rng)", error=CheckpointError)
+    field(npr, "bit_generator", str, f"{p} (rng.numpy)", error=CheckpointError)
+    if not all(isinstance(v, int) for v in field(npr, "key", list, f"{p} (rng.numpy)", error=CheckpointError)):
+        raise CheckpointError(f"{p}: key 'rng.numpy.key': expected a list of integers")
+    for key, types in (("pos", int), ("has_gauss", int), ("gauss", float)):
+        field(npr, key, types, f"{p} (rng.numpy)", error=CheckpointError)

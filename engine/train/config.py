@@ -392,7 +392,8 @@ class TrainConfig(_Section):
         try:
             d = safe_load(text)
         except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: not valid YAML ({e})") from None
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"{source}: not valid YAML ({first})") from None
         try:
             return cls.from_dict(d or {})
         except ConfigError as e:
@@ -404,7 +405,11 @@ class TrainConfig(_Section):
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: no such config file")
-        return cls.from_yaml_text(path.read_text(encoding="utf-8"), source=str(path))
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not a readable UTF-8 text file ({type(e).__name__})") from None
+        return cls.from_yaml_text(text, source=str(path))
 
     def save(self, path: str | Path) -> Path:
         from engine.atomic import atomic_write_text

@@ -70,7 +70,19 @@ def model_info(run_dir: str | Path | Run) -> dict:
     if not p.is_file():
         raise CheckpointError(f"{run.path}: no final model yet (missing model/{MODEL_INFO}); status: "
                               f"{run.status().get('status')}")
-    return json.loads(p.read_text(encoding="utf-8"))
+    from engine.jsonfile import field, read_object
+
+    info = read_object(p, CheckpointError)
+    for key in ("kind", "subject", "embedder", "target"):
+        field(info, key, str, p, error=CheckpointError)
+    shape = field(info, "target_shape", list, p, error=CheckpointError)
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        raise CheckpointError(f"{p}: key 'target_shape': expected a list of positive integers, found {shape!r:.60}")
+    field(info, "step", int, p, default=0, error=CheckpointError)
+    field(info, "metrics", dict, p, default={}, error=CheckpointError)
+    for key in ("caption_embedder", "repeat_mode"):
+        field(info, key, (str, type(None)), p, default=None, error=CheckpointError)
+    return info
 
 
 def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
@@ -109,7 +121,13 @@ def load_normalizer(run_dir: str | Path | Run) -> Normalizer:
     p = run.model_dir / NORMALIZATION
     if not p.is_file():
         raise CheckpointError(f"{run.path}: incomplete model folder: missing model/{NORMALIZATION}")
-    return Normalizer.load(p)
+    try:
+        return Normalizer.load(p)
+    except (KeyError, ValueError, TypeError, OSError) as e:  # truncated or tampered safetensors
+        raise CheckpointError(f"{p}: cannot read the normalisation ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own SafetensorError on damaged headers
+        raise CheckpointError(f"{p}: cannot read the normalisation ({type(e).__name__})") from None
 
 
 def forward_all(model, betas: np.ndarray, subject_key: str, target_shape, *, device="cpu",

@@ -6,7 +6,8 @@
       config.yaml          the resolved TrainConfig
       provenance.json      data hash, package versions, device, seed, subject path, trial ids used
       events.jsonl         every event of the job, one JSON object per line (appended across resumes)
-      status.json          running | done | cancelled | failed, step, total, final metrics, error
+      status.json          running | done | cancelled | failed, step, total, final metrics, error; while running,
+                           the writer's pid and host: a run whose process is gone reads as "interrupted"
       tb/                  TensorBoard scalars (only when the ``tensorboard`` package is installed)
       checkpoints/step-XXXXXX/   model.safetensors, optimizer.safetensors, rng.safetensors, state.json, model.json
       model/               the final model (see ``engine.train.predict.load_encoder``)
@@ -18,12 +19,15 @@ complete (``engine.atomic.atomic_dir``).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import time
 from pathlib import Path
 
-from engine.atomic import atomic_write_json
+from engine.atomic import atomic_write_json, output_errors
 from engine.errors import CheckpointError, ConfigError
 from engine.events import Event, event_from_dict
+from engine.jsonfile import field, read_object
 from engine.train.config import TrainConfig
 
 CONFIG_FILE = "config.yaml"
@@ -34,6 +38,7 @@ CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"
 TB_DIR = "tb"
 STATUSES = ("running", "done", "cancelled", "failed")
+INTERRUPTED = "interrupted"  # read, never written: "running" in status.json, but its process is gone
 
 
 class Run:
@@ -48,6 +53,12 @@ class Run:
     def create(cls, path: str | Path, config: TrainConfig) -> "Run":
         """Start a new run folder with ``config.yaml``; refuses a folder that already holds a run."""
         path = Path(path)
+        try:
+            path.resolve(strict=False)
+        except (OSError, RuntimeError):
+            raise ConfigError(f"{path}: run folder: a symbolic link loop") from None
+        if path.is_symlink() and not path.exists():
+            raise ConfigError(f"{path}: run folder: a symbolic link to nothing")
         if path.exists() and not path.is_dir():
             raise ConfigError(f"{path}: run folder: expected a folder, found a file")
         if (path / CONFIG_FILE).exists():
@@ -55,7 +66,8 @@ class Run:
                               f"choose another --out")
         if path.is_dir() and any(p for p in path.iterdir() if not p.name.startswith(".")):
             raise ConfigError(f"{path}: run folder: expected a new or empty folder, found other files")
-        path.mkdir(parents=True, exist_ok=True)
+        with output_errors(path.parent):
+            path.mkdir(parents=True, exist_ok=True)
         config.save(path / CONFIG_FILE)
         return cls(path, config)
 
@@ -98,17 +110,53 @@ class Run:
     def write_status(self, status: str, **fields) -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+        if status == "running":  # who is running it: a reader can tell a live run from a killed one
+            fields = {**fields, "pid": os.getpid(), "host": socket.gethostname()}
         atomic_write_json(self.path / STATUS_FILE, {"status": status, "updated": time.time(), **fields})
 
     def status(self) -> dict:
-        """``status.json`` as a dict; ``{"status": "unknown"}`` before the job wrote one."""
+        """``status.json`` as a dict, its fields type-checked; ``{"status": "unknown"}`` before the job wrote one.
+
+        A run left ``running`` by a process that is gone (killed, crashed, machine restarted) reads as
+        ``"interrupted"``: ``neurolens resume`` continues it from its newest complete checkpoint.
+        """
         p = self.path / STATUS_FILE
-        return _read_json(p) if p.is_file() else {"status": "unknown"}
+        if not p.is_file():
+            return {"status": "unknown"}
+        d = read_object(p, CheckpointError)
+        status = field(d, "status", str, p, error=CheckpointError)
+        if status not in STATUSES:
+            raise CheckpointError(f"{p}: key 'status': expected one of {list(STATUSES)}, found {status[:40]!r}")
+        for key in ("step", "total", "pid"):
+            field(d, key, int, p, default=0, error=CheckpointError)
+        field(d, "metrics", dict, p, default={}, error=CheckpointError)
+        field(d, "updated", float, p, default=0.0, error=CheckpointError)
+        for key in ("host", "error", "checkpoint"):
+            field(d, key, (str, type(None)), p, default=None, error=CheckpointError)
+        if status == "running" and process_gone(d.get("pid"), d.get("host")):
+            d = {**d, "status": INTERRUPTED}
+        return d
+
+    def load_latest_checkpoint(self):
+        """The newest checkpoint that loads, and the newer ones skipped as ``[(path, reason)]``.
+
+        A checkpoint folder can be complete by name yet damaged later (a truncated file, a tampered ``state.json``);
+        resuming then falls back to the previous one instead of stopping. ``(None, skipped)`` when none loads.
+        """
+        from engine.train.checkpoint import load_checkpoint
+
+        skipped = []
+        for path in reversed(self.checkpoints()):
+            try:
+                return load_checkpoint(path), skipped
+            except CheckpointError as e:
+                skipped.append((path, str(e)))
+        return None, skipped
 
     # --- events ---------------------------------------------------------------------------------------------------
     def append_event(self, event: Event) -> None:
         """Append one event as a JSON line (flushed, so a crash loses at most the line being written)."""
-        with open(self.path / EVENTS_FILE, "a", encoding="utf-8") as f:
+        with output_errors(self.path), open(self.path / EVENTS_FILE, "a", encoding="utf-8") as f:
             f.write(event.to_json() + "\n")
             f.flush()
 
@@ -121,7 +169,7 @@ class Run:
         for line in p.read_text(encoding="utf-8").splitlines():
             try:
                 out.append(event_from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # torn or tampered line
                 continue
         return out
 
@@ -135,9 +183,19 @@ class Run:
 
 
 def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    return read_object(path, CheckpointError)
+
+
+def process_gone(pid, host) -> bool:
+    """Whether process ``pid`` of this machine no longer exists (False when it may: other host, unknown pid)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or host != socket.gethostname():
+        return False
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False

@@ -43,7 +43,7 @@ from engine._version import __version__
 from engine.atomic import atomic_dir, atomic_write_json
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, NeuroLensError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
-from engine.train.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from engine.train.checkpoint import restore_rng, save_checkpoint
 from engine.train.config import TrainConfig
 from engine.train.dataset import PreparedData, prepare_data
 from engine.train.device import device_name, oom_guard
@@ -135,6 +135,10 @@ def resume_job(run_dir, cancel: CancelToken | None = None, *, subject=None):
     The subject is reopened from the path in ``provenance.json`` unless ``subject`` is given.
     """
     run = Run.open(run_dir)
+    st = run.status()
+    if st.get("status") == "running" and st.get("pid"):
+        raise ConfigError(f"{run_dir}: still being trained by process {st['pid']} on {st.get('host')}; "
+                          f"stop it first (resume continues a cancelled, failed or interrupted run)")
     if subject is None:
         try:
             subject = run.provenance()["subject"]["path"]
@@ -234,8 +238,10 @@ class _Trainer:
                 yield self.emit(Log(message=f"{self.run_dir}: run already finished; nothing to resume"))
                 return TrainResult(str(self.run_dir), "done", int(status.get("step", 0)), status.get("metrics", {}),
                                    str(self.run.model_dir), 0.0)
-            latest = self.run.latest_checkpoint()
-            ckpt = load_checkpoint(latest) if latest is not None else None
+            ckpt, skipped = self.run.load_latest_checkpoint()  # a damaged newest one falls back to the previous
+            for path, why in skipped:
+                yield self.emit(Log(message=f"skipped checkpoint {path.name}, it cannot be read: {why}",
+                                    level="warning"))
 
         data = prepare_data(subject, cfg.data)
         self.data = data

@@ -15,7 +15,10 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTreeWidget, QTree
 from engine.errors import NeuroLensError
 
 METRIC_COLUMNS = ("two_way", "top1_retrieval", "cosine")
-RESUMABLE = ("cancelled", "failed", "running")
+# "running" stays resumable for status files of older versions, which did not record the process (no pid to check)
+RESUMABLE = ("cancelled", "failed", "interrupted", "running")
+STATUS_TIPS = {"interrupted": "The process training this run is gone (killed or crashed). Resume continues it from its "
+                              "newest complete checkpoint."}
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,7 @@ class RunSummary:
 
     @property
     def resumable(self) -> bool:
-        """Cancelled, failed, or left 'running' by a crash: the trainer can continue it."""
+        """Cancelled, failed, or interrupted (its process was killed): the trainer can continue it."""
         return self.status in RESUMABLE
 
 
@@ -131,6 +134,8 @@ class RunsList(QTreeWidget):
             it.setText(0, r.path.name)
             it.setToolTip(0, str(r.path) + (f"\n{r.error}" if r.error else ""))
             it.setText(1, r.status)
+            if r.status in STATUS_TIPS:
+                it.setToolTip(1, STATUS_TIPS[r.status])
             it.setText(2, r.kind)
             it.setText(3, f"{r.step}/{r.total}" if r.total else str(r.step))
             it.setData(3, Qt.ItemDataRole.UserRole + 1, r.step)

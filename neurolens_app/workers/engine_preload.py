@@ -21,20 +21,80 @@ log = logging.getLogger(__name__)
 # '_OpNamespace' 'prims' object has no attribute 'sum'). So the preload and engine jobs exclude each other: a job
 # waits while the preload runs, and the preload is skipped while a job runs (that job imports what it needs).
 _COND = threading.Condition()
-_STATE = {"preloading": False, "jobs": 0}
+_STATE = {"preloading": False, "jobs": 0, "short": 0, "torch": False, "torch_busy": False}
+_LOCAL = threading.local()  # .counted: "jobs" or "short" when this thread is counted as running one
 
 
 def job_started(timeout_s: float = 300.0) -> None:
-    """An engine job begins (its worker thread): wait for a running preload to finish."""
+    """An engine job begins (its worker thread): wait for a running preload or torch import to finish."""
     with _COND:
-        _COND.wait_for(lambda: not _STATE["preloading"], timeout_s)
+        _COND.wait_for(lambda: not _STATE["preloading"] and not _STATE["torch_busy"], timeout_s)
         _STATE["jobs"] += 1
+    _LOCAL.counted = "jobs"
 
 
 def job_finished() -> None:
+    _LOCAL.counted = None
     with _COND:
         _STATE["jobs"] -= 1
         _COND.notify_all()
+
+
+def short_job_started(timeout_s: float = 300.0) -> None:
+    """A short pool job begins: wait while torch is being imported (see ``ensure_torch``)."""
+    with _COND:
+        _COND.wait_for(lambda: not _STATE["torch_busy"], timeout_s)
+        _STATE["short"] += 1
+    _LOCAL.counted = "short"
+
+
+def short_job_finished() -> None:
+    _LOCAL.counted = None
+    with _COND:
+        _STATE["short"] -= 1
+        _COND.notify_all()
+
+
+def ensure_torch(timeout_s: float = 120.0):
+    """Import torch once for the whole app, from one thread, while no other worker thread runs Python code.
+
+    Why: while torch initialises, another thread importing a module that looks at torch (scipy's and scikit-learn's
+    array-API checks do ``import torch`` when it is in ``sys.modules``) gets the half-initialised module
+    ("partially initialized module 'torch' has no attribute 'Tensor'"). Every worker thread that may need torch
+    calls this first; the first one waits until the other workers are idle or parked here, imports torch, and new
+    jobs wait until it is done.
+    """
+    if _STATE["torch"]:
+        return sys.modules["torch"]
+    kind = getattr(_LOCAL, "counted", None)
+    claimed = False
+    deadline = time.monotonic() + timeout_s
+    with _COND:
+        if kind:
+            _STATE[kind] -= 1  # parked: this thread runs nothing else while it waits
+        while not _STATE["torch"]:
+            if not _STATE["torch_busy"] and (_STATE["jobs"] + _STATE["short"] == 0 or time.monotonic() > deadline):
+                _STATE["torch_busy"] = claimed = True
+                break
+            _COND.wait(0.05)
+    try:
+        if claimed:
+            t0 = time.perf_counter()
+            try:
+                importlib.import_module("torch")
+            except BaseException:
+                log.exception("importing torch failed")
+                raise
+            log.info("torch imported in %.2f s (%s)", time.perf_counter() - t0, threading.current_thread().name)
+    finally:
+        with _COND:
+            if claimed:
+                _STATE["torch_busy"] = False
+                _STATE["torch"] = "torch" in sys.modules and hasattr(sys.modules["torch"], "Tensor")
+            if kind:
+                _STATE[kind] += 1
+            _COND.notify_all()
+    return sys.modules.get("torch")
 
 
 def _begin_preload() -> bool:
@@ -89,6 +149,15 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
     """Import ``modules`` in order, with the classes named in ``CLASSES``; returns seconds per module (about 0 when
     it was already loaded). A missing optional library is logged and skipped: the job that needs it reports it."""
     took: dict[str, float] = {}
+    if "torch" in modules:  # first, alone: see ensure_torch
+        t0 = time.perf_counter()
+        try:
+            ensure_torch()
+            took["torch"] = round(time.perf_counter() - t0, 3)
+            leave_a_core_for_the_gui()
+        except ImportError as exc:
+            log.warning("preloading torch failed: %s", exc)
+        modules = tuple(m for m in modules if m != "torch")
     if not _begin_preload():
         log.info("engine preload skipped: a job is running and imports what it needs")
         return took

@@ -71,10 +71,12 @@ class EngineWorker(QObject):
     def run(self) -> None:
         last_progress = 0.0
         pending: Progress | None = None
-        from neurolens_app.workers.engine_preload import job_finished, job_started, leave_a_core_for_the_gui
+        from neurolens_app.workers.engine_preload import (ensure_torch, job_finished, job_started,
+                                                          leave_a_core_for_the_gui)
 
         job_started()  # never import torch's submodules concurrently with the start-up preload
         try:
+            ensure_torch()  # imported once, by one thread (engine jobs use torch)
             leave_a_core_for_the_gui()
             job = self.make_job(self.token)
             while True:

@@ -6,6 +6,7 @@ receiver no longer wants the result simply has ``discard()`` called and its resu
 
 from __future__ import annotations
 
+import logging
 import traceback
 from typing import Any, Callable
 
@@ -13,6 +14,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 from neurolens_app.workers.engine_worker import STACK_SIZE
 
+log = logging.getLogger(__name__)
 _LIVE: dict = {}  # ShortJob -> _Receiver
 
 
@@ -36,14 +38,20 @@ class ShortJob(QRunnable):
         self.discarded = True
 
     def run(self) -> None:
+        from neurolens_app.workers.engine_preload import short_job_finished, short_job_started
+
+        short_job_started()  # never while torch is being imported (engine_preload.ensure_torch)
         try:
             value = self.fn(*self.args, **self.kwargs)
             if not self.discarded:
                 self._emit(self.signals.result, value)
         except BaseException as exc:  # noqa: BLE001 - reported to the GUI
+            text = "".join(traceback.format_exception(exc))
+            log.warning("short job %s failed: %s\n%s", getattr(self.fn, "__name__", self.fn), exc, text)
             if not self.discarded:
-                self._emit(self.signals.errored, exc, "".join(traceback.format_exception(exc)))
+                self._emit(self.signals.errored, exc, text)
         finally:
+            short_job_finished()
             self._emit(self.signals.done)
 
     def _emit(self, signal, *args) -> None:

@@ -115,3 +115,39 @@ def test_model_reading_work_waits_for_the_engine(qtbot, monkeypatch, tmp_path):
     assert ran == ["a", "b"] and ctx.engine_ready
     ctx.when_engine_ready(lambda: ran.append("c"))  # once ready: at once
     assert ran == ["a", "b", "c"]
+
+
+def test_torch_is_imported_by_one_thread_while_other_workers_wait(monkeypatch):
+    """The import waits for running pool jobs, and jobs starting meanwhile wait for it (a half-initialised torch seen
+    from another thread failed one launch in three)."""
+    import importlib
+    import threading
+    import time
+
+    from neurolens_app.workers import engine_preload as ep
+
+    monkeypatch.setitem(ep._STATE, "torch", False)  # as before the first import
+    order = []
+    real = importlib.import_module
+
+    def slow_import(name, *a):
+        if name == "torch":
+            order.append("import-start")
+            time.sleep(0.3)
+            order.append("import-end")
+        return real(name, *a)
+
+    monkeypatch.setattr(ep.importlib, "import_module", slow_import)
+    ep.short_job_started()  # a job is running in this thread
+    importer = threading.Thread(target=ep.ensure_torch)
+    importer.start()
+    time.sleep(0.2)
+    assert order == []  # the import waits for the running job
+    ep.short_job_finished()
+    time.sleep(0.1)
+    job = threading.Thread(target=lambda: (ep.short_job_started(), order.append("job"), ep.short_job_finished()))
+    job.start()
+    importer.join(5)
+    job.join(5)
+    assert order == ["import-start", "import-end", "job"]
+    assert ep._STATE["torch"] and ep.ensure_torch() is sys.modules["torch"]

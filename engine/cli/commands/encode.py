@@ -21,6 +21,7 @@ def add_arguments(p) -> None:
                    help="pooled embedding or flattened tokens as features (default: pooled)")
     p.add_argument("--backend", choices=["numpy", "torch"], default="numpy",
                    help="ridge backend; torch uses CUDA when present (default: numpy)")
+    p.add_argument("--overwrite", action="store_true", help="replace encoding maps already in RUN_DIR")
     p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
 
 
@@ -29,6 +30,13 @@ def run(args) -> int:
     from engine.data import open_subject
     from engine.models.encoding import encode_job
 
+    from pathlib import Path
+
+    from engine.errors import OutputExistsError
+    from engine.models.encoding import MAPS_FILE
+
+    if (Path(args.out) / MAPS_FILE).exists() and not args.overwrite:
+        raise OutputExistsError(f"{Path(args.out) / MAPS_FILE}: already exists (pass --overwrite to replace it)")
     subject = open_subject(args.data)
     maps = run_job(lambda cancel: encode_job(subject, args.out, embedder=args.embedder, features=args.features,
                                              backend=args.backend, cancel=cancel),

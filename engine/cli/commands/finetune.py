@@ -40,6 +40,8 @@ def add_arguments(p) -> None:
                         "when it has one (default), 'none' turns the image-embedding path off")
     p.add_argument("--resume", action="store_true",
                    help="continue the interrupted fine-tuning in RUN_DIR/decoder/ (its saved settings are used)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace RUN_DIR/decoder/ of an earlier fine-tuning (kept until the new one is first saved)")
     p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
 
 
@@ -50,6 +52,7 @@ def run(args) -> int:
 
     if args.lora_rank is not None and args.cross_attn_only:
         raise ConfigError("--lora-rank and --cross-attn-only exclude each other")
+    _check_decoder_folder(args)
     unet = "lora" if args.lora_rank is not None else ("cross_attn" if args.cross_attn_only else "frozen")
     cfg = FinetuneConfig(generator=args.generator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          unet=unet, lora_rank=args.lora_rank or 4, lora_ff=args.lora_ff, unet_lr=args.unet_lr,
@@ -64,3 +67,15 @@ def run(args) -> int:
     if not args.json_events:
         print(f"decoder written to {result.decoder_dir} ({result.steps} steps, loss {result.loss:.4f})")
     return 0
+
+
+def _check_decoder_folder(args) -> None:
+    """A fresh fine-tuning replaces RUN_DIR/decoder/ only with --overwrite, and only a decoder folder."""
+    from pathlib import Path
+
+    from engine.atomic import check_replaceable
+    from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+
+    if not args.resume:
+        check_replaceable(Path(args.run_dir) / DECODER_DIR, marker=DECODER_FILE, kind="decoder",
+                          overwrite=args.overwrite, flag="--overwrite (or --resume to continue it)")

@@ -35,6 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--sampler", choices=["ddim", "dpmpp"], default="ddim")
     p.add_argument("--seed", type=int, default=0, metavar="X")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/recon/SPLIT)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing reconstruction folder given as --out (kept until the new one is complete)")
     p.add_argument("--repeat-mode", choices=["average_embeddings", "average_voxels"], default="average_embeddings")
     p.add_argument("--img2img-strength", type=float, default=None,
                    help="start from the blurry image, re-running this share of the schedule (0..1]")
@@ -54,7 +56,8 @@ def run(args) -> int:
         args.run_dir, subject=args.subject, split=args.split, trials=args.trials, samples=args.samples,
         guidance=args.guidance, steps=args.steps, sampler=args.sampler, seed=args.seed, out_dir=args.out,
         repeat_mode=args.repeat_mode, img2img_strength=args.img2img_strength, generator=args.generator,
-        device=args.device, dtype=args.dtype, batch_size=args.batch_size, cancel=cancel),
+        device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+        overwrite=args.overwrite if args.out else None, cancel=cancel),
         json_events=args.json_events)
     if not args.json_events:
         print(f"{result.n_samples} samples of {result.n_images} images in {result.out_dir}")

@@ -16,12 +16,15 @@ import numpy as np
 
 from engine.data.mapping import MappingConfig, is_mapping_file, load_mapping
 from engine.data.readers.assemble import checked, provenance, repeat_numbers
-from engine.data.readers.checks import (check_betas, check_index_range, check_int_vector, check_mask, describe, load_npz,
-                                        require_file, to_uint8_images)
+from engine.data.readers.checks import (check_betas, check_declared_size, check_index_range, check_int_vector,
+                                        check_mask, describe, load_npz, require_file, to_uint8_images)
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
 
 SUFFIXES = (".npz", ".mat", ".h5", ".hdf5")
+# bytes per element of the MATLAB classes scipy.io.whosmat reports (cells and structs are refused later)
+_MAT_ITEMSIZE = {"double": 8, "single": 4, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4,
+                 "int64": 8, "uint64": 8, "logical": 1, "char": 2}
 
 
 def sniff(path: Path) -> bool:
@@ -52,7 +55,12 @@ class ArrayFile:
         import scipy.io
 
         try:
+            for name, shape, cls in scipy.io.whosmat(str(self.path)):  # sizes from the headers, before reading
+                if cls in _MAT_ITEMSIZE:
+                    check_declared_size(self.path, name, shape, _MAT_ITEMSIZE[cls])
             d = scipy.io.loadmat(str(self.path), squeeze_me=False, mat_dtype=False)
+        except SubjectFormatError:
+            raise
         except Exception as e:  # noqa: BLE001 - scipy's MATLAB parser raises almost anything on corrupt bytes
             # (ValueError, MatReadError, zlib.error, struct.error, even UnboundLocalError from its Cython reader)
             raise SubjectFormatError(self.path, f"not a readable MATLAB file, truncated or corrupt ({type(e).__name__}: "
@@ -75,7 +83,7 @@ class ArrayFile:
         # a corrupt file can yield names as bytes: list them all as text
         return sorted(n if isinstance(n, str) else bytes(n).decode("utf-8", "replace") for n in names)
 
-    def get(self, key: str) -> np.ndarray:
+    def get(self, key: str, text_ok: bool = False) -> np.ndarray:
         if self._cache is not None:
             if key not in self._cache:
                 raise SubjectFormatError(self.path, "missing array", key=key, expected=f"an array named '{key}'",
@@ -84,6 +92,9 @@ class ArrayFile:
             if a.dtype == object:
                 raise SubjectFormatError(self.path, "not a numeric array (MATLAB cell or struct?)", key=key,
                                          expected="a numeric array", found="object array")
+            if a.dtype.kind not in ("biufSU" if text_ok else "biuf"):
+                raise SubjectFormatError(self.path, "not a real numeric array", key=key,
+                                         expected="a real numeric array", found=str(a.dtype))
         else:
             import h5py
 
@@ -97,6 +108,7 @@ class ArrayFile:
                 if not isinstance(obj, h5py.Dataset):
                     raise SubjectFormatError(self.path, "missing array", key=key, expected=f"a dataset named '{key}'",
                                              found=f"keys {self.keys()[:16]}")
+                check_declared_size(self.path, key, obj.shape, obj.dtype)
                 a = np.asarray(h5_read(obj, self.path, key, ()))
             if a.dtype.kind not in "biuf":
                 raise SubjectFormatError(self.path, "not a numeric array", key=key, expected="a numeric array",
@@ -136,7 +148,7 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
     if m.betas_all:
         X = check_betas(src.get(m.betas_all), src.path, m.betas_all)
         if m.split:
-            sp = src.get(m.split)
+            sp = src.get(m.split, text_ok=True)
             if sp.dtype.kind in "SU":
                 sp = np.char.lower(sp.astype(str))
                 bad = ~np.isin(sp, ("train", "test"))
@@ -202,7 +214,10 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
         if n_trials > n_train:
             off = n_tr_img if (m.images_test and not m.images_all) else 0
             tei = (idx(m.test_image_index, n_trials - n_train, "image") if m.test_image_index
-                   else np.arange(n_trials - n_train)) + off
+                   else np.arange(n_trials - n_train))
+            if off:  # indices into the test images: a negative one must not land on a training image
+                check_index_range(tei, n_img - off, src.path, m.test_image_index or "trials", "test image")
+            tei = tei + off
         else:
             tei = np.zeros(0, np.int64)
         image_index = np.concatenate([tri, tei])

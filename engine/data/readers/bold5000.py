@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.readers.assemble import checked, provenance, repeat_numbers
-from engine.data.readers.checks import oneline, check_betas, load_npy, require_dir, require_file, to_uint8_images
+from engine.data.readers.checks import (check_betas, load_npy, oneline, read_image_rgb, require_dir, require_file,
+                                        to_uint8_images)
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
 
@@ -115,13 +116,7 @@ def _image_files(folder: Path) -> dict[str, Path]:
 
 
 def _load_image_file(p: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as e:
-        raise SubjectFormatError(p, f"not a readable image ({oneline(e)})") from e
+    return read_image_rgb(p)
 
 
 def read(path: Path, *, subject: int | None = None, image_size: int = 256, **_ignored) -> Subject:

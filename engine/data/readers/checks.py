@@ -94,6 +94,9 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             for k in z.files:
+                member = k if k in z.zip.namelist() else f"{k}.npy"
+                with z.zip.open(member) as fh:
+                    _check_npy_header(fh, path, k)
                 out[k] = z[k]
     except ValueError as e:
         if "pickle" in str(e).lower() or "object" in str(e).lower():
@@ -112,6 +115,9 @@ def load_npy(path: Path, mmap: bool = False) -> np.ndarray:
         magic = fh.read(6)
     if magic != b"\x93NUMPY":
         raise SubjectFormatError(path, "not a .npy array file", expected="the NUMPY header", found=repr(magic))
+    if not mmap:
+        with open(path, "rb") as fh:
+            _check_npy_header(fh, path, None)
     try:
         a = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except ValueError as e:
@@ -133,6 +139,79 @@ def oneline(e: BaseException) -> str:
 
 
 _first_line = oneline
+
+
+# --- sizes declared by headers, checked before reading -----------------------------------------------------------------
+MAX_IMAGE_PIXELS = 64_000_000  # 8000 × 8000: far above any stimulus; a PNG that declares more is a decompression bomb
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate without swapping (``MemAvailable``); None if unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - psutil missing or unsupported platform
+        return None
+
+
+def check_declared_size(path: Path, key: str | None, shape, dtype) -> None:
+    """Refuse an array whose header declares more bytes than the memory available (checked before reading it)."""
+    try:
+        itemsize = dtype if isinstance(dtype, int) else np.dtype(dtype).itemsize  # an int: bytes per element
+        n = int(np.prod([int(d) for d in shape], dtype=object)) * itemsize
+    except (TypeError, ValueError):
+        return
+    avail = available_memory()
+    if avail is not None and n > avail:
+        from engine.atomic import human_bytes
+
+        raise SubjectFormatError(path, "array too large to read", key=key,
+                                 expected=f"at most {human_bytes(avail)} (the memory available)",
+                                 found=f"{human_bytes(n)} declared, shape {tuple(int(d) for d in shape)}")
+
+
+def _check_npy_header(fh, path: Path, key: str | None) -> None:
+    """Read the ``.npy`` header at ``fh`` and check the size it declares (no data read)."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        shape, _, dtype = (np.lib.format.read_array_header_1_0(fh) if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0(fh))
+    except (ValueError, OSError, EOFError, SyntaxError, TypeError) as e:
+        raise SubjectFormatError(path, f"unreadable .npy header ({_first_line(e)})", key=key) from e
+    check_declared_size(path, key, shape, dtype)
+
+
+def check_image_size(path: Path, width: int, height: int, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    if int(width) * int(height) > max_pixels:
+        raise SubjectFormatError(path, "image too large (a decompression bomb?)",
+                                 expected=f"at most {max_pixels:,} pixels", found=f"{width} × {height} pixels")
+
+
+def read_image_rgb(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """An image file as ``(H, W, 3)`` uint8; its declared size is checked before its pixels are decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    require_file(path, "image file")
+    try:
+        with Image.open(path) as im:
+            check_image_size(path, *im.size, max_pixels=max_pixels)
+            return np.asarray(im.convert("RGB"), dtype=np.uint8)
+    except SubjectFormatError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise SubjectFormatError(path, "image too large (a decompression bomb?)", expected=f"at most {max_pixels:,} pixels",
+                                 found=_first_line(e)) from e
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
+        raise SubjectFormatError(path, f"not a readable image ({type(e).__name__}: {_first_line(e)})",
+                                 expected="a PNG or JPEG file") from e
 
 
 # --- arrays ----------------------------------------------------------------------------------------------------------
@@ -247,7 +326,8 @@ def to_uint8_images(a, path: Path, key: str, *, layout: str = "NHWC", value_rang
     a : array
         The stack in ``layout`` (``"NHWC"`` or ``"NCHW"``); grey images (N, H, W) or 1 channel are repeated to RGB.
     value_range : {"0-255", "0-1", "-1-1", None}
-        ``None`` infers it: integers are 0-255, floats within [0, 1] are 0-1, floats within [-1, 1] are -1-1.
+        ``None`` infers it: integers are 0-255, floats within [0, 1] are 0-1, floats within [-1, 1] are -1-1; other
+        floats are refused (never guessed).
     """
     a = np.asarray(a)
     if a.ndim == 3:
@@ -265,8 +345,9 @@ def to_uint8_images(a, path: Path, key: str, *, layout: str = "NHWC", value_rang
     if a.shape[-1] != 3 or a.shape[1] < 2 or a.shape[2] < 2 or a.shape[0] == 0:
         raise SubjectFormatError(path, "not an image stack", key=key, expected=f"{layout} images with 1, 3 or 4 channels",
                                  found=describe(a))
-    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number):
-        raise SubjectFormatError(path, "not an image stack", key=key, expected="numeric pixel values", found=describe(a))
+    if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.number) or a.dtype.kind == "c":
+        raise SubjectFormatError(path, "not an image stack", key=key, expected="real numeric pixel values",
+                                 found=describe(a))
     if a.dtype == np.uint8 and value_range in (None, "0-255"):
         return np.ascontiguousarray(a)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -282,11 +363,10 @@ def to_uint8_images(a, path: Path, key: str, *, layout: str = "NHWC", value_rang
             value_range = "0-1"
         elif lo >= -1 and hi <= 1.0:
             value_range = "-1-1"
-        elif lo >= 0 and hi <= 255:
-            value_range = "0-255"
-        else:
-            raise SubjectFormatError(path, "pixel values out of any image range", key=key,
-                                     expected="values in [0, 1], [-1, 1] or [0, 255]", found=f"[{lo:.4g}, {hi:.4g}]")
+        else:  # never guess 0-255 for floats: [0, 2] would become near-black images (docs/formats.md)
+            raise SubjectFormatError(path, "float pixel values outside [0, 1] and [-1, 1]", key=key,
+                                     expected="float images in [0, 1] or [-1, 1] (or declare range: 0-255)",
+                                     found=f"[{lo:.4g}, {hi:.4g}]")
     ranges = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
     if value_range not in ranges:
         raise SubjectFormatError(path, "unknown value range", key="range", expected=sorted(ranges), found=value_range)

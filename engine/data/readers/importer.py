@@ -14,7 +14,7 @@ from typing import Iterator
 from engine.data.formats import detect_format, open_subject
 from engine.data.native import write_subject
 from engine.data.preprocess import PreprocessConfig, apply
-from engine.errors import ConfigError
+from engine.atomic import check_replaceable
 from engine.events import CancelToken, Event, Finished, Log, Progress, Started, ensure_token
 
 
@@ -45,10 +45,9 @@ def import_subject(src: str | Path, out: str | Path, *, format: str | None = Non
     cancel = ensure_token(cancel)
     src, out = Path(src), Path(out)
     preprocess = preprocess or PreprocessConfig()
-    if out.exists() and not overwrite:
-        raise ConfigError(f"{out}: already exists (pass --overwrite to replace it)")
-    if out.resolve() == src.resolve():
-        raise ConfigError(f"{out}: the output folder is the source; choose another --out")
+    sources = [src, *(Path(options[k]) for k in ("mapping",) if isinstance((options or {}).get(k), (str, Path)))]
+    # checked before reading anything (write_subject checks again, with the subject's own source files)
+    check_replaceable(out, marker="subject.json", kind="NeuroLens subject", overwrite=overwrite, sources=sources)
     t0 = time.perf_counter()
     yield Started(job="import", run_dir=str(out), total=4)
     fmt = format or detect_format(src)
@@ -64,7 +63,7 @@ def import_subject(src: str | Path, out: str | Path, *, format: str | None = Non
     def on_block(name, done, total):
         cancel.raise_if_set()
 
-    path = write_subject(subject, out, overwrite=overwrite, on_block=on_block)
+    path = write_subject(subject, out, overwrite=overwrite, on_block=on_block, sources=sources)
     yield Progress(4, 4, stage="done")
     summary = subject.summary()
     summary["path"] = str(path)

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.readers.assemble import checked, provenance, repeat_numbers
-from engine.data.readers.checks import oneline, require_dir, require_file, to_uint8_images
+from engine.data.readers.checks import (check_declared_size, oneline, read_image_rgb, require_dir, require_file,
+                                        to_uint8_images)
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
 
@@ -64,6 +65,9 @@ def load_nifti(p: Path, *, what: str = "NIfTI image", dtype=None):
         img = nib.load(str(p))
     except (ImageFileError, HeaderDataError, OSError, EOFError, ValueError, zlib.error) as e:
         raise SubjectFormatError(p, f"not a readable {what} ({type(e).__name__}: {oneline(e)})") from e
+    check_declared_size(p, None, img.shape, dtype or img.get_data_dtype())
+    if np.dtype(img.get_data_dtype()).kind == "c":
+        raise SubjectFormatError(p, "complex-valued volume", expected="real values", found=str(img.get_data_dtype()))
     try:
         data = np.asarray(img.dataobj) if dtype is None else np.asarray(img.dataobj, dtype=dtype)
     except (OSError, EOFError, ValueError, zlib.error) as e:
@@ -129,11 +133,12 @@ def _label_names(p: Path | None) -> dict[int, str]:
     require_file(p, "label names file")
     try:
         if p.suffix == ".json":
-            d = json.loads(p.read_text())
+            d = json.loads(p.read_text(encoding="utf-8-sig"))
             if not isinstance(d, dict):
                 raise SubjectFormatError(p, expected='a JSON object {"1": "V1", ...}', found=type(d).__name__)
             return {int(k): str(v) for k, v in d.items()}
-        rows = list(csv.DictReader(p.open(newline=""), delimiter="\t"))
+        with p.open(newline="", encoding="utf-8-sig") as f:  # Excel saves a BOM and CRLF line ends
+            rows = list(csv.DictReader(f, delimiter="\t"))
         if not rows or not {"index", "name"} <= set(rows[0]):
             raise SubjectFormatError(p, "missing columns", expected="TSV columns index, name",
                                      found=sorted(rows[0]) if rows else "no rows")
@@ -147,8 +152,9 @@ def _label_names(p: Path | None) -> dict[int, str]:
 def read_events(p: Path) -> list[dict]:
     require_file(p, "trial table (TSV)")
     try:
-        with p.open(newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+        with p.open(newline="", encoding="utf-8-sig") as f:  # Excel saves a BOM and CRLF line ends
+            rows = [{(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items()}
+                    for r in csv.DictReader(f, delimiter="\t")]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise SubjectFormatError(p, f"unreadable TSV ({oneline(e)})") from e
     if not rows:
@@ -292,16 +298,7 @@ def read(path: Path, *, betas=None, mask=None, labels=None, label_names=None, ev
 
 
 def _load_image(p: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(p) as im:
-            return to_uint8_images(np.asarray(im.convert("RGB"))[None], p, "pixels")[0]
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        if isinstance(e, SubjectFormatError):
-            raise
-        raise SubjectFormatError(p, f"not an image ({type(e).__name__})", expected="a PNG/JPEG image file",
-                                 found="unreadable") from e
+    return read_image_rgb(p)
 
 
 def surface_assignment(ijk: np.ndarray, affine: np.ndarray, max_mm: float) -> tuple[np.ndarray, np.ndarray]:

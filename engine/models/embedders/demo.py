@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.errors import CheckpointError, ModelFolderError
+from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.embedders.base import batches, check_images, file_digest, torch_device
 from engine.models.construction import MODEL_BUILD_LOCK
 
@@ -141,7 +142,7 @@ def load_demo_net(folder=None) -> tuple[DemoEmbedderNet, dict]:
         if not (folder / name).is_file():
             raise ModelFolderError(folder, name, "the demo image embedder; rebuild it with "
                                                  "python resources/build/build_demo_embedder.py")
-    meta = json.loads((folder / CONFIG_FILE).read_text())
+    meta = read_object(folder / CONFIG_FILE)
     if meta.get("class") != "DemoEmbedderNet":
         raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'DemoEmbedderNet', "
                               f"found {meta.get('class')!r}")
