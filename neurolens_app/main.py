@@ -231,7 +231,7 @@ def screenshot_run_job(subject, folder, cancel):
         images = np.asarray(subject.trials.image_index)[test]
         _, first = np.unique(images, return_index=True)
         trials = [int(test[j]) for j in sorted(first)[:SCREENSHOT_IMAGES]]
-        yield from reconstruct_job(run, subject, trials=trials, samples=4, steps=20, guidance=3.0,
+        yield from reconstruct_job(run, subject, trials=trials, samples=4,
                                    img2img_strength=DEFAULT_IMG2IMG, out_dir=run / "recon" / "test", cancel=cancel)
     return run
 

@@ -143,4 +143,10 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     assert rc == 0
     idx = read_index(out)
     assert idx.settings["sampler"] == "dpmpp" and len(idx.items) == 1
+    # rows outside the split are refused by name, not dropped; nothing is written
+    capsys.readouterr()
+    assert main(["reconstruct", str(ridge_run), "--trials", "5,7,200", "--steps", "2", "--out",
+                 str(tmp_path / "refused"), "--subject", str(subj_path)]) == 2
+    err = capsys.readouterr().err
+    assert "trial rows 5, 7 are not in split 'test'" in err and not (tmp_path / "refused").exists()
     assert main(["reconstruct", str(ridge_run), "--steps", "0", "--subject", str(subj_path)]) == 2
