@@ -491,6 +491,15 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
 
+    def show_run(self, run) -> None:
+        """Make ``run`` (a run folder of the open subject) the selected run; its folder's runs are listed for this
+        subject while it stays open (without changing the runs folder the user chose in the Data panel)."""
+        run = Path(run)
+        self.context.runs_folder_override = (self.context.subject.subject, run.parent)
+        if "data" in self.panels:
+            self.panels["data"].refresh_runs()
+        self.context.subject.set_run(run)
+
     def start(self, subject: str | None = None, demo: bool = False) -> None:
         """After the window is shown: prepare the flatmap and open a subject (first launch: the demo)."""
         if "brain" in self.panels:
