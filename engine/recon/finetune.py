@@ -62,8 +62,9 @@ class FinetuneConfig:
     lr : float
         Learning rate of the adapter.
     router_lr : float
-        Learning rate of the timestep router. Its few weights get a weak, noisy gradient through the mix of levels:
-        at the adapter's rate its slopes moved 2.0 -> 1.994 in a demo fine-tuning, i.e. it stayed at its prior.
+        Learning rate of the timestep router's slopes (its query and keys train at ``lr``). The slopes get a weak
+        gradient through the mix of levels: at the adapter's rate they moved 2.0 -> 1.994 in a demo fine-tuning, i.e.
+        the router stayed at its prior.
     unet : {"frozen", "lora", "cross_attn"}
     lora_rank : int
     lora_alpha : float or None
@@ -299,7 +300,10 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
         yield Log(f"timestep router over {levels.shape[0]} expert levels")
     groups = [{"params": list(adapter.parameters()), "lr": cfg.lr}]
     if router is not None:
-        groups.append({"params": list(router.parameters()), "lr": cfg.router_lr})
+        # only the slopes (one per level: the schedule's shape) at router_lr; the time query and level keys at the
+        # adapter's rate, or the query's high-frequency sinusoid features make the learned weights jitter across t
+        groups.append({"params": [router.slope], "lr": cfg.router_lr})
+        groups[0]["params"] += [p for n, p in router.named_parameters() if n != "slope"]
     unet = gen.unet
     unet_params: list = []
     if cfg.unet == "lora":
