@@ -278,3 +278,19 @@ def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surfac
         window.act_open_folder.trigger()
     assert window.context.subject.subject.path == surface_subject_path
     assert window.windowTitle().startswith(window.context.subject.subject.name)  # the platform adds " — NeuroLens"
+
+
+def test_a_subject_without_a_surface_mapping_says_so_on_the_flatmap(qtbot, window, tmp_path):
+    import dataclasses
+
+    from engine.data.native import write_subject
+    from neurolens_app.panels.brain import NO_SURFACE
+    from tests.helpers import make_tiny_subject
+
+    subject = make_tiny_subject()
+    v = subject.voxels
+    subject.voxels = dataclasses.replace(v, hemi=np.full_like(v.hemi, -1), vertex=np.full_like(v.vertex, -1))
+    path = write_subject(subject, tmp_path / "nosurf.nlsubj")
+    with qtbot.waitSignal(window.subject_loaded, timeout=20000):
+        window.open_subject(str(path))
+    assert NO_SURFACE in window.brain.flatmap.title.text
