@@ -1,8 +1,9 @@
 """``neurolens-app``: the NeuroLens window.
 
 The window is shown first; the engine (and torch, nilearn, ...) is imported afterwards in workers, so the window
-appears within about two seconds. ``--screenshot FILE`` renders the window (the demo, ``--subject`` or ``--run``'s subject) and exits; ``--run RUN_DIR``
-opens a run folder with its subject, so every panel and overlay of a user's run can be shown (and screenshotted).
+appears within about two seconds. ``--screenshot FILE`` renders the window (the demo, ``--subject`` or ``--run``'s
+subject) and exits; ``--run RUN_DIR`` opens a run folder with its subject, so every panel and overlay of a user's run
+can be shown (and screenshotted).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="neurolens-app", description="NeuroLens: decode what a person saw from fMRI.")
     p.add_argument("--subject", metavar="PATH", help="open this subject (any format the engine reads)")
     p.add_argument("--demo", action="store_true", help="open the built-in demo subject (a simulation)")
-    p.add_argument("--run", metavar="RUN_DIR", help="open this run folder (and its subject, unless --subject is given): "
-                                                    "the run panels, its MoE routing and encoding overlays show it")
+    p.add_argument("--run", metavar="RUN_DIR", help="open this run folder (and its subject, unless --subject is "
+                                                    "given): the run panels, its MoE routing and encoding overlays "
+                                                    "show it")
     p.add_argument("--screenshot", metavar="FILE", help="render the window to a PNG once loaded, then exit")
     p.add_argument("--panel", metavar="NAME", help="with --screenshot: render only this panel "
                                                   "(data, brain, trials, log; training, reconstruction and experts "

@@ -244,7 +244,8 @@ def load_run_maps(run: Path, subject) -> dict:
         w = np.asarray(routing.voxel_routing(model, model_info(run)["subject"], betas)[0], np.float32)
         vidx = np.asarray(norm.voxel_index)
         if w.ndim != 2 or w.shape[0] != len(vidx) or (len(vidx) and int(vidx.max()) >= subject.n_voxels):
-            out["routing_reason"] = f"routing of {run.name} has shape {w.shape}; the subject has {subject.n_voxels} voxels"
+            out["routing_reason"] = (f"routing of {run.name} has shape {w.shape}; the subject has "
+                                     f"{subject.n_voxels} voxels")
         else:
             full = np.full((subject.n_voxels, w.shape[1]), np.nan, np.float32)  # voxels the run did not use: none
             full[vidx] = w

@@ -9,8 +9,9 @@ mix ``sum_l w_l(t) * level_l``, with weights that depend on the timestep ``t``:
 ``q(t)`` is a Linear of the sinusoidal embedding of ``t``, ``k_l`` learned level keys (MoRE-Brain's time router), and
 ``c_l`` a learned slope per level initialised from +2 (coarsest) to -2 (finest), so that training starts from the
 coarse-to-fine prior: coarse levels early in sampling (large ``t``), fine ones late. Everything is learned during
-fine-tuning, at its own learning rate (``FinetuneConfig.router_lr``); ``prior_weights_per_step`` gives the prior's
-table to plot the learned weights against. ``weights_per_step(timesteps)`` gives the ``(n_steps, n_levels)`` table the GUI's expert views plot.
+fine-tuning (the slopes at their own learning rate, ``FinetuneConfig.router_lr``). ``weights_per_step(timesteps)``
+gives the ``(n_steps, n_levels)`` table the GUI's expert views plot, ``prior_weights_per_step`` the prior's, to plot
+the learned weights against.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Every ``Metric`` event is appended to a buffer (cheap, GUI thread); ``refresh()`` (called by the owner's QTimer at
 about 10 Hz) redraws only the series that changed. Series are grouped by unit, one plot each: training losses (log
-scale), test scores in [0, 1] (higher is better), test errors (MSE, distances: lower is better) and the learning rate. A second run's curves can be overlaid (dashed) to compare two runs.
+scale), test scores in [0, 1] (higher is better), test errors (MSE, distances: lower is better) and the learning
+rate. A second run's curves can be overlaid (dashed) to compare two runs.
 """
 
 from __future__ import annotations

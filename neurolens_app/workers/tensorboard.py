@@ -60,7 +60,8 @@ class TensorBoardServer(QObject):
         if not tensorboard_available():
             return ("TensorBoard is not installed in NeuroLens's Python environment: install it with "
                     "'pip install tensorboard', then try again")
-        if self.process is not None and self.logdir == logdir and self.process.state() != QProcess.ProcessState.NotRunning:
+        running = self.process is not None and self.process.state() != QProcess.ProcessState.NotRunning
+        if running and self.logdir == logdir:
             if not self._timer.isActive():
                 self._show()
             return None

@@ -59,7 +59,8 @@ def run(args) -> int:
                          unet=unet, lora_rank=args.lora_rank or 4, lora_ff=args.lora_ff, unet_lr=args.unet_lr,
                          drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
                          joint_encoder=args.joint_encoder, align_weight=args.align_weight,
-                         router=not args.no_router, router_lr=args.router_lr, seed=args.seed, device=args.device, dtype=args.dtype,
+                         router=not args.no_router, router_lr=args.router_lr, seed=args.seed, device=args.device,
+                         dtype=args.dtype,
                          max_steps=args.max_steps,
                          ip_adapter=None if args.ip_adapter.lower() == "none" else args.ip_adapter)
     result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject,
