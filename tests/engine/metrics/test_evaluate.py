@@ -89,7 +89,7 @@ def test_retrieval_uses_embeddings_aligned_by_image_index(folder, result):
     ref = top1_retrieval(z["brain"][order], z["target"][order], CFG.retrieval)
     assert result.rows[0]["retrieval brain → image"] == pytest.approx(ref["brain_to_image"].mean)
     assert result.rows[0]["retrieval image → brain"] == pytest.approx(ref["image_to_brain"].mean)
-    assert "among 6 random test items" in result.protocol["retrieval brain → image"]
+    assert "among all 6 test items" in result.protocol["retrieval brain → image"]
 
 
 def test_bad_index_names_the_key(tmp_path):
