@@ -281,8 +281,15 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     targets = target_embeddings(subj.images, info["embedder"], info["target"]).astype(np.float32)
     uniq, pos = np.unique(images_of_rows, return_inverse=True)
     yield Log(f"{len(rows)} training trials on {len(uniq)} images; encoding them with the generator's VAE")
-    lat = torch.cat([gen.encode(np.asarray(subj.images[uniq[s:s + 64]])).float().cpu()
-                     for s in range(0, len(uniq), 64)])
+    # start-up work as its own stage, so the fine-tuning's time left is measured on fine-tuning steps only
+    starts = range(0, len(uniq), 64)
+    encode_clock, parts = EtaClock(len(starts)), []
+    for i, s in enumerate(starts):
+        cancel.raise_if_set()
+        parts.append(gen.encode(np.asarray(subj.images[uniq[s:s + 64]])).float().cpu())
+        yield Progress(i + 1, len(starts), eta_s=encode_clock.eta(i + 1), stage="encode images",
+                       message="the seen images' latents")
+    lat = torch.cat(parts)
 
     # ---- what trains ----------------------------------------------------------------------------------------------
     same_space = (gen.adapter is not None and tuple(gen.adapter.config.input_shape) == shape

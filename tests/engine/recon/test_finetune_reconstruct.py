@@ -149,7 +149,8 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     # --resume on a finished fine-tuning restores its state and has nothing left to do.
     assert main(["finetune", str(ridge_run), "--resume", "--subject", str(subj_path), "--json-events"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert not [e for e in lines if e["event"] == "Progress"] and lines[-1]["event"] == "Finished"
+    steps = [e for e in lines if e["event"] == "Progress" and e["stage"].startswith("finetune")]
+    assert not steps and lines[-1]["event"] == "Finished"  # (its start-up stage, "encode images", still reports)
     out = tmp_path / "cli-rec"
     rc = main(["reconstruct", str(ridge_run), "--split", "test", "--trials", "200-202", "--samples", "1",
                "--guidance", "2", "--steps", "2", "--seed", "3", "--out", str(out), "--sampler", "dpmpp",
