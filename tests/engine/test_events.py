@@ -95,3 +95,15 @@ def test_eta_clock_counts_from_the_resumed_step(monkeypatch):
         assert c.eta(step) is None
     now[0] = 60.0
     assert c.eta(60) == pytest.approx(40.0)
+
+
+def test_the_cli_says_estimating_until_the_clock_has_an_estimate():
+    import io
+
+    from engine.cli.output import TerminalPrinter
+
+    out = io.StringIO()
+    p = TerminalPrinter(out)
+    p(Progress(1, 20, eta_s=None, stage="train"))
+    p(Progress(20, 20, eta_s=0.0, stage="train"))
+    assert out.getvalue().splitlines() == ["[train] 1/20  eta estimating", "[train] 20/20  eta 00:00"]
