@@ -284,3 +284,18 @@ def test_scores_and_errors_get_separate_axes(qtbot):
     plot_names = {p: {it.name() for it in w.plots[p].listDataItems()} for p in ("test", "test_error")}
     assert plot_names["test"] == {"two_way", "top1_retrieval", "cosine"} and plot_names["test_error"] == {"mse"}
     assert w.plots["test"].getAxis("left").labelText == "score"
+
+
+def test_show_run_opens_a_run_outside_the_runs_folder(qtbot, loaded_window, tmp_path):
+    """What ``neurolens-app --run RUN`` does once the subject is open: the run's folder is listed for this subject
+    (the user's runs-folder setting untouched) and the run panels show it."""
+    win = loaded_window
+    before = win.settings.value("folders/runs")
+    run = _fake_run(tmp_path / "elsewhere", "mine", "done", [1.0, 0.5, 0.25])
+    win.show_run(run)
+    tp = win.panels["training"]
+    assert win.context.subject.run == run and tp.runs.selected_runs() == [run]
+    np.testing.assert_array_equal(tp.curves.series()["loss"][1], [1.0, 0.5, 0.25])  # its curves, without a click
+    assert [win.panels["data"].runs.item(i).text().split()[0] for i in range(win.panels["data"].runs.count())] \
+        == ["mine"]
+    assert win.settings.value("folders/runs") == before
