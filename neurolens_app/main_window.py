@@ -471,7 +471,8 @@ class MainWindow(QMainWindow):
         total = ev.total or 0
         self.job_progress.setRange(0, total)
         self.job_progress.setValue(min(ev.step, total) if total else 0)
-        eta = f", {format_eta(ev.eta_s)} left" if ev.eta_s else ""
+        eta = (f", {format_eta(ev.eta_s)} left" if ev.eta_s is not None
+               else ", estimating the time left" if total and ev.step < total else "")
         self.job_label.setText(f"{title}: {ev.message or ev.stage}{eta}")
 
     def _on_busy(self, busy: bool) -> None:

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFi
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
 from engine.events import Progress
 from engine.recon import defaults as recon_defaults
@@ -651,7 +652,10 @@ class ReconstructionPanel(QWidget):
         total = max(int(ev.total or 0), 1)
         self.progress.setRange(0, total)
         self.progress.setValue(min(int(ev.step), total))
-        self.progress.setFormat(f"{ev.stage}: %v / %m" if ev.stage else "%v / %m")
+        # the engine's EtaClock gives no estimate until a few steps past the start-up have been timed
+        left = (f" · {format_eta(ev.eta_s)} left" if ev.eta_s is not None
+                else " · estimating the time left…" if ev.step < total else "")
+        self.progress.setFormat((f"{ev.stage}: " if ev.stage else "") + "%v / %m" + left)
 
     @Slot(object)
     def _on_preview(self, ev) -> None:

@@ -168,3 +168,15 @@ def test_panel_defaults_are_the_clis(window):
     args = build_parser().parse_args(["reconstruct", "RUN"])
     assert panel.steps.value() == args.steps == defaults.STEPS
     assert panel.guidance.value() == args.guidance and panel.samples.value() == args.samples
+
+
+def test_progress_says_estimating_until_the_engine_has_an_estimate(window):
+    from engine.events import Progress
+
+    panel = window.panels["reconstruction"]
+    panel._on_progress(Progress(1, 10, eta_s=None, stage="reconstruct"))
+    assert panel.progress.format() == "reconstruct: %v / %m · estimating the time left…"
+    panel._on_progress(Progress(5, 10, eta_s=65.0, stage="reconstruct"))
+    assert panel.progress.format() == "reconstruct: %v / %m · 01:05 left"
+    window._on_progress("Reconstructing", Progress(1, 10, eta_s=None, stage="reconstruct"))
+    assert window.job_label.text() == "Reconstructing: reconstruct, estimating the time left"
