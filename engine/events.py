@@ -162,16 +162,32 @@ def drive(job: Job | Iterator[Event], on_event: Callable[[Event], None] | None =
 
 
 class EtaClock:
-    """Estimates the remaining time of a job from the mean duration of the steps done so far in this session."""
+    """The one estimate of a job's remaining time: the mean duration of the steps timed so far in this session.
 
-    def __init__(self, total: int | None, start_step: int = 0) -> None:
+    The first ``warmup`` steps after ``start_step`` are not timed (they carry start-up work: imports, model building,
+    the first allocations and caches), and no estimate is given until ``min_timed`` further steps have been timed, so
+    the first number a user sees is already a measurement of the steady rate. ``eta`` may be called at any steps
+    (every step or every few seconds); it returns None while there is no honest estimate yet.
+    """
+
+    def __init__(self, total: int | None, start_step: int = 0, *, warmup: int = 1, min_timed: int = 3) -> None:
         self.total = total
         self.start_step = start_step
+        self.warmup = int(warmup)
+        self.min_timed = max(1, int(min_timed))
         self.t0 = time.perf_counter()
+        self._mark: tuple[int, float] | None = None  # (step, time) where timing started: the warm-up's end
 
     def eta(self, step: int) -> float | None:
-        done = step - self.start_step
-        if not self.total or done <= 0:
+        if not self.total:
             return None
-        rate = (time.perf_counter() - self.t0) / done
+        now = time.perf_counter()
+        if self._mark is None:
+            if step - self.start_step >= self.warmup:
+                self._mark = (step, now)
+            return None
+        timed = step - self._mark[0]
+        if timed < self.min_timed:
+            return None
+        rate = (now - self._mark[1]) / timed
         return max(0.0, rate * (self.total - step))

@@ -54,6 +54,7 @@ class AppContext(QObject):
         self.jobs = JobManager(self)
         self.idle = IdleQueue(self)  # follow-up GUI work, one task per event-loop turn (see workers/idle_queue.py)
         self.jobs.failed.connect(self.error_raised)
+        self.runs_folder_override = None  # (subject, folder) of a run opened with --run; see runs_folder()
         self.actions: dict = {}  # window actions panels may show as buttons: "open", "import", "demo", "export"
 
     def later(self, fn: Callable[[], None]) -> None:

@@ -1,7 +1,9 @@
 """``neurolens-app``: the NeuroLens window.
 
 The window is shown first; the engine (and torch, nilearn, ...) is imported afterwards in workers, so the window
-appears within about two seconds. ``--screenshot FILE`` renders the window with the demo loaded and exits.
+appears within about two seconds. ``--screenshot FILE`` renders the window (the demo, ``--subject`` or ``--run``'s
+subject) and exits; ``--run RUN_DIR`` opens a run folder with its subject, so every panel and overlay of a user's run
+can be shown (and screenshotted).
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="neurolens-app", description="NeuroLens: decode what a person saw from fMRI.")
     p.add_argument("--subject", metavar="PATH", help="open this subject (any format the engine reads)")
     p.add_argument("--demo", action="store_true", help="open the built-in demo subject (a simulation)")
+    p.add_argument("--run", metavar="RUN_DIR", help="open this run folder (and its subject, unless --subject is "
+                                                    "given): the run panels, its MoE routing and encoding overlays "
+                                                    "show it")
     p.add_argument("--screenshot", metavar="FILE", help="render the window to a PNG once loaded, then exit")
     p.add_argument("--panel", metavar="NAME", help="with --screenshot: render only this panel "
-                                                  "(data, brain, trials, log, ...)")
+                                                  "(data, brain, trials, log; training, reconstruction and experts "
+                                                  "need --run)")
     p.add_argument("--view", choices=("flatmap", "3d", "slices"), help="brain view to show")
     p.add_argument("--overlay", metavar="NAME", help="overlay to show once loaded (e.g. 'Noise ceiling')")
     p.add_argument("--theme", choices=("light", "dark"), help="colour theme (remembered)")
@@ -36,6 +42,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.run:
+        try:
+            args.run, run_subject = open_run_arg(args.run)
+        except ValueError as e:
+            print(f"neurolens-app: error: {e}", file=sys.stderr)
+            return 2
+        if not (args.subject or args.demo):
+            args.subject = run_subject
     if (args.screenshot or args.report_visible) and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless rendering: no display needed
     from PySide6.QtCore import QTimer
@@ -77,9 +91,24 @@ def main(argv: list[str] | None = None) -> int:
 
     view = {"flatmap": "Flatmap", "3d": "3-D surface", "slices": "Slices"}.get(args.view or "")
     if args.screenshot:
-        taker = _ScreenshotTaker(win, args.screenshot, args.panel, view, args.overlay)  # noqa: F841 - kept alive
-    elif view or args.overlay:
-        win.subject_loaded.connect(lambda _s: _apply_view(win, view, args.overlay))
+        try:
+            taker = _ScreenshotTaker(win, args.screenshot, args.panel, view, args.overlay, args.run)  # noqa: F841
+        except ValueError as e:
+            print(f"screenshot: {e}", file=sys.stderr)
+            return 2
+    else:
+        def on_loaded(_subject) -> None:
+            win.subject_loaded.disconnect(on_loaded)  # --run and --view apply to the first subject only
+            if args.run:
+                win.show_run(args.run)
+            if view or args.overlay:
+                if args.run and args.overlay:  # a run's overlays exist once its maps are read
+                    def once() -> None:
+                        win.context.sources.run_maps_changed.disconnect(once)
+                        _apply_view(win, None, args.overlay)
+                    win.context.sources.run_maps_changed.connect(once)
+                _apply_view(win, view, None if args.run else args.overlay)
+        win.subject_loaded.connect(on_loaded)
     QTimer.singleShot(0, lambda: win.start(subject=args.subject, demo=args.demo or bool(args.screenshot)))
     rc = app.exec()
     hook.uninstall()
@@ -96,18 +125,48 @@ def _apply_view(win, view: str | None, overlay: str | None) -> str | None:
     return why
 
 
+def open_run_arg(run: str) -> tuple[Path, str | None]:
+    """``--run RUN_DIR``: the run folder and the subject path its ``provenance.json`` records (None if it records
+    none); ``ValueError`` with one line when the folder is not a run."""
+    import json
+
+    path = Path(run).expanduser().resolve()
+    if not (path / "config.yaml").is_file():
+        raise ValueError(f"--run {run}: not a run folder (no config.yaml; make one with 'neurolens train')")
+    try:
+        prov = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
+        subject = prov["subject"]["path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        subject = None
+    if subject and not Path(subject).exists():
+        raise ValueError(f"--run {run}: its subject {subject} (provenance.json, key 'subject.path') does not exist; "
+                         f"give it with --subject PATH")
+    return path, subject
+
+
+RUN_PANELS = ("training", "reconstruction", "experts")
+
+
 class _ScreenshotTaker:
-    """Waits until the subject is loaded and the brain view drawn, grabs the window (or one panel), exits."""
+    """Waits until the subject (and ``--run``) is loaded and the view drawn, grabs the window (or one panel), exits.
 
-    TIMEOUT_S = 600  # the first screenshot of a run panel trains a small demo run
+    Any error (a bad argument, an error dialog, an overlay the subject or run cannot show) prints one line and exits
+    with status 2 at once; nothing is trained or written but the PNG.
+    """
 
-    def __init__(self, win, path: str, panel: str | None, view: str | None, overlay: str | None) -> None:
+    TIMEOUT_S = 180
+
+    def __init__(self, win, path: str, panel: str | None, view: str | None, overlay: str | None,
+                 run: Path | None = None) -> None:
         from PySide6.QtCore import QTimer
 
-        self.win, self.path, self.panel, self.view, self.overlay = win, path, panel, view, overlay
+        self.win, self.path, self.panel, self.view, self.overlay, self.run = win, path, panel, view, overlay, run
         self.loaded = False
         if panel and panel not in win.docks:
-            raise SystemExit(f"--panel: unknown panel {panel!r}; choose one of {sorted(win.docks)}")
+            raise ValueError(f"--panel: unknown panel {panel!r}; choose one of {sorted(win.docks)}")
+        if panel in RUN_PANELS and run is None:
+            raise ValueError(f"--panel {panel} shows a run: give its folder with --run RUN_DIR (make one with "
+                             f"'neurolens train')")
         win.subject_loaded.connect(self._on_loaded)
         win.error_shown.connect(self._on_error)
         self.timer = QTimer()
@@ -119,61 +178,67 @@ class _ScreenshotTaker:
         self.ready = lambda: True
 
     def _on_loaded(self, subject) -> None:
+        self.win.subject_loaded.disconnect(self._on_loaded)
         if subject.n_trials:
             # give the Trials panel and the voxel inspector something to show
             test = subject.split_indices("test")
             self.win.context.subject.set_trial(int(test[0]) if len(test) else 0)
             self.win.context.subject.set_voxel(_interesting_voxel(subject))
-        why = _apply_view(self.win, self.view, self.overlay)
+        ov = self.win.context.overlays
+        if self.overlay and self.run is None and self.overlay in ov.names() and not ov.get(self.overlay).available:
+            hint = "; a run's overlays need --run RUN_DIR" if ov.get(self.overlay).group == "models" else ""
+            self._fail(f"--overlay {self.overlay!r} is unavailable: {ov.get(self.overlay).reason}{hint}")
+            return
+        why = _apply_view(self.win, self.view, None if self.run else self.overlay)
         if why:  # a screenshot of a view the subject cannot show would be an empty picture
-            from PySide6.QtWidgets import QApplication
-
-            print(f"screenshot: --view {self.view}: {why}", file=sys.stderr)
-            self.timer.stop()
-            self.win.close()
-            QApplication.instance().exit(2)
+            self._fail(f"--view {self.view}: {why}")
             return
         if self.panel:
             self.win.show_panel(self.panel)
-        if self.panel in RUN_PANELS:
-            self._prepare_run(subject)
-        else:
-            self.loaded = True
-
-    def _prepare_run(self, subject) -> None:
-        """The run panels show a run: reuse or make one (see ``screenshot_run_job``)."""
-        from neurolens_app.widgets.runs_list import runs_folder
-
-        folder = runs_folder(self.win.context)
-        if folder is None:
+        if self.run is None:
             self.loaded = True
             return
-        dock = self.win.docks[self.panel]
-        dock.setFloating(True)  # the panel alone, at the screenshot size
-        dock.resize(self.win.size())
-        self.win.context.jobs.start(lambda cancel: screenshot_run_job(subject, folder, cancel),
-                                    "Preparing the screenshot run", on_result=self._on_run_ready)
+        self.win.context.sources.run_maps_changed.connect(self._on_run_maps)
+        self.win.show_run(self.run)
+        if self.panel in RUN_PANELS:
+            dock = self.win.docks[self.panel]
+            dock.setFloating(True)  # the panel alone, at the screenshot size
+            dock.resize(self.win.size())
+            panel = self.win.panels[self.panel]
+            if self.panel == "reconstruction":
+                self.ready = lambda: panel.current_image is not None and bool(panel.results)
+            elif self.panel == "experts":
+                self.ready = lambda: panel.analysis is not None
 
-    def _on_run_ready(self, run) -> None:
-        panel = self.win.panels[self.panel]
-        self.win.context.subject.set_run(run)
-        if self.panel == "training":
-            panel.show_run(run)
-            self.ready = lambda: True
-        elif self.panel == "reconstruction":
-            self.ready = lambda: panel.current_image is not None and bool(panel.results)
-        else:
-            self.ready = lambda: panel.analysis is not None
+    def _on_run_maps(self) -> None:
+        """The run's overlays are known: apply ``--overlay`` now (an unavailable one fails with its reason)."""
+        self.win.context.sources.run_maps_changed.disconnect(self._on_run_maps)
+        if self.overlay:
+            ov = self.win.context.overlays
+            if self.overlay in ov.names() and not ov.get(self.overlay).available:
+                self._fail(f"--overlay {self.overlay!r} is unavailable: {ov.get(self.overlay).reason}")
+                return
+            _apply_view(self.win, None, self.overlay)
         self.loaded = True
 
     def _on_error(self, dlg) -> None:
-        print(f"error while preparing the screenshot: {dlg.message}", file=sys.stderr)
+        self._fail(f"error while preparing the screenshot: {dlg.message}")
+
+    def _fail(self, message: str) -> None:
+        from PySide6.QtWidgets import QApplication
+
+        print(f"screenshot: {message}", file=sys.stderr, flush=True)
+        self.timer.stop()
+        self.win.context.jobs.cancel_all()
+        QApplication.instance().exit(2)
 
     def _poll(self) -> None:
         from PySide6.QtWidgets import QApplication
 
         if time.perf_counter() - self.t0 > self.TIMEOUT_S:
-            print("screenshot: timed out waiting for the subject", file=sys.stderr)
+            print(f"screenshot: timed out after {self.TIMEOUT_S} s waiting for the window to be ready",
+                  file=sys.stderr)
+            self.timer.stop()
             QApplication.instance().exit(1)
             return
         if not (self.loaded and self.win.brain.is_drawn and self.ready()):
@@ -189,60 +254,6 @@ class _ScreenshotTaker:
         print(f"saved {self.path}" if ok else f"could not write {self.path}")
         self.win.close()
         QApplication.instance().exit(0 if ok else 1)
-
-
-RUN_PANELS = ("training", "reconstruction", "experts")
-SCREENSHOT_RUN = "screenshot-demo-moe"
-SCREENSHOT_IMAGES = 12
-
-
-def screenshot_run_job(subject, folder, cancel):
-    """Job: the run the screenshots of the run panels show, ``FOLDER/screenshot-demo-moe`` (beside the subject: for
-    the demo, under the user's cache dir). An existing finished run of the same preset is reused; otherwise
-    ``demo-moe`` is trained (about a minute on 2 CPU cores), its decoder fine-tuned for one epoch, and the first test
-    images reconstructed with the panel's default settings. Returns the run folder."""
-    import shutil
-    from pathlib import Path
-
-    import numpy as np
-
-    from engine.events import Log
-    from engine.recon.finetune import DECODER_DIR, FinetuneConfig, finetune_job
-    from engine.recon.reconstruct import reconstruct_job
-    from engine.train.presets import get_preset
-    from engine.train.run import Run
-    from engine.train.trainer import train_job
-    from neurolens_app.panels.reconstruction import DEFAULT_IMG2IMG
-
-    run = Path(folder) / SCREENSHOT_RUN
-    cfg = get_preset("demo-moe", subject).with_overrides({"name": SCREENSHOT_RUN})
-    done = ((run / "status.json").is_file() and Run.open(run).status().get("status") == "done"
-            and Run.open(run).config.config_hash() == cfg.config_hash())  # same preset as this build's
-    if not done:
-        if run.exists():
-            shutil.rmtree(run)  # interrupted, or made from another version of the preset: start over
-        yield Log(f"training {run} for the screenshot (demo-moe preset)")
-        yield from train_job(cfg, subject, run, cancel=cancel)
-    if not (run / DECODER_DIR / "decoder.json").is_file():
-        yield from finetune_job(run, config=FinetuneConfig(epochs=1), cancel=cancel, subject=subject)
-    index = run / "recon" / "test" / "index.json"
-    if not index.is_file() or _recorded_img2img(index) != DEFAULT_IMG2IMG:  # missing, or made with other settings
-        test = subject.split_indices("test")
-        images = np.asarray(subject.trials.image_index)[test]
-        _, first = np.unique(images, return_index=True)
-        trials = [int(test[j]) for j in sorted(first)[:SCREENSHOT_IMAGES]]
-        yield from reconstruct_job(run, subject, trials=trials, samples=4, steps=20, guidance=3.0,
-                                   img2img_strength=DEFAULT_IMG2IMG, out_dir=run / "recon" / "test", cancel=cancel)
-    return run
-
-
-def _recorded_img2img(index) -> float | None:
-    import json
-
-    try:
-        return json.loads(index.read_text(encoding="utf-8")).get("settings", {}).get("img2img_strength")
-    except (OSError, ValueError):
-        return None
 
 
 def _interesting_voxel(subject) -> int:

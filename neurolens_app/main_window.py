@@ -473,7 +473,8 @@ class MainWindow(QMainWindow):
         total = ev.total or 0
         self.job_progress.setRange(0, total)
         self.job_progress.setValue(min(ev.step, total) if total else 0)
-        eta = f", {format_eta(ev.eta_s)} left" if ev.eta_s else ""
+        eta = (f", {format_eta(ev.eta_s)} left" if ev.eta_s is not None
+               else ", estimating the time left" if total and ev.step < total else "")
         self.job_label.setText(f"{title}: {ev.message or ev.stage}{eta}")
 
     def _on_busy(self, busy: bool) -> None:
@@ -492,6 +493,15 @@ class MainWindow(QMainWindow):
             "after their current step; a training run keeps its last checkpoint and can be resumed.",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
+
+    def show_run(self, run) -> None:
+        """Make ``run`` (a run folder of the open subject) the selected run; its folder's runs are listed for this
+        subject while it stays open (without changing the runs folder the user chose in the Data panel)."""
+        run = Path(run)
+        self.context.runs_folder_override = (self.context.subject.subject, run.parent)
+        if "data" in self.panels:
+            self.panels["data"].refresh_runs()
+        self.context.subject.set_run(run)
 
     def start(self, subject: str | None = None, demo: bool = False) -> None:
         """After the window is shown: prepare the flatmap and open a subject (first launch: the demo)."""

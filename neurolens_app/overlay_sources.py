@@ -181,8 +181,11 @@ class OverlaySources(QObject):
         w = data.get("routing")
         if w is not None:
             names = [f"expert {k}" for k in range(w.shape[1])]
-            self.overlays.set_overlay(ROUTING_DOMINANT, np.argmax(w, 1).astype(np.float32), kind="categorical",
-                                      categories=names, alpha=np.max(w, 1), group="models",
+            used = np.isfinite(w).all(1)  # voxels outside the run's ROIs are not drawn
+            dominant = np.where(used, np.argmax(np.nan_to_num(w, nan=-1.0), 1), np.nan).astype(np.float32)
+            self.overlays.set_overlay(ROUTING_DOMINANT, dominant, kind="categorical",
+                                      categories=names, alpha=np.where(used, np.nanmax(np.where(used[:, None], w, 0.0),
+                                                                                       1), 0.0), group="models",
                                       description="Expert with the largest routing weight; opacity = that weight.")
             for k in range(w.shape[1]):
                 self.overlays.set_overlay(ROUTING_EXPERT.format(k=k), w[:, k], cmap="viridis", limits=(0.0, 1.0),
@@ -222,28 +225,34 @@ def load_run_maps(run: Path, subject) -> dict:
         out["encoding_reason"] = "this NeuroLens build cannot read encoding maps"
     except (OSError, ValueError, KeyError) as exc:
         out["encoding_reason"] = f"no encoding maps in {run.name} ({exc})"
-    model_dir = run / "model"
-    if not (model_dir / "config.json").is_file():
-        out["routing_reason"] = f"{run.name} has no trained model (model/config.json)"
+    from engine.train.predict import MODEL_INFO
+
+    if not (run / "model" / MODEL_INFO).is_file():
+        out["routing_reason"] = f"{run.name} has no trained model (model/{MODEL_INFO})"
         return out
     try:
         from engine.models import routing
-        from engine.models.base import BrainEncoder
+        from engine.train.predict import load_encoder, load_normalizer, model_info
 
-        model = BrainEncoder.load(model_dir)
+        # the trainer's model folder (model/encoder + its z-scoring), read as the Experts panel reads it
+        model = load_encoder(run)
         if not hasattr(model, "routing_weights"):
             out["routing_reason"] = f"the model of {run.name} is a {type(model).__name__}, not a Mixture-of-Experts"
             return out
-        name = subject.name if subject.name in model.subjects else None
+        norm = load_normalizer(run)
         trials = subject.split_indices("test")
         if trials.size == 0:
             trials = np.arange(min(subject.n_trials, 500))
-        betas = np.asarray(subject.betas[np.sort(trials)], np.float32)
-        w = np.asarray(routing.voxel_routing(model, model.resolve_subject(name), betas)[0], np.float32)
-        if w.ndim != 2 or w.shape[0] != subject.n_voxels:
-            out["routing_reason"] = f"routing of {run.name} has shape {w.shape}, expected ({subject.n_voxels}, k)"
+        betas = norm.apply(subject.betas, np.sort(trials))
+        w = np.asarray(routing.voxel_routing(model, model_info(run)["subject"], betas)[0], np.float32)
+        vidx = np.asarray(norm.voxel_index)
+        if w.ndim != 2 or w.shape[0] != len(vidx) or (len(vidx) and int(vidx.max()) >= subject.n_voxels):
+            out["routing_reason"] = (f"routing of {run.name} has shape {w.shape}; the subject has "
+                                     f"{subject.n_voxels} voxels")
         else:
-            out["routing"] = w
+            full = np.full((subject.n_voxels, w.shape[1]), np.nan, np.float32)  # voxels the run did not use: none
+            full[vidx] = w
+            out["routing"] = full
     except (ImportError, AttributeError) as exc:
         out["routing_reason"] = f"cannot read Mixture-of-Experts models ({exc})"
     except (OSError, ValueError, KeyError) as exc:  # engine errors derive from these

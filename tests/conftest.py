@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+# Qt tests render offscreen (the same pixels with or without a display); the OpenGL test, which needs a display,
+# reruns itself on the X display when there is one (tests/app/test_surface3d_gl.py). An explicit QT_QPA_PLATFORM wins.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("QT_DISABLE_SHADER_DISK_CACHE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

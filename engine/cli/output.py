@@ -23,35 +23,80 @@ def format_eta(s: float | None) -> str:
 
 
 class TerminalPrinter:
-    """Prints events for a person: progress overwrites one line on a TTY, other events get their own line."""
+    """Prints events for a person, one line per event that matters.
+
+    Progress overwrites one line on a TTY (on a pipe: about 20 lines per job). The metrics of one evaluation (the
+    non-training ``Metric`` events of one step) share one line. Checkpoints are not listed as they are written (older
+    ones are pruned): ``close()`` names the ones kept on disk. ``Finished`` prints nothing when the job is done (each
+    command prints its own one-line summary) and the status otherwise.
+    """
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last_metrics: dict[str, float] = {}
+        self._eval: tuple[str, int | None, list[str]] | None = None  # (split, step, "name value" cells)
+        self._checkpoints: list[str] = []
+        self._on_progress_line = False
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("\n" if self._on_progress_line else "") + text + "\n")
+        self._on_progress_line = False
+
+    def _flush_eval(self) -> None:
+        if self._eval is not None:
+            split, step, cells = self._eval
+            self._eval = None
+            self._line(f"{split}{f' @ step {step}' if step is not None else ''}: " + "  ".join(cells))
 
     def __call__(self, ev: Event) -> None:
-        w = self.stream.write
+        if not (isinstance(ev, Metric) and ev.split != "train"):
+            self._flush_eval()
         if isinstance(ev, Progress):
             total = f"/{ev.total}" if ev.total else ""
             extra = " ".join(f"{k}={v:.4g}" for k, v in list(self._last_metrics.items())[-3:])
-            line = f"[{ev.stage or 'run'}] {ev.step}{total}  eta {format_eta(ev.eta_s)}  {extra} {ev.message}".rstrip()
+            eta = format_eta(ev.eta_s) if ev.eta_s is not None else "estimating"
+            line = f"[{ev.stage or 'run'}] {ev.step}{total}  eta {eta}  {extra} {ev.message}".rstrip()
             if self.tty:
-                w("\r\x1b[2K" + line)
+                self.stream.write("\r\x1b[2K" + line)
+                self._on_progress_line = True
             elif ev.total and (ev.step == ev.total or ev.step % max(1, ev.total // 20) == 0):
-                w(line + "\n")
+                self._line(line)
         elif isinstance(ev, Metric):
-            self._last_metrics[ev.name] = ev.value
-            if ev.split != "train":
-                w(("\n" if self.tty else "") + f"{ev.split} {ev.name} = {ev.value:.4f}\n")
-        elif isinstance(ev, (Log,)):
-            w(("\n" if self.tty else "") + f"{ev.level}: {ev.message}\n")
+            if ev.split == "train":
+                self._last_metrics[ev.name] = ev.value
+            else:
+                if self._eval is not None and (self._eval[0], self._eval[1]) != (ev.split, ev.step):
+                    self._flush_eval()
+                if self._eval is None:
+                    self._eval = (ev.split, ev.step, [])
+                self._eval[2].append(f"{ev.name} {ev.value:.4f}")
+        elif isinstance(ev, Log):
+            self._line(f"{ev.level}: {ev.message}")
         elif isinstance(ev, Checkpoint):
-            w(("\n" if self.tty else "") + f"checkpoint: {ev.path}\n")
+            self._checkpoints.append(ev.path)
         elif isinstance(ev, Started):
-            w(f"started {ev.job}" + (f" in {ev.run_dir}" if ev.run_dir else "") + "\n")
-        elif isinstance(ev, Finished):
-            w(("\n" if self.tty else "") + f"{ev.status}\n")
+            self._line(f"started {ev.job}" + (f" in {ev.run_dir}" if ev.run_dir else ""))
+        elif isinstance(ev, Finished) and ev.status != "done":
+            self._line(ev.status)
+        self.stream.flush()
+
+    def close(self) -> None:
+        """End of the job (done, cancelled or failed): the pending evaluation line, then the checkpoints kept."""
+        from pathlib import Path
+
+        self._flush_eval()
+        written = list(dict.fromkeys(self._checkpoints))  # a decoder folder is rewritten in place each epoch
+        kept = [Path(p) for p in written if Path(p).exists()]
+        if len(kept) == 1:
+            self._line(f"checkpoint kept: {kept[0]}" + (f" ({len(written)} written, older ones pruned)"
+                                                          if len(written) > 1 else ""))
+        elif kept:
+            self._line(f"checkpoints kept in {kept[-1].parent}: {', '.join(p.name for p in kept)}"
+                       + (f" ({len(written)} written, older ones pruned)" if len(written) > len(kept) else ""))
+        elif self._on_progress_line:
+            self.stream.write("\n")
+            self._on_progress_line = False
         self.stream.flush()
 
 
@@ -76,5 +121,7 @@ def run_job(make_job, *, json_events: bool = False, cancel: CancelToken | None =
     try:
         return drive(make_job(cancel), on_event)
     finally:
+        if isinstance(on_event, TerminalPrinter):
+            on_event.close()
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

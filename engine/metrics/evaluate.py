@@ -198,6 +198,11 @@ class _Context:
     config: EvaluationConfig
 
 
+# The label-based n-way column keeps one name whatever n the items allow (n = min(asked, categories among the items),
+# per folder: the row's ``label_n``), so tables of different image selections line up.
+LABEL_N_WAY = "n-way labels"
+
+
 def _two_way_name(ext: FeatureExtractor) -> str:
     return f"2-way {ext.name}"
 
@@ -220,7 +225,7 @@ def _score_set(gt: np.ndarray, recon: np.ndarray, ctx: _Context) -> dict[str, np
         if ctx.label_target is not None:
             scores = semantic.centroid_scores(f, ctx.gt_features[ext.name], ctx.label_target, len(ctx.label_classes))
             cfg = replace(ctx.config.n_way, n=ctx.label_n)
-            out[f"{ctx.label_n}-way labels {ext.name}"] = semantic.n_way_top1(scores, ctx.label_target, cfg)
+            out[f"{LABEL_N_WAY} {ext.name}"] = semantic.n_way_top1(scores, ctx.label_target, cfg)
     if ctx.classifier is not None:
         p = semantic.softmax(ctx.classifier.logits(recon))
         out[f"{ctx.config.n_way.n}-way top-1"] = semantic.n_way_top1(p, ctx.classifier_target, ctx.config.n_way)
@@ -330,7 +335,7 @@ def evaluate_folder(path, features: Sequence[str | FeatureExtractor] | None = No
     retrieval = _retrieval(index, cfg, res)
 
     # 6. assemble rows and the per-trial table
-    _assemble(index, sets, retrieval, res)
+    _assemble(index, sets, retrieval, res, label_n)
     _protocols(index, ctx, cfg, res, n)
     return res
 
@@ -424,7 +429,7 @@ def _label_targets(index: ReconIndex, extractors, cfg: EvaluationConfig, res: Ev
     n = min(cfg.label_n_way, len(classes))
     target = np.array([classes.index(c) for c in cats])
     for ext in extractors:
-        res.protocol[f"{n}-way labels {ext.name}"] = (
+        res.protocol[f"{LABEL_N_WAY} {ext.name}"] = (
             f"label-based n-way top-1: reference = the dataset category of the test image; scores = cosine of the "
             f"reconstruction's {ext.name} features to each category centroid (mean {ext.name} feature of the "
             f"ground-truth test images of that category, the item's own image included); n = {n} "
@@ -550,7 +555,7 @@ def _set_label(kind: str, agg: str, k: int) -> str:
     return kind
 
 
-def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult) -> None:
+def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult, label_n: int) -> None:
     folder = str(index.path)
     n = len(index.items)
     blocks = []
@@ -558,7 +563,8 @@ def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult) -> None
         k = len(per_set)
         values = {m: np.stack([s[m] for s in per_set], axis=1) for m in per_set[0]}  # (n_items, k)
         for agg in (["mean", "best_of_k", "best_set"] if k > 1 else ["mean"]):
-            row = {"folder": folder, "method": index.label, "images": _set_label(kind, agg, k), "n_items": n, "k": k}
+            row = {"folder": folder, "method": index.label, "images": _set_label(kind, agg, k), "n_items": n, "k": k,
+                   "label_n": label_n or None}
             for m, v in values.items():
                 res.higher_is_better[m] = _higher_is_better(m)
                 row[m] = aggregate.summarise(v, res.higher_is_better[m])[agg]
@@ -581,7 +587,7 @@ def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult) -> None
     res.per_trial = concat_tables(blocks)
 
 
-_ROW_KEYS = ("folder", "method", "images", "n_items", "k")
+_ROW_KEYS = ("folder", "method", "images", "n_items", "k", "label_n")
 
 
 def concat_tables(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -63,6 +63,33 @@ def two_way_scores(gt_features, recon_features) -> np.ndarray:
     return out
 
 
+def two_way_of_samples(gt_features, sample_features, own) -> np.ndarray:
+    """``two_way_scores`` for samples that each belong to one ground truth: several samples per image allowed.
+
+    Parameters
+    ----------
+    gt_features : (n_images, ...) ground-truth features, n_images >= 2
+    sample_features : (m, ...) features of m reconstructions
+    own : (m,) int
+        Row of ``gt_features`` each reconstruction belongs to.
+
+    Returns
+    -------
+    (m,) float64: for each reconstruction, the fraction of the other n − 1 ground truths that correlate less with it
+    than its own ground truth does (same tie rule as ``two_way_scores``).
+    """
+    g = _zscore_rows(gt_features)
+    r = _zscore_rows(sample_features)
+    own = np.asarray(own, np.int64)
+    if g.shape[0] < 2:
+        raise ValueError("two-way identification needs at least 2 images")
+    c = r @ g.T  # (m, n)
+    congruent = c[np.arange(len(own)), own]
+    below = (c < congruent[:, None] - TIE_EPS)
+    below[np.arange(len(own)), own] = False
+    return below.sum(axis=1) / (g.shape[0] - 1)
+
+
 def two_way_identification(gt_features, recon_features) -> float:
     """Mean two-way identification over all images (exhaustive; chance 0.5)."""
     return float(two_way_scores(gt_features, recon_features).mean())

@@ -43,8 +43,13 @@ class RetrievalResult:
     pool: int
     repeats: int
     chance: float
+    every_item: bool = False  # the pool is every item: the draws do not vary, there is no interval
 
     def protocol(self) -> str:
+        if self.every_item:
+            return (f"top-1 {DIRECTION_LABELS[self.direction]} among all {self.pool} test items (fewer than the pool "
+                    f"asked: every draw is the same set, so one value and no interval), cosine of L2-normalised "
+                    f"flattened embeddings, chance {self.chance:.4f}")
         return (f"top-1 {DIRECTION_LABELS[self.direction]} among {self.pool} random test items, {self.repeats} draws, "
                 f"mean and 95% t-interval, cosine of L2-normalised flattened embeddings, chance {self.chance:.4f}")
 
@@ -90,10 +95,11 @@ def top1_retrieval(brain, image, config: RetrievalConfig = RetrievalConfig()) ->
         acc["brain_to_image"][r] = np.mean(np.argmax(s, axis=1) == target)
         acc["image_to_brain"][r] = np.mean(np.argmax(s, axis=0) == target)
     out = {}
+    every_item = pool == len(b)
     for d, v in acc.items():
-        lo, hi = mean_ci95(v)
+        lo, hi = (float("nan"), float("nan")) if every_item else mean_ci95(v)
         out[d] = RetrievalResult(direction=d, mean=float(v.mean()), ci_low=lo, ci_high=hi, per_repeat=v, pool=pool,
-                                 repeats=len(v), chance=1.0 / pool)
+                                 repeats=len(v), chance=1.0 / pool, every_item=every_item)
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,42 +27,74 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def format_table(result) -> str:
-    """The table a person reads: one line per folder × image set × aggregate, then unavailable metrics and protocols.
+TABLE_WIDTH = 120
 
-    The folder column shows the folder name; the full paths are listed above the table.
+
+def format_table(result, width: int = TABLE_WIDTH) -> str:
+    """The table a person reads, at most ``width`` columns wide.
+
+    A header names each folder (a letter when there are several), its method and settings, its number of images and
+    the n of its label-based n-way; then one line per folder × image set × aggregate, the metric columns wrapped into
+    blocks that fit ``width`` (each block repeats the row labels); then unavailable metrics and protocols.
 
     Arrows mark the direction (↑ higher is better, ↓ lower is better). Retrieval columns show the mean top-1 with the
     95 % interval in brackets.
     """
+    folders = list(dict.fromkeys(r["folder"] for r in result.rows))
+    tags = {f: (chr(ord("A") + i) if len(folders) > 1 else "") for i, f in enumerate(folders)}
+    out = io.StringIO()
+    out.write("reconstructions:\n")
+    for f in folders:
+        row = next(r for r in result.rows if r["folder"] == f)
+        lead = f"  {tags[f]} " if tags[f] else "  "
+        out.write(f"{lead}{f}\n")
+        pad = " " * len(lead)
+        out.write(f"{pad}method: {row['method']}\n")
+        label_n = row.get("label_n")
+        out.write(f"{pad}{row.get('n_items', '?')} images" + (f"; n-way labels: n = {label_n}" if label_n else "")
+                  + "\n")
     cols = [c for c in result.columns if not c.endswith("95% CI")]
-    head = ["folder", "method", "images"] + [c + (" ↑" if result.higher_is_better.get(c, True) else " ↓")
-                                             for c in cols]
-    lines = []
-    for row in result.rows:
-        cells = [Path(row["folder"]).name, row["method"], row["images"]]
-        for c in cols:
+    labels = [(f"{tags[r['folder']]} " if tags[r["folder"]] else "") + str(r["images"]) for r in result.rows]
+    cells = {}
+    for c in cols:
+        vals = []
+        for row in result.rows:
             v = _fmt(row.get(c))
             if f"{c} 95% CI" in row:
                 v += " " + _fmt(row[f"{c} 95% CI"])
-            cells.append(v)
-        lines.append(cells)
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)] if lines else [len(h) for h in head]
-    out = io.StringIO()
-    folders = list(dict.fromkeys(r["folder"] for r in result.rows))
-    out.write("reconstructions: " + ", ".join(folders) + "\n")
-    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip() + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
-    for cells in lines:
-        out.write("  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip() + "\n")
+            vals.append(v)
+        cells[c] = vals
+    heads = {c: c + (" ↑" if result.higher_is_better.get(c, True) else " ↓") for c in cols}
+    label_w = max([len("images"), *map(len, labels)])
+    col_w = {c: max([len(heads[c]), *map(len, cells[c])]) for c in cols}
+    blocks, block, used = [], [], label_w
+    for c in cols:
+        if block and used + 2 + col_w[c] > width:
+            blocks.append(block)
+            block, used = [], label_w
+        block.append(c)
+        used += 2 + col_w[c]
+    blocks.append(block)
+    for b in blocks:
+        out.write("\n")
+        out.write("  ".join(["images".ljust(label_w)] + [heads[c].ljust(col_w[c]) for c in b]).rstrip() + "\n")
+        out.write("  ".join(["-" * label_w] + ["-" * col_w[c] for c in b]) + "\n")
+        for i, lab in enumerate(labels):
+            out.write("  ".join([lab.ljust(label_w)] + [cells[c][i].ljust(col_w[c]) for c in b]).rstrip() + "\n")
     if result.unavailable:
         out.write("\nunavailable:\n")
         for k, v in result.unavailable.items():
-            out.write(f"  {k}: {v}\n")
+            out.write(_wrapped(f"{k}: {v}", width))
     out.write("\nprotocol:\n")
     for k, v in result.protocol.items():
-        out.write(f"  {k}: {v}\n")
+        out.write(_wrapped(f"{k}: {v}", width))
     return out.getvalue()
+
+
+def _wrapped(text: str, width: int) -> str:
+    """One note under the table, wrapped at ``width`` with a hanging indent (paths are not broken)."""
+    return textwrap.fill(text, width, initial_indent="  ", subsequent_indent="      ", break_long_words=False,
+                         break_on_hyphens=False) + "\n"
 
 
 def _json_value(v):

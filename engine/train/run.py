@@ -8,7 +8,7 @@
       events.jsonl         every event of the job, one JSON object per line (appended across resumes)
       status.json          running | done | cancelled | failed, step, total, final metrics, error; while running,
                            the writer's pid and host: a run whose process is gone reads as "interrupted"
-      tb/                  TensorBoard scalars (only when the ``tensorboard`` package is installed)
+      tb/                  TensorBoard scalars, tags split/name (``engine.train.tensorboard``)
       checkpoints/step-XXXXXX/   model.safetensors, optimizer.safetensors, rng.safetensors, state.json, model.json
       model/               the final model (see ``engine.train.predict.load_encoder``)
 

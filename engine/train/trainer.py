@@ -257,6 +257,9 @@ class _Trainer:
         self.clock = EtaClock(self.total, start_step=start)
         yield self.emit(Started(job="train", run_dir=str(self.run_dir), config_hash=cfg.config_hash(),
                                 total=self.total))
+        if getattr(self, "tb_missing", False):
+            yield self.emit(Log(message="no TensorBoard scalars: the tensorboard package is not installed "
+                                        "(pip install tensorboard); events.jsonl has every value", level="warning"))
         if ckpt is not None:
             yield self.emit(Log(message=f"resuming from {ckpt.path.name} (step {start} of {self.total})"))
         if cfg.device == "cpu" and cfg.precision != "fp32":
@@ -354,6 +357,8 @@ class _Trainer:
                if data.caption_targets is not None else {}),
             "voxels_used": int(data.n_voxels),
             "trials": {"train": data.train_rows.tolist(), "test": data.test_rows.tolist()},
+            # whether the test trials' betas (not their images) entered MBM pre-training: a reviewer's question
+            "pretrain_on_test": bool(self.config.model.kind == "mbm" and self.config.data.pretrain_on_test),
             "sessions": sessions,
         })
 
@@ -362,8 +367,9 @@ class _Trainer:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            return  # the tensorboard package is optional; scalars are in events.jsonl as well
+        except ImportError:  # an install dependency; a broken environment still trains (events.jsonl has it all)
+            self.tb_missing = True
+            return
         self.tb = SummaryWriter(log_dir=str(self.run.path / "tb"))
 
     # --- ridge ---------------------------------------------------------------------------------------------------------

@@ -25,6 +25,9 @@ from neurolens_app.widgets.voxel_inspector import VoxelInspectorWidget
 from neurolens_app.workers.short_job import submit
 
 VIEWS = ("Flatmap", "3-D surface", "Slices")
+NO_SURFACE = ("<b>No surface mapping</b>: this subject's voxels have no fsaverage5 vertices,<br>so the flatmap and "
+              "the 3-D view cannot place them. Import it with a mapping<br>(see docs/formats.md); the other panels "
+              "work without one.")
 
 
 class BrainPanel(QWidget):
@@ -299,7 +302,10 @@ class BrainPanel(QWidget):
         if s is None:
             return ""
         sim = "  <span style='color:#d97706'><b>SIMULATION</b></span>" if s.is_simulation else ""
-        return f"{s.name} — {name}{sim}" if name else f"{s.name}{sim}"
+        head = f"{s.name} — {name}{sim}" if name else f"{s.name}{sim}"
+        if not s.voxels.has_surface and self.view_mode == "Flatmap":
+            return head + "<br>" + NO_SURFACE
+        return head
 
     def _on_subject_changed(self, subject) -> None:
         self.inspector.clear()
@@ -372,7 +378,7 @@ class BrainPanel(QWidget):
         elif mode == "Slices":
             self.slices.update_display()
         elif self.surface3d is not None:
-            self.surface3d.show_overlay(self.overlays.current_overlay(), self.flatmap._voxel_vertex)
+            self.surface3d.show_overlay(self.overlays.current_overlay(), self.flatmap._voxel_vertex, self._title())
 
     def _draw(self) -> None:
         """Draw the current overlay in the active view."""
@@ -384,7 +390,7 @@ class BrainPanel(QWidget):
         elif mode == "Slices":
             self.slices.show_overlay(ov)
         elif self.surface3d is not None:
-            self.surface3d.show_overlay(ov, self.flatmap._voxel_vertex)
+            self.surface3d.show_overlay(ov, self.flatmap._voxel_vertex, self._title())
         if self.is_drawn:
             self.drawn.emit()
 

@@ -71,6 +71,7 @@ class ExpertAnalysis:
     levels: list = field(default_factory=list)
     timesteps: np.ndarray | None = None  # (n_steps,)
     timestep_weights: np.ndarray | None = None  # (n_steps, n_levels)
+    timestep_prior: np.ndarray | None = None  # (n_steps, n_levels): the coarse-to-fine prior the router started from
     timestep_reason: str = ""
     check: GroundTruthCheck | None = None
     prior: float = 0.0  # the model's roi_group_prior: > 0 means the ROI split was a starting bias, not learned
@@ -155,10 +156,27 @@ def analyse_experts(run_dir, subject) -> ExpertAnalysis:
         router = TimestepRouter.load(router_dir)
         t = np.linspace(router.num_train_timesteps - 1, 0, SCHEDULE_STEPS).round()
         out.timesteps, out.timestep_weights = t, router.weights_per_step(t)
+        out.timestep_prior = router.prior_weights_per_step(t)
     else:
         out.timestep_reason = ("no timestep router yet: fine-tune the decoder (Reconstruction panel) to learn how the "
                                "expert levels are weighted over the diffusion steps")
     return out
+
+
+def entropy_summary(a: ExpertAnalysis) -> str:
+    """The panel's headline: routing entropy per voxel (the quantity the expert × ROI table sums) next to per trial,
+    and why they differ when they do."""
+    per_voxel = [float(np.nanmean(lv.voxel_entropy)) if np.isfinite(lv.voxel_entropy).any() else float("nan")
+                 for lv in a.levels]
+    voxel = ", ".join(f"level {i} {v:.2f}" for i, v in enumerate(per_voxel))
+    trial = ", ".join(f"level {i} {lv.trial_entropy:.2f}" for i, lv in enumerate(a.levels))
+    text = (f"{Path(a.run).name}, test trials. Routing entropy (0 = one expert, 1 = all equally) — per voxel, "
+            f"mean over voxels (what the table below sums by ROI): {voxel}; per trial (a trial's weight over the "
+            f"experts): {trial}.")
+    if any(lv.trial_entropy - v > 0.3 for lv, v in zip(a.levels, per_voxel)):
+        text += (" A trial spreads over the experts because every image drives voxels that route to different "
+                 "experts; each voxel itself routes mostly to one.")
+    return text
 
 
 class ExpertsPanel(QWidget):
@@ -341,9 +359,7 @@ class ExpertsPanel(QWidget):
         for i, lv in enumerate(a.levels):
             self.level_box.addItem(f"{i} ({lv.n_experts} experts)", i)
         self.level_box.blockSignals(False)
-        ent = ", ".join(f"level {i}: {lv.trial_entropy:.2f}" for i, lv in enumerate(a.levels))
-        self.status.setText(f"{Path(a.run).name}: routing on the test trials. Mean routing entropy per trial "
-                            f"(0 = one expert, 1 = uniform): {ent}")
+        self.status.setText(entropy_summary(a))
         self._show_check()
         self._show_timesteps()
         self._show_level()
@@ -394,12 +410,17 @@ class ExpertsPanel(QWidget):
         if a is None or a.timestep_weights is None:
             self.time_reason.setText(a.timestep_reason if a else "")
             return
-        self.time_reason.setText("")
+        self.time_reason.setText("Solid: the weights the router learned; dashed: the coarse-to-fine prior it "
+                                 "started from (their distance is what fine-tuning learned)."
+                                 if a.timestep_prior is not None else "")
         for lvl in range(a.timestep_weights.shape[1]):
             n = a.levels[lvl].n_experts if lvl < len(a.levels) else "?"
+            color = pg.mkColor(*CATEGORICAL[lvl % len(CATEGORICAL)])
             self.time_plot.plot(a.timesteps, a.timestep_weights[:, lvl], name=f"level {lvl} ({n} experts)",
-                                pen=pg.mkPen(pg.mkColor(*CATEGORICAL[lvl % len(CATEGORICAL)]), width=2),
-                                symbol="o", symbolSize=5)
+                                pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5)
+            if a.timestep_prior is not None:
+                self.time_plot.plot(a.timesteps, a.timestep_prior[:, lvl], name=f"level {lvl} prior",
+                                    pen=pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine))
         # weights are shares in [0, 1]: a fixed axis with a band above 1 for the legend, which then never hides a
         # curve, and plots of different runs compare at a glance
         top = max(1.0, float(np.nanmax(a.timestep_weights)))

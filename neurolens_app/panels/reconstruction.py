@@ -27,8 +27,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFi
                                QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
 from engine.events import Progress
+from engine.recon import defaults as recon_defaults
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.image_strip import ImageTile, pixmap, to_uint8_rgb
 from neurolens_app.widgets.run_picker import RunPicker
@@ -64,8 +66,16 @@ class TrialRecon:
     metrics: dict = field(default_factory=dict)  # name -> (K,) float
     settings: dict = field(default_factory=dict)
     folder: str = ""
+    features: dict = field(default_factory=dict)  # extractor name -> (gt (D,), samples (K, D)), for the 2-way
 
     def __post_init__(self) -> None:
+        self._summarise()
+
+    def set_metric(self, name: str, values) -> None:
+        self.metrics[name] = np.asarray(values, np.float64)
+        self._summarise()
+
+    def _summarise(self) -> None:
         # the mean of each metric over the samples, computed once: the table, the ranking and the aggregate line read
         # it for every image on each redraw (recomputing it made a 100-image result take ~70 ms of GUI time)
         with np.errstate(all="ignore"):
@@ -112,9 +122,41 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
         blurry = _png(folder / it.blurry) if it.blurry else None
         metrics = {k: np.asarray(v, np.float64) for k, v in per_trial_metrics(gt, samples, extractors=ext).items()}
         settings = {k: index.settings.get(k) for k in SETTING_KEYS}
+        features = {e.name: (_features(e, gt[None])[0], _features(e, samples)) for e in ext}
         out.append(TrialRecon(int(it.image_index), list(it.trials), it.category or "", gt, blurry, samples, metrics,
-                              settings, str(folder)))
+                              settings, str(folder), features))
+    add_two_way(out)
     return out
+
+
+def _features(ext, images) -> np.ndarray:
+    from engine.metrics.lowlevel import prepare_images
+
+    return np.asarray(ext(prepare_images(images)), np.float64).reshape(len(images), -1)
+
+
+def add_two_way(results) -> None:
+    """Per sample, the 2-way identification of each image against the other reconstructed images' ground truths (as
+    ``neurolens evaluate`` scores a folder): ``2-way NAME`` per feature extractor. Needs two images or more; call it
+    again when images are added (it recomputes every image's values)."""
+    from engine.metrics.identification import two_way_of_samples
+
+    results = list(results)
+    if len(results) < 2:
+        return
+    for name in dict.fromkeys(n for r in results for n in r.features):
+        have = [r for r in results if name in r.features]
+        if len(have) < 2:
+            continue
+        gts = np.stack([r.features[name][0] for r in have])
+        samples = np.concatenate([r.features[name][1] for r in have])
+        own = np.concatenate([np.full(len(r.features[name][1]), i) for i, r in enumerate(have)])
+        scores = two_way_of_samples(gts, samples, own)
+        start = 0
+        for r in have:
+            k = len(r.features[name][1])
+            r.set_metric(f"2-way {name}", scores[start:start + k])
+            start += k
 
 
 def recon_folders(run_dir) -> list[Path]:
@@ -134,6 +176,7 @@ def load_run_recons(run_dir) -> dict[int, TrialRecon]:
                 out[r.image_index] = r
         except (NeuroLensError, OSError):
             continue  # from another version, or being replaced right now: skipped, the others still show
+    add_two_way(out.values())
     return out
 
 
@@ -299,11 +342,11 @@ class ReconstructionPanel(QWidget):
         self.guidance = QDoubleSpinBox()
         self.guidance.setRange(0.0, 30.0)
         self.guidance.setSingleStep(0.5)
-        self.guidance.setValue(3.0)
+        self.guidance.setValue(recon_defaults.GUIDANCE)
         self.guidance.setToolTip("Classifier-free guidance scale (1 = no guidance)")
         self.steps = QSpinBox()
         self.steps.setRange(1, 1000)
-        self.steps.setValue(20)
+        self.steps.setValue(recon_defaults.STEPS)  # the CLI's default too
         self.steps.setToolTip("Denoising steps")
         self.sampler = QComboBox()
         self.sampler.addItems(["ddim", "dpmpp"])
@@ -313,7 +356,7 @@ class ReconstructionPanel(QWidget):
         self.seed.setToolTip("Base seed of the noise (each image and sample has its own seed derived from it)")
         self.samples = QSpinBox()
         self.samples.setRange(1, 16)
-        self.samples.setValue(4)
+        self.samples.setValue(recon_defaults.SAMPLES)
         self.samples.setToolTip("Samples per image (K)")
         self.img2img = QDoubleSpinBox()
         self.img2img.setRange(0.0, 1.0)
@@ -609,7 +652,10 @@ class ReconstructionPanel(QWidget):
         total = max(int(ev.total or 0), 1)
         self.progress.setRange(0, total)
         self.progress.setValue(min(int(ev.step), total))
-        self.progress.setFormat(f"{ev.stage}: %v / %m" if ev.stage else "%v / %m")
+        # the engine's EtaClock gives no estimate until a few steps past the start-up have been timed
+        left = (f" · {format_eta(ev.eta_s)} left" if ev.eta_s is not None
+                else " · estimating the time left…" if ev.step < total else "")
+        self.progress.setFormat((f"{ev.stage}: " if ev.stage else "") + "%v / %m" + left)
 
     @Slot(object)
     def _on_preview(self, ev) -> None:
@@ -620,6 +666,7 @@ class ReconstructionPanel(QWidget):
     def _on_recon_result(self, results: list) -> None:
         for r in results:
             self.results[r.image_index] = r
+        add_two_way(self.results.values())  # the new images change every image's comparison set
         self._show_results_table()
         if results:
             show = self.current_image if self.current_image in self.results else results[0].image_index

@@ -168,7 +168,11 @@ class TrainingPanel(QWidget):
         self.compare_btn = QPushButton("Compare")
         self.compare_btn.setToolTip("Overlay the curves of the two selected runs")
         self.compare_btn.clicked.connect(self.compare_selected)
-        for b in (self.refresh_btn, self.show_btn, self.config_btn, self.compare_btn):
+        self.tensorboard_btn = QPushButton("TensorBoard")
+        self.tensorboard_btn.setToolTip("Open the selected run's scalars (RUN/tb) in TensorBoard in the browser "
+                                        "(starts 'tensorboard --logdir RUN/tb' in the background)")
+        self.tensorboard_btn.clicked.connect(self.open_tensorboard)
+        for b in (self.refresh_btn, self.show_btn, self.config_btn, self.compare_btn, self.tensorboard_btn):
             rrow.addWidget(b)
         rl.addLayout(rrow)
         self.tabs = QTabWidget()
@@ -238,8 +242,10 @@ class TrainingPanel(QWidget):
         if run is None:
             return
         if str(run) not in self.runs.summaries:
-            self.refresh_runs()  # made elsewhere (another window, the CLI, the screenshot preparation)
+            self.refresh_runs()  # made elsewhere (another window, the CLI, --run)
         self.runs.select_run(Path(run))
+        if self.worker is None:
+            self.show_run(Path(run))  # a run selected anywhere shows its recorded curves here
 
     def refresh_runs(self) -> None:
         folder = runs_folder(self.context)
@@ -265,6 +271,22 @@ class TrainingPanel(QWidget):
             self.progress.setRange(0, max(s.total, 1))
             self.progress.setValue(min(s.step, max(s.total, 1)))
             self.eta.setText(f"{Path(run).name}: {s.status} at step {s.step} of {s.total}")
+
+    def open_tensorboard(self) -> None:
+        """Serve the selected run's TensorBoard scalars and open them in the browser (one server per window)."""
+        from neurolens_app.workers.tensorboard import TensorBoardServer
+
+        runs = self.runs.selected_runs() or ([self.state.run] if self.state.run is not None else [])
+        if not runs:
+            self.context.show_status("Select a run to open in TensorBoard", 5000)
+            return
+        if getattr(self, "tensorboard", None) is None:
+            self.tensorboard = TensorBoardServer(self)
+            self.tensorboard.status.connect(lambda text: (self.context.show_status(text, 10000), self.log_line(text)))
+        why = self.tensorboard.open_run(runs[0])
+        if why:
+            self.context.show_status(why, 10000)
+            self.log_line(why)
 
     def compare_selected(self) -> None:
         """Overlay the second selected run's curves on the first one's."""
@@ -410,7 +432,8 @@ class TrainingPanel(QWidget):
         if self.progress.value() != min(int(ev.step), total):
             self.progress.setValue(min(int(ev.step), total))
         elapsed = format_eta(time.perf_counter() - self._t_start)
-        left = f", {format_eta(ev.eta_s)} left" if ev.eta_s is not None else ""
+        # EtaClock gives no estimate until a few steps past the start-up have been timed
+        left = f", {format_eta(ev.eta_s)} left" if ev.eta_s is not None else ", estimating the time left…"
         stage = f"{ev.stage}: " if ev.stage else ""
         if self.worker is not None and not self.worker.token.is_set():
             self.eta.setText(f"{stage}step {ev.step} of {total} · {elapsed} elapsed{left}")
@@ -445,6 +468,7 @@ class TrainingPanel(QWidget):
         self.compare_btn.setEnabled(len(self.runs.selected_runs()) == 2)
         self.config_btn.setEnabled(bool(self.runs.selected_runs()))
         self.show_btn.setEnabled(bool(self.runs.selected_runs()))
+        self.tensorboard_btn.setEnabled(bool(self.runs.selected_runs()) or self.state.run is not None)
 
 
 class RunConfigDialog(QDialog):

@@ -1,8 +1,9 @@
 """``CurvesWidget``: live training curves (pyqtgraph), buffered and redrawn from a timer, not on every event.
 
 Every ``Metric`` event is appended to a buffer (cheap, GUI thread); ``refresh()`` (called by the owner's QTimer at
-about 10 Hz) redraws only the series that changed. Series are grouped in three plots: training losses, test metrics and
-the learning rate. A second run's curves can be overlaid (dashed) to compare two runs.
+about 10 Hz) redraws only the series that changed. Series are grouped by unit, one plot each: training losses (log
+scale), test scores in [0, 1] (higher is better), test errors (MSE, distances: lower is better) and the learning
+rate. A second run's curves can be overlaid (dashed) to compare two runs.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from neurolens_app.widgets.colormaps import CATEGORICAL
 # dozen series at once, so new curves are spread over a few refreshes to keep each GUI-thread turn short.
 NEW_CURVES_PER_REFRESH = 1
 LEFT_AXIS_PX = 56
-PLOTS = (("loss", "Training loss"), ("test", "Test metrics"), ("lr", "Learning rate"))
+PLOTS = (("loss", "Training loss"), ("test", "Test scores (higher is better)"),
+         ("test_error", "Test error (lower is better)"), ("lr", "Learning rate"))
+Y_LABELS = {"loss": "loss (log)", "test": "score", "test_error": "error", "lr": "lr"}
+ROW_STRETCH = {"loss": 3, "test": 3, "test_error": 2, "lr": 1}
+# test metrics that are errors (a different unit from the scores in [0, 1]: their own axis)
+TEST_ERRORS = ("mse", "loss", "dist")
 
 
 def grown_range(current: tuple[float, float] | None, lo: float, hi: float, *, floor: float | None = None,
@@ -48,10 +54,13 @@ def grown_range(current: tuple[float, float] | None, lo: float, hi: float, *, fl
 
 
 def plot_of(name: str, split: str) -> str:
-    """Which plot a metric goes to: ``lr``, ``test`` (evaluation) or ``loss`` (everything logged while training)."""
+    """Which plot a metric goes to: ``lr``, ``test`` (evaluation scores), ``test_error`` (evaluation errors) or
+    ``loss`` (everything logged while training)."""
     if name == "lr":
         return "lr"
-    return "test" if split == "test" else "loss"
+    if split == "test":
+        return "test_error" if any(w in name.lower() for w in TEST_ERRORS) else "test"
+    return "loss"
 
 
 def series_key(name: str, split: str) -> str:
@@ -103,13 +112,13 @@ class CurvesWidget(QWidget):
             self.view.addItem(p.legend, row=row, col=1)
             self.view.ci.layout.setAlignment(p.legend, Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
             p.setLabel("bottom", "step")
+            p.setLabel("left", Y_LABELS[key])
             p.getAxis("left").setWidth(LEFT_AXIS_PX)  # equal widths keep the x-linked plots' steps aligned
             if row:
                 p.setXLink(self.plots["loss"])
             self.plots[key] = p
-        self.view.ci.layout.setRowStretchFactor(0, 3)
-        self.view.ci.layout.setRowStretchFactor(1, 3)
-        self.view.ci.layout.setRowStretchFactor(2, 1)
+        for row, (key, _title) in enumerate(PLOTS):
+            self.view.ci.layout.setRowStretchFactor(row, ROW_STRETCH[key])
         self.plots["loss"].setLogMode(y=True)
         for p in self.plots.values():
             p.disableAutoRange()  # ranges follow the data in coarse steps (_follow_data), see grown_range

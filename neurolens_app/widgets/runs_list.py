@@ -42,7 +42,11 @@ class RunSummary:
 
 
 def runs_folder(context) -> Path | None:
-    """Where the open subject's runs live: the folder chosen in the Data panel, else ``runs/`` beside the subject."""
+    """Where the open subject's runs live: the folder of a run opened with ``--run`` (while its subject is open), the
+    folder chosen in the Data panel, else ``runs/`` beside the subject."""
+    override = getattr(context, "runs_folder_override", None)
+    if override is not None and override[0] is context.subject.subject and context.subject.subject is not None:
+        return Path(override[1])
     v = context.settings.value("folders/runs")
     if v:
         return Path(str(v))

@@ -6,7 +6,8 @@ frame with Mesa llvmpipe, instead of ≈250 ms for ``setMeshData``. Picking is d
 
 A subject's voxels usually sit on a subset of the 20,484 vertices (one voxel per vertex, gaps between them): each
 empty vertex next to a voxel's vertex takes that voxel's value (``vertex_voxel_index``), so a map reads as a map and not
-as coloured dots. A colour bar (scalar maps) or a legend (categorical ones) sits beside the surface.
+as coloured dots. The flatmap's title (SIMULATION on simulated subjects) sits above the surface, and a colour bar
+labelled with the overlay's name (scalar maps) or a legend (categorical ones) beside it.
 """
 
 from __future__ import annotations
@@ -114,6 +115,10 @@ class Surface3DWidget(QWidget):
         self.view = gl.GLViewWidget()
         self.view.setCameraPosition(distance=360, elevation=12, azimuth=-90)  # from behind: occipital poles
         self.view.setBackgroundColor(self.palette().color(self.backgroundRole()))
+        self.title = QLabel("")  # the flatmap's title: subject, overlay, SIMULATION on simulated subjects
+        self.title.setTextFormat(Qt.TextFormat.RichText)
+        self.title.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        lay.addWidget(self.title)
         row = QHBoxLayout()
         row.setContentsMargins(0, 0, 0, 0)
         row.addWidget(self.view, 1)
@@ -149,8 +154,10 @@ class Surface3DWidget(QWidget):
         self.meshdata.setVertexColors(col)
         self.item.meshDataChanged()
 
-    def show_overlay(self, overlay: Overlay | None, voxel_vertex: np.ndarray) -> None:
-        """Colour the surface by ``overlay`` (values per voxel; ``voxel_vertex`` (n_voxels,) global vertex or -1)."""
+    def show_overlay(self, overlay: Overlay | None, voxel_vertex: np.ndarray, title: str = "") -> None:
+        """Colour the surface by ``overlay`` (values per voxel; ``voxel_vertex`` (n_voxels,) global vertex or -1),
+        under ``title`` (rich text)."""
+        self.title.setText(title)
         rgba = np.zeros((2 * N_PER_HEMI, 4), np.uint8)
         if overlay is not None and overlay.available and len(overlay.values) == len(voxel_vertex):
             src = self._vertex_voxels(voxel_vertex)
@@ -163,7 +170,7 @@ class Surface3DWidget(QWidget):
                 self.key.show_categories(overlay.categories)
             else:
                 rgba[ok] = colorize_scalar(overlay.values[vox], d.cmap, d.limits, d.threshold, d.opacity)
-                self.key.show_scale(d.cmap, d.limits)
+                self.key.show_scale(d.cmap, d.limits, overlay.name)
         else:
             self.key.hide_key()
         self.set_vertex_colors(rgba)
@@ -191,6 +198,10 @@ class _ColourKey(QWidget):
         super().__init__(parent)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
+        self.name = QLabel()  # what the colours measure: the overlay's name
+        self.name.setWordWrap(True)
+        self.name.setAlignment(Qt.AlignmentFlag.AlignHCenter)
+        self.name.setMaximumWidth(int(7 * self.fontMetrics().height()))
         self.hi = QLabel()
         self.bar = QLabel()
         self.lo = QLabel()
@@ -199,6 +210,7 @@ class _ColourKey(QWidget):
         for w in (self.hi, self.bar, self.lo):
             w.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         lay.addStretch(1)  # the key sits centred beside the surface
+        lay.addWidget(self.name)
         lay.addWidget(self.hi)
         lay.addWidget(self.bar)
         lay.addWidget(self.lo)
@@ -210,7 +222,7 @@ class _ColourKey(QWidget):
     def hide_key(self) -> None:
         self.setVisible(False)
 
-    def show_scale(self, cmap: str, limits: tuple[float, float]) -> None:
+    def show_scale(self, cmap: str, limits: tuple[float, float], name: str = "") -> None:
         from PySide6.QtGui import QImage, QPixmap
 
         em = self.fontMetrics().height()
@@ -221,7 +233,8 @@ class _ColourKey(QWidget):
         self.bar.setPixmap(QPixmap.fromImage(q))
         self.hi.setText(f"{limits[1]:.3g}")
         self.lo.setText(f"{limits[0]:.3g}")
-        for w in (self.hi, self.bar, self.lo):
+        self.name.setText(name)
+        for w in (self.name, self.hi, self.bar, self.lo):
             w.setVisible(True)
         self.legend.setVisible(False)
         self.setVisible(True)
@@ -231,7 +244,7 @@ class _ColourKey(QWidget):
         rows = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>■</span> {n}"
                 for (r, g, b, _), n in zip(lut, names) if n]
         self.legend.setText("<br>".join(rows))
-        for w in (self.hi, self.bar, self.lo):
+        for w in (self.name, self.hi, self.bar, self.lo):
             w.setVisible(False)
         self.legend.setVisible(True)
         self.setVisible(True)

@@ -63,3 +63,20 @@ def test_the_check_says_when_the_split_was_a_starting_prior(qtbot, loaded_window
         ep._generation += 1
         ep._on_analysis(ep._generation, ExpertAnalysis("runs/x", list(s.rois), [level], check=check, prior=prior))
         assert ("starting bias" in ep.check_label.text()) is said
+
+
+def test_the_headline_reconciles_per_trial_entropy_with_the_routing_share():
+    """Voxels that each route to one expert (low per-voxel entropy, a clean table) while every trial spreads over
+    both experts (per-trial entropy near 1): the headline gives both numbers and says why they differ."""
+    from neurolens_app.panels.experts import ExpertAnalysis, LevelAnalysis, entropy_summary
+
+    w = np.array([[0.95, 0.05]] * 5 + [[0.05, 0.95]] * 5, np.float32)
+    p = np.clip(w, 1e-12, 1)
+    voxel_entropy = -(p * np.log(p)).sum(1) / np.log(2)
+    lv = LevelAnalysis(n_experts=2, voxel_weights=w, table=np.array([[0.95, 0.05], [0.05, 0.95]]),
+                       top_images=np.zeros((2, 1), int), usage=np.array([0.5, 0.5]), trial_entropy=0.99,
+                       voxel_entropy=voxel_entropy.astype(np.float32))
+    text = entropy_summary(ExpertAnalysis("/runs/moe", ["V1", "LO"], levels=[lv]))
+    assert f"per voxel, mean over voxels (what the table below sums by ROI): level 0 {voxel_entropy.mean():.2f}" in text
+    assert "per trial (a trial's weight over the experts): level 0 0.99" in text
+    assert "every image drives voxels that route to different experts" in text

@@ -197,7 +197,8 @@ def test_run_folder_adds_encoding_overlay_and_routing_reason(qtbot, loaded_windo
     assert data.runs.count() == 1
     data.runs.setCurrentRow(0)
     ov = win.context.overlays
-    qtbot.waitUntil(lambda: ov.get(ENCODING).available, timeout=10000)
+    # the maps are read after the engine preload (torch, diffusers): ~17 s on a loaded 2-core machine
+    qtbot.waitUntil(lambda: ov.get(ENCODING).available, timeout=60000)
     assert "no trained model" in ov.get(ROUTING_DOMINANT).reason
     ov.set_current(ENCODING)
     np.testing.assert_allclose(ov.get(ENCODING).values, r)
@@ -278,3 +279,37 @@ def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surfac
         window.act_open_folder.trigger()
     assert window.context.subject.subject.path == surface_subject_path
     assert window.windowTitle().startswith(window.context.subject.subject.name)  # the platform adds " — NeuroLens"
+
+
+def test_a_subject_without_a_surface_mapping_says_so_on_the_flatmap(qtbot, window, tmp_path):
+    import dataclasses
+
+    from engine.data.native import write_subject
+    from neurolens_app.panels.brain import NO_SURFACE
+    from tests.helpers import make_tiny_subject
+
+    subject = make_tiny_subject()
+    v = subject.voxels
+    subject.voxels = dataclasses.replace(v, hemi=np.full_like(v.hemi, -1), vertex=np.full_like(v.vertex, -1))
+    path = write_subject(subject, tmp_path / "nosurf.nlsubj")
+    with qtbot.waitSignal(window.subject_loaded, timeout=20000):
+        window.open_subject(str(path))
+    assert NO_SURFACE in window.brain.flatmap.title.text
+
+
+def test_a_trained_moe_run_gives_routing_overlays(surface_subject_path, tmp_path):
+    """The routing overlays read the trainer's model folder (model/encoder + its z-scoring) and map the run's voxels
+    back onto the subject's."""
+    from engine.data import open_subject
+    from engine.events import drive
+    from engine.train.presets import get_preset
+    from engine.train.trainer import train_job
+    from neurolens_app.overlay_sources import load_run_maps
+
+    drive(train_job(get_preset("tiny-moe").with_overrides({"epochs": 1}), surface_subject_path, tmp_path / "moe"))
+    subject = open_subject(surface_subject_path)
+    data = load_run_maps(tmp_path / "moe", subject)
+    assert "routing_reason" not in data, data.get("routing_reason")
+    w = data["routing"]
+    assert w.shape[0] == subject.n_voxels and w.shape[1] >= 2
+    np.testing.assert_allclose(np.nansum(w, 1)[np.isfinite(w).all(1)], 1.0, atol=1e-4)

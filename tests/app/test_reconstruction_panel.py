@@ -132,3 +132,51 @@ def test_reselecting_the_run_shows_the_same_image_again(qtbot, window, tmp_path,
     assert not rp.gt_tile.has_image
     qtbot.waitUntil(lambda: rp.gt_tile.has_image, timeout=30000)
     assert rp.current_image == 2 and rp.title.text().startswith("Image 2 ")
+
+
+def test_every_image_gets_a_two_way_column_as_evaluate_scores_it(tmp_path, rng):
+    """Per sample: the 2-way identification against the other reconstructed images' ground truths, equal to the
+    whole-set score ``evaluate`` computes for that sample set; single-image folders are scored together."""
+    from engine.metrics.identification import two_way_scores
+    from engine.metrics.lowlevel import prepare_images
+    from neurolens_app.panels.reconstruction import add_two_way, metric_names
+    from tests.engine.metrics.recon_folder import pixel_extractor
+
+    ext = pixel_extractor()
+    _write_folder(tmp_path / "all", rng, n_images=5, k=2)
+    results = load_recon_folder(tmp_path / "all", extractors=[ext])
+    assert "2-way pix4" in metric_names(results)
+    gt = ext(prepare_images(np.stack([r.gt for r in results])))
+    for s in range(2):
+        expected = two_way_scores(gt, ext(prepare_images(np.stack([r.samples[s] for r in results]))))
+        np.testing.assert_allclose([r.metrics["2-way pix4"][s] for r in results], expected)
+    # one image alone has no comparison set; two single-image results together do
+    singles = []
+    for i in range(2):
+        _write_folder(tmp_path / f"one-{i}", np.random.default_rng(i), n_images=1, k=1)
+        singles += load_recon_folder(tmp_path / f"one-{i}", extractors=[ext])
+    assert "2-way pix4" not in singles[0].metrics
+    add_two_way(singles)
+    assert all(0.0 <= r.summary()["2-way pix4"] <= 1.0 for r in singles)
+
+
+def test_panel_defaults_are_the_clis(window):
+    from engine.cli.main import build_parser
+    from engine.recon import defaults
+
+    panel = window.panels["reconstruction"]
+    args = build_parser().parse_args(["reconstruct", "RUN"])
+    assert panel.steps.value() == args.steps == defaults.STEPS
+    assert panel.guidance.value() == args.guidance and panel.samples.value() == args.samples
+
+
+def test_progress_says_estimating_until_the_engine_has_an_estimate(window):
+    from engine.events import Progress
+
+    panel = window.panels["reconstruction"]
+    panel._on_progress(Progress(1, 10, eta_s=None, stage="reconstruct"))
+    assert panel.progress.format() == "reconstruct: %v / %m · estimating the time left…"
+    panel._on_progress(Progress(5, 10, eta_s=65.0, stage="reconstruct"))
+    assert panel.progress.format() == "reconstruct: %v / %m · 01:05 left"
+    window._on_progress("Reconstructing", Progress(1, 10, eta_s=None, stage="reconstruct"))
+    assert window.job_label.text() == "Reconstructing: reconstruct, estimating the time left"

@@ -39,3 +39,41 @@ def test_a_screenshot_leaves_the_users_settings_alone(surface_subject_path, tmp_
                         "--settings", str(ini)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
     assert ini.read_bytes() == before  # no layout, theme or recent subject written back
+
+
+def _app(args, tmp_path, timeout=120):
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+    return subprocess.run([sys.executable, "-m", "neurolens_app.main", *map(str, args),
+                           "--settings", str(tmp_path / "s.ini")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_screenshot_error_exits_2_with_the_message_at_once(surface_subject_path, tmp_path):
+    import time
+
+    t0 = time.perf_counter()
+    r = _app(["--subject", surface_subject_path, "--screenshot", tmp_path / "x.png", "--panel", "brain",
+              "--overlay", "MoE routing: dominant expert"], tmp_path)
+    assert r.returncode == 2 and "MoE routing: dominant expert" in r.stderr and "--run RUN_DIR" in r.stderr
+    r = _app(["--subject", surface_subject_path, "--screenshot", tmp_path / "x.png", "--panel", "experts"], tmp_path)
+    assert r.returncode == 2 and "--run RUN_DIR" in r.stderr
+    r = _app(["--run", tmp_path, "--screenshot", tmp_path / "x.png"], tmp_path)
+    assert r.returncode == 2 and "not a run folder" in r.stderr
+    assert time.perf_counter() - t0 < 90  # three launches, none waiting for a timeout
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_run_opens_a_users_run_with_its_subject_and_writes_nothing_else(surface_subject_path, tmp_path):
+    from engine.events import drive
+    from engine.train.presets import get_preset
+    from engine.train.trainer import train_job
+
+    runs = tmp_path / "runs"
+    cfg = get_preset("tiny-mlp").with_overrides({"epochs": 1})
+    drive(train_job(cfg, surface_subject_path, runs / "mine"))
+    before = sorted(p.relative_to(tmp_path) for p in runs.rglob("*"))
+    out = tmp_path / "training.png"
+    r = _app(["--run", runs / "mine", "--screenshot", out, "--panel", "training", "--size", "1000x700"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert QImage(str(out)).width() > 400
+    assert sorted(p.relative_to(tmp_path) for p in runs.rglob("*")) == before  # nothing trained or written

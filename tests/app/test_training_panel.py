@@ -227,3 +227,75 @@ def test_axes_hold_recorded_live_and_compared_series(qtbot):
     (x0, x1), (ly0, ly1) = w.plots["loss"].getViewBox().viewRange()
     assert ly1 >= 3.0 and x1 >= 1.0  # the compared run's finite points are in view, its NaN ignored
     assert ly0 <= -3.0  # and the live points still are
+
+
+def test_the_tensorboard_button_serves_the_selected_run(qtbot, window, tmp_path, monkeypatch):
+    """A real ``tensorboard --logdir RUN/tb`` subprocess; only the browser (the boundary) is replaced."""
+    import urllib.request
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    from neurolens_app.workers import tensorboard as tb_mod
+
+    window.settings.set_value("folders/runs", str(tmp_path))
+    run = _fake_run(tmp_path, "a", "done", [1.0, 0.5])
+    tp = window.panels["training"]
+    tp.refresh_runs()
+    tp.runs.select_run(run)
+    tp.open_tensorboard()  # no tb/ yet: a clear word, no process
+    assert "has no TensorBoard scalars" in window.statusBar().currentMessage()
+    assert tp.tensorboard.process is None
+    with SummaryWriter(str(run / "tb")) as w:
+        w.add_scalar("train/loss", 1.0, 1)
+    opened = []
+    monkeypatch.setattr(tb_mod.QDesktopServices, "openUrl", lambda url: opened.append(url.toString()))
+    tp.open_tensorboard()
+    try:
+        qtbot.waitUntil(lambda: bool(opened), timeout=60000)
+        assert opened[0].startswith("http://localhost:")
+        with urllib.request.urlopen(opened[0] + "data/logdir", timeout=10) as r:
+            assert str(run / "tb") in r.read().decode()
+    finally:
+        tp.tensorboard.stop()
+    assert tp.tensorboard.process is None
+
+
+def test_a_missing_tensorboard_package_gets_a_clear_message(qtbot, window, tmp_path, monkeypatch):
+    import engine.train.tensorboard as engine_tb
+
+    window.settings.set_value("folders/runs", str(tmp_path))
+    run = _fake_run(tmp_path, "a", "done", [1.0])
+    (run / "tb").mkdir()
+    monkeypatch.setattr(engine_tb.importlib.util, "find_spec", lambda name: None)
+    tp = window.panels["training"]
+    tp.refresh_runs()
+    tp.runs.select_run(run)
+    tp.open_tensorboard()
+    assert "pip install tensorboard" in window.statusBar().currentMessage()
+
+
+def test_scores_and_errors_get_separate_axes(qtbot):
+    w = CurvesWidget()
+    qtbot.addWidget(w)
+    for name, v in (("two_way", 0.9), ("top1_retrieval", 0.4), ("mse", 1.6), ("cosine", 0.5)):
+        w.add_metric(name, v, 10, split="test")
+    for _ in range(6):
+        w.refresh()
+    plot_names = {p: {it.name() for it in w.plots[p].listDataItems()} for p in ("test", "test_error")}
+    assert plot_names["test"] == {"two_way", "top1_retrieval", "cosine"} and plot_names["test_error"] == {"mse"}
+    assert w.plots["test"].getAxis("left").labelText == "score"
+
+
+def test_show_run_opens_a_run_outside_the_runs_folder(qtbot, loaded_window, tmp_path):
+    """What ``neurolens-app --run RUN`` does once the subject is open: the run's folder is listed for this subject
+    (the user's runs-folder setting untouched) and the run panels show it."""
+    win = loaded_window
+    before = win.settings.value("folders/runs")
+    run = _fake_run(tmp_path / "elsewhere", "mine", "done", [1.0, 0.5, 0.25])
+    win.show_run(run)
+    tp = win.panels["training"]
+    assert win.context.subject.run == run and tp.runs.selected_runs() == [run]
+    np.testing.assert_array_equal(tp.curves.series()["loss"][1], [1.0, 0.5, 0.25])  # its curves, without a click
+    assert [win.panels["data"].runs.item(i).text().split()[0] for i in range(win.panels["data"].runs.count())] \
+        == ["mine"]
+    assert win.settings.value("folders/runs") == before

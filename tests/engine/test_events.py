@@ -63,4 +63,47 @@ def test_cancel_stops_within_one_step():
 def test_eta_clock_estimates_remaining_time():
     c = EtaClock(total=10)
     assert c.eta(0) is None
+    for step in range(1, 5):
+        c.eta(step)
     assert c.eta(5) >= 0.0
+
+
+def test_eta_clock_excludes_start_up_work_and_waits_for_timed_steps(monkeypatch):
+    """A first step that carries 10 s of start-up work, then steps of 1 s: no estimate until three steps after the
+    warm-up have been timed, and then the steady rate (6 steps left = 6 s), not the start-up-inflated 19.5 s."""
+    import engine.events as events
+
+    now = [0.0]
+    monkeypatch.setattr(events.time, "perf_counter", lambda: now[0])
+    c = EtaClock(total=10)
+    seen = []
+    for step, t in [(1, 10.0), (2, 11.0), (3, 12.0), (4, 13.0), (5, 14.0)]:
+        now[0] = t
+        seen.append(c.eta(step))
+    assert seen[:3] == [None, None, None]
+    assert seen[3] == pytest.approx(6.0) and seen[4] == pytest.approx(5.0)
+
+
+def test_eta_clock_counts_from_the_resumed_step(monkeypatch):
+    import engine.events as events
+
+    now = [0.0]
+    monkeypatch.setattr(events.time, "perf_counter", lambda: now[0])
+    c = EtaClock(total=100, start_step=50)
+    for step in (51, 52, 53):
+        now[0] = float(step)
+        assert c.eta(step) is None
+    now[0] = 60.0
+    assert c.eta(60) == pytest.approx(40.0)
+
+
+def test_the_cli_says_estimating_until_the_clock_has_an_estimate():
+    import io
+
+    from engine.cli.output import TerminalPrinter
+
+    out = io.StringIO()
+    p = TerminalPrinter(out)
+    p(Progress(1, 20, eta_s=None, stage="train"))
+    p(Progress(20, 20, eta_s=0.0, stage="train"))
+    assert out.getvalue().splitlines() == ["[train] 1/20  eta estimating", "[train] 20/20  eta 00:00"]

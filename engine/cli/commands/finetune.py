@@ -15,6 +15,8 @@ ORDER = 60
 
 
 def add_arguments(p) -> None:
+    from engine.recon.finetune import FinetuneConfig
+
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     p.add_argument("--generator", default="demo", metavar="PATH|demo",
                    help="'demo' or a local Stable Diffusion 1.5 / SDXL folder in diffusers layout (default: demo)")
@@ -31,6 +33,8 @@ def add_arguments(p) -> None:
     p.add_argument("--joint-encoder", action="store_true", help="train the brain encoder too (alignment loss)")
     p.add_argument("--align-weight", type=float, default=0.03, help="weight of 1 - cos(predicted, true embedding)")
     p.add_argument("--no-router", action="store_true", help="MoE encoders: do not learn a timestep router")
+    p.add_argument("--router-lr", type=float, default=FinetuneConfig.router_lr,
+                   help=f"learning rate of the timestep router (default {FinetuneConfig.router_lr:g})")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
@@ -58,7 +62,8 @@ def run(args) -> int:
                          unet=unet, lora_rank=args.lora_rank or 4, lora_ff=args.lora_ff, unet_lr=args.unet_lr,
                          drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
                          joint_encoder=args.joint_encoder, align_weight=args.align_weight,
-                         router=not args.no_router, seed=args.seed, device=args.device, dtype=args.dtype,
+                         router=not args.no_router, router_lr=args.router_lr, seed=args.seed, device=args.device,
+                         dtype=args.dtype,
                          max_steps=args.max_steps,
                          ip_adapter=None if args.ip_adapter.lower() == "none" else args.ip_adapter)
     result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject,

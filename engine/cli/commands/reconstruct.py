@@ -25,14 +25,21 @@ def _ids(text: str) -> list[int]:
 
 
 def add_arguments(p) -> None:
+    from engine.recon import defaults
+
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run (fine-tuned with 'finetune')")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--trials", type=_ids, default=None, metavar="IDS",
-                   help="trial rows to reconstruct, e.g. 2000,2003-2010 (default: every image of the split)")
-    p.add_argument("--samples", type=int, default=4, metavar="K", help="samples per image (default: 4)")
-    p.add_argument("--guidance", type=float, default=3.0, metavar="S", help="classifier-free guidance (default: 3)")
-    p.add_argument("--steps", type=int, default=25, metavar="N", help="denoising steps (default: 25)")
-    p.add_argument("--sampler", choices=["ddim", "dpmpp"], default="ddim")
+                   help="trial rows of the split to reconstruct (their images, repeats averaged), e.g. 3,9,18 for "
+                        "test trials of the demo subject, whose test trials are interleaved with the training "
+                        "trials; rows outside the split are refused (default: every image of the split)")
+    p.add_argument("--samples", type=int, default=defaults.SAMPLES, metavar="K",
+                   help=f"samples per image (default: {defaults.SAMPLES})")
+    p.add_argument("--guidance", type=float, default=defaults.GUIDANCE, metavar="S",
+                   help=f"classifier-free guidance (default: {defaults.GUIDANCE:g})")
+    p.add_argument("--steps", type=int, default=defaults.STEPS, metavar="N",
+                   help=f"denoising steps (default: {defaults.STEPS})")
+    p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=defaults.SAMPLER)
     p.add_argument("--seed", type=int, default=0, metavar="X")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/recon/SPLIT)")
     p.add_argument("--overwrite", action="store_true",

@@ -16,7 +16,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.cli.commands.train import _quiet, quiet_unless_main
+    from engine.cli.commands.train import _quiet, print_tensorboard_hint, quiet_unless_main
     from engine.cli.output import run_job
     from engine.train.trainer import resume_job
 
@@ -25,4 +25,5 @@ def run(args) -> int:
     if not args.json_events and not _quiet():
         metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         print(f"done, {result.step} steps  {metrics}\nmodel: {result.model_dir}", file=sys.stderr)
+        print_tensorboard_hint(result.run_dir)
     return 0

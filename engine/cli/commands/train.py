@@ -91,7 +91,16 @@ def run(args) -> int:
         metrics = "  ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
         print(f"done in {result.elapsed_s:.1f} s, {result.step} steps  {metrics}\nmodel: {result.model_dir}",
               file=sys.stderr)
+        print_tensorboard_hint(result.run_dir)
     return 0
+
+
+def print_tensorboard_hint(run_dir) -> None:
+    from engine.train.tensorboard import open_hint
+
+    hint = open_hint(run_dir)
+    if hint:
+        print(hint, file=sys.stderr)
 
 
 def _quiet() -> bool:

@@ -41,10 +41,11 @@ def test_rows_cover_every_image_set_and_aggregate(result):
     assert labels == ["samples mean (k=2)", "samples best-of-k (k=2)", "samples best set (k=2)",
                       "blend .75/.25 mean (k=2)", "blend .75/.25 best-of-k (k=2)", "blend .75/.25 best set (k=2)",
                       "blurry"]
-    for col in ["PixCorr", "SSIM", "MSE", "PSNR", "2-way pix4", "corr-dist pix4", "3-way labels pix4", "10-way top-1",
+    for col in ["PixCorr", "SSIM", "MSE", "PSNR", "2-way pix4", "corr-dist pix4", "n-way labels pix4", "10-way top-1",
                 "retrieval brain → image", "retrieval image → brain"]:
         assert col in result.columns and col in result.protocol
     assert result.higher_is_better["MSE"] is False and result.higher_is_better["corr-dist pix4"] is False
+    assert {r["label_n"] for r in result.rows} == {3}  # n of the label n-way: in the rows, not the column name
 
 
 def test_unavailable_metrics_are_listed_with_reasons(result):
@@ -88,7 +89,7 @@ def test_retrieval_uses_embeddings_aligned_by_image_index(folder, result):
     ref = top1_retrieval(z["brain"][order], z["target"][order], CFG.retrieval)
     assert result.rows[0]["retrieval brain → image"] == pytest.approx(ref["brain_to_image"].mean)
     assert result.rows[0]["retrieval image → brain"] == pytest.approx(ref["image_to_brain"].mean)
-    assert "among 6 random test items" in result.protocol["retrieval brain → image"]
+    assert "among all 6 test items" in result.protocol["retrieval brain → image"]
 
 
 def test_bad_index_names_the_key(tmp_path):
@@ -119,6 +120,23 @@ def test_cli_two_folders_json_and_csv(tmp_path, capsys):
     rc = main(["evaluate", str(a), "--features", "inception"])
     text = capsys.readouterr().out
     assert rc == 0 and "PixCorr ↑" in text and "unavailable:" in text and "protocol:" in text
+
+
+def test_the_table_fits_120_columns_with_the_method_in_the_header(tmp_path):
+    from engine.metrics.table import format_table
+
+    a = write_recon_folder(tmp_path / "a", n_items=6, k=2, method="a long method name " * 6)
+    b = write_recon_folder(tmp_path / "b", n_items=6, k=2, method="m-b", seed=1)
+    res = evaluate_folder(a, features=[pixel_extractor()], classifier=_classifier(), config=CFG).merge(
+        evaluate_folder(b, features=[pixel_extractor()], classifier=_classifier(), config=CFG))
+    text = format_table(res)
+    table = text.split("\nunavailable:")[0]
+    assert max(len(line) for line in table.splitlines() if not line.startswith("  ")) <= 120
+    assert table.count("a long method name") == 6  # once, in the header line of folder A
+    assert "n-way labels: n = 3" in table and "n-way labels pix4 ↑" in table
+    for col in res.columns:
+        if not col.endswith("95% CI"):
+            assert col in table
 
 
 def test_cli_missing_folder_exits_2(tmp_path, capsys):

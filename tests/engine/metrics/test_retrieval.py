@@ -40,7 +40,10 @@ def test_pool_larger_than_items_is_clamped_and_named(rng):
     x = rng.standard_normal((10, 4))
     out = top1_retrieval(x, x, RetrievalConfig(pool=300, repeats=3))
     assert out["brain_to_image"].pool == 10 and out["image_to_brain"].mean == 1.0
-    assert "among 10 random test items" in out["brain_to_image"].protocol()
+    # every draw is then the same set of items: one value, and no interval rather than an empty one
+    r = out["brain_to_image"]
+    assert "among all 10 test items" in r.protocol() and "no interval" in r.protocol()
+    assert np.isnan(r.ci_low) and np.isnan(r.ci_high) and r.every_item
 
 
 def test_ci_matches_scipy_t_interval(rng):

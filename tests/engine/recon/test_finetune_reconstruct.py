@@ -100,12 +100,26 @@ def test_reconstruct_cancel_leaves_no_folder(lora_decoder, ridge_run, tiny_subje
 
 def test_moe_run_gets_a_timestep_router_and_cross_attention_training(moe_run, tiny_demo_gen, tiny_subject_s,
                                                                       tmp_path):
+    from engine.events import Log, Metric
+
     cfg = FinetuneConfig(generator=str(tiny_demo_gen), max_steps=2, unet="cross_attn", joint_encoder=True)
-    drive(finetune_job(moe_run, config=cfg, subject=tiny_subject_s))
+    events = []
+    drive(finetune_job(moe_run, config=cfg, subject=tiny_subject_s), events.append)
     dec = load_decoder(moe_run)
     assert dec.router is not None and dec.encoder_dir is not None and dec.info["unet"] == "cross_attn"
     w = dec.router.weights_per_step([999, 500, 0])
     assert w.shape == (3, dec.router.n_levels)
+    # the alignment term is logged on its own, next to the diffusion loss and the total it adds up to
+    by_name: dict = {}
+    for e in events:
+        if isinstance(e, Metric):
+            by_name.setdefault(e.name, []).append(e.value)
+    assert {"diffusion_loss", "align_loss", "loss"} <= set(by_name)
+    for d, a, total in zip(by_name["diffusion_loss"], by_name["align_loss"], by_name["loss"]):
+        assert total == pytest.approx(d + cfg.align_weight * a, rel=1e-5)
+    # the router trains at its own rate: two steps already move its slopes off the prior
+    assert not torch.allclose(dec.router.slope.detach(), dec.router.prior_slopes())
+    assert any(isinstance(e, Log) and "timestep router slopes (prior -> learned)" in e.message for e in events)
     res = drive(reconstruct_job(moe_run, tiny_subject_s, samples=1, steps=2, out_dir=tmp_path / "m",
                                 trials=[200], img2img_strength=0.5, repeat_mode="average_voxels"))
     assert res.n_samples == 1
@@ -135,7 +149,8 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     # --resume on a finished fine-tuning restores its state and has nothing left to do.
     assert main(["finetune", str(ridge_run), "--resume", "--subject", str(subj_path), "--json-events"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert not [e for e in lines if e["event"] == "Progress"] and lines[-1]["event"] == "Finished"
+    steps = [e for e in lines if e["event"] == "Progress" and e["stage"].startswith("finetune")]
+    assert not steps and lines[-1]["event"] == "Finished"  # (its start-up stage, "encode images", still reports)
     out = tmp_path / "cli-rec"
     rc = main(["reconstruct", str(ridge_run), "--split", "test", "--trials", "200-202", "--samples", "1",
                "--guidance", "2", "--steps", "2", "--seed", "3", "--out", str(out), "--sampler", "dpmpp",
@@ -143,4 +158,10 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     assert rc == 0
     idx = read_index(out)
     assert idx.settings["sampler"] == "dpmpp" and len(idx.items) == 1
+    # rows outside the split are refused by name, not dropped; nothing is written
+    capsys.readouterr()
+    assert main(["reconstruct", str(ridge_run), "--trials", "5,7,200", "--steps", "2", "--out",
+                 str(tmp_path / "refused"), "--subject", str(subj_path)]) == 2
+    err = capsys.readouterr().err
+    assert "trial rows 5, 7 are not in split 'test'" in err and not (tmp_path / "refused").exists()
     assert main(["reconstruct", str(ridge_run), "--steps", "0", "--subject", str(subj_path)]) == 2

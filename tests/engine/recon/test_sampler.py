@@ -67,3 +67,25 @@ def test_sampler_settings_are_checked():
         SamplerConfig(steps=0)
     with pytest.raises(ConfigError, match="strength"):
         SamplerConfig(strength=1.5)
+
+
+def test_dpm_solver_timesteps_are_set_without_a_deprecation_warning(gen):
+    """diffusers' DPM-Solver reads its schedule with np.array(torch tensor), which numpy 2 flags; ``set_timesteps``
+    gives it the same float32 values as numpy: same timesteps and sigmas, no warning, the tensor restored."""
+    import warnings
+
+    import numpy as np
+
+    from engine.recon.sampler import make_scheduler, set_timesteps
+
+    plain = make_scheduler(gen.scheduler_config, "dpmpp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        plain.set_timesteps(12, device="cpu")
+    ours = make_scheduler(gen.scheduler_config, "dpmpp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        set_timesteps(ours, 12, "cpu")
+    assert torch.equal(ours.timesteps, plain.timesteps)
+    assert np.allclose(ours.sigmas.numpy(), plain.sigmas.numpy())
+    assert isinstance(ours.alphas_cumprod, torch.Tensor)

@@ -55,3 +55,20 @@ def test_sigint_saves_a_checkpoint_and_exits_3(tiny_subject_path, tmp_path):
     assert run.status()["status"] == "cancelled"
     cp = load_checkpoint(run.latest_checkpoint())
     assert cp.state["step"] == run.status()["step"]
+
+
+def test_train_prints_one_line_per_event_that_matters(tiny_subject_path, tmp_path, capsys):
+    """Checkpoints kept (not each one written), one line per evaluation, one 'done', where TensorBoard is."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tiny_subject_path), "--preset", "tiny-mlp", "--epochs", "4",
+                 "--set", "checkpoint_every=2", "--set", "eval_every=2", "--out", str(out)]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    written = sum(1 for e in Run.open(out).events() if type(e).__name__ == "Checkpoint")
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert written > len(kept)
+    ckpt_lines = [ln for ln in lines if "checkpoint" in ln]
+    assert len(ckpt_lines) == 1 and all(k in ckpt_lines[0] for k in kept), lines
+    assert sum(1 for ln in lines if ln.startswith("done")) == 1 and "done" not in lines, lines
+    evals = [ln for ln in lines if ln.startswith("test @ step")]
+    assert len(evals) == 2 and all("two_way" in ln and "cosine" in ln for ln in evals), lines
+    assert any(f"tensorboard --logdir {out / 'tb'}" in ln for ln in lines), lines

@@ -194,3 +194,36 @@ def test_moe_resume_keeps_the_router_learning_rate(tiny_subject_path, tmp_path):
     assert a.keys() == b.keys() and any(".router." in k for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_mbm_presets_leave_the_test_fmri_out_of_pretraining_unless_asked(tiny_subject_path, tmp_path):
+    """The reference and demo MBM presets pre-train on the training trials only; opting in is recorded."""
+    from engine.data import open_subject
+    from engine.train.presets import get_preset
+
+    subject = open_subject(tiny_subject_path)
+    for name in ("mindvis-mbm", "demo-mbm"):
+        assert get_preset(name, subject).data.pretrain_on_test is False
+    for opt_in in (False, True):
+        cfg = tiny_config("mbm").with_overrides({"data.pretrain_on_test": opt_in})
+        run_dir = tmp_path / f"mbm-{opt_in}"
+        drive(train_job(cfg, tiny_subject_path, run_dir))
+        assert Run.open(run_dir).provenance()["pretrain_on_test"] is opt_in
+
+
+def test_every_run_writes_tensorboard_scalars_and_the_cli_says_how_to_open_them(tiny_subject_path, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from engine.train.tensorboard import open_hint, tensorboard_command
+
+    run_dir = tmp_path / "run"
+    drive(train_job(tiny_config("mlp"), tiny_subject_path, run_dir))
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "test/two_way"} <= tags, tags
+    assert len(acc.Scalars("train/loss")) > 1
+    hint = open_hint(run_dir)
+    assert f"tensorboard --logdir {run_dir / 'tb'}" in hint and "http://localhost:6006/" in hint
+    cmd = tensorboard_command(run_dir, port=6123)
+    assert cmd[-6:] == ["--logdir", str(run_dir / "tb"), "--port", "6123", "--host", "localhost"]
