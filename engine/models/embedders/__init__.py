@@ -23,6 +23,10 @@ def load_image_embedder(spec: str = "demo", *, device: str | None = None) -> Ima
     Raises ``ModelFolderError`` naming the missing part (config.json, weights, preprocessor_config.json) when the
     folder is incomplete.
     """
+    if spec == "stimulus-pixels":
+        from engine.models.embedders.stimulus_pixels import StimulusPixelEmbedder
+
+        return StimulusPixelEmbedder()
     if spec == "pixels":
         from engine.models.embedders.pixels import PixelEmbedder
 
