@@ -35,11 +35,11 @@ def format_table(result) -> str:
     95 % interval in brackets.
     """
     cols = [c for c in result.columns if not c.endswith("95% CI")]
-    head = ["folder", "method", "images"] + [c + (" ↑" if result.higher_is_better.get(c, True) else " ↓")
-                                             for c in cols]
+    head = ["folder", "method", "images", "protocol"] + [c + (" ↑" if result.higher_is_better.get(c, True) else " ↓")
+                                                         for c in cols]
     lines = []
     for row in result.rows:
-        cells = [Path(row["folder"]).name, row["method"], row["images"]]
+        cells = [Path(row["folder"]).name, row["method"], row["images"], str(row.get("protocol", "—"))]
         for c in cols:
             v = _fmt(row.get(c))
             if f"{c} 95% CI" in row:
