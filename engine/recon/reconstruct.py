@@ -26,6 +26,7 @@ import numpy as np
 from engine.errors import ConfigError, DataError
 from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
 from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+from engine.recon.own_generator import check_generator_subject
 from engine.recon.pixel_decoder import is_pixel_run, predicted_images, write_pixel_reconstruction
 
 REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
@@ -200,6 +201,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
         return ReconResult(str(out_dir), len(keep), len(keep))
     decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
     gen = decoder.generator
+    check_generator_subject(gen, subj)
     stale = _stale_demo_adapter(decoder)
     if stale:
         yield Log(stale, level="warning")
