@@ -442,3 +442,17 @@ def load_own_generator(folder, cfg):
                     context_dim=int(unet.config.cross_attention_dim), n_tokens=adapter.config.n_tokens,
                     adapter=adapter, embedder=cfg.spec, device=device, dtype=dtype, info=meta)
     return _finish(gen, replace(cfg))
+
+
+def default_generator_folder(subject) -> Path:
+    """Where the app trains a subject's generator: ``<subject folder>-generator`` beside the subject."""
+    p = Path(subject.path)
+    return p.with_name(f"{p.stem}-generator")
+
+
+def generator_of_embedder(embedder_spec: str | None) -> str | None:
+    """The generator folder whose embedder a run predicts (``data.embedder=GEN``), else None."""
+    if not embedder_spec:
+        return None
+    folder = Path(embedder_spec).expanduser()
+    return str(folder) if is_own_generator(folder) else None
