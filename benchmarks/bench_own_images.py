@@ -132,6 +132,8 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-own-"))
     work.mkdir(parents=True, exist_ok=True)
+    for old in ("pr", "pr-rec", "gr", "gr-rec", "gen", "gen.resume", "digits.nlsubj"):
+        shutil.rmtree(work / old, ignore_errors=True)  # a kept work folder from an earlier run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "NEUROLENS_CACHE_DIR": str(work / "cache")}
     times: dict[str, float] = {}

@@ -456,3 +456,19 @@ def generator_of_embedder(embedder_spec: str | None) -> str | None:
         return None
     folder = Path(embedder_spec).expanduser()
     return str(folder) if is_own_generator(folder) else None
+
+
+def embedding_images(generator, embeddings: np.ndarray) -> np.ndarray | None:
+    """The low-level image of a run predicting an own generator's embedding: the predicted principal-component scores
+    mapped back to pixels (the linear decoder onto the components of the user's images), ``(n, 3, H, W)`` in [0, 1]
+    at the stimulus size; None for other generators."""
+    info = generator.info if isinstance(generator.info, dict) else {}
+    if info.get("kind") != KIND:
+        return None
+    from engine.models.embedders.pca import PCAImageEmbedder
+
+    emb = PCAImageEmbedder.load(Path(generator.path) / "embedder")
+    x = (np.asarray(embeddings, np.float32).reshape(len(embeddings), -1) * emb.scale) @ emb.components + emb.mean
+    h, w = emb.image_shape
+    x = np.clip(x, 0.0, 1.0).reshape(len(x), h, w, -1).transpose(0, 3, 1, 2)
+    return np.repeat(x, 3, axis=1) if x.shape[1] == 1 else x

@@ -26,7 +26,7 @@ import numpy as np
 from engine.errors import ConfigError, DataError
 from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
 from engine.recon.finetune import DECODER_DIR, DECODER_FILE
-from engine.recon.own_generator import check_generator_subject
+from engine.recon.own_generator import check_generator_subject, embedding_images
 from engine.recon.pixel_decoder import is_pixel_run, predicted_images, write_pixel_reconstruction
 
 REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
@@ -211,6 +211,8 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     blurry = pred.blurry
     if blurry is None and pixel_run:
         blurry = predicted_images(pred.embeddings, subj.image_shape)
+    if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
+        blurry = embedding_images(gen, pred.embeddings)
     if blurry is None and decoder.blurry is not None:
         blurry = decoder.blurry.predict(pred.embeddings)
     if img2img_strength is not None and blurry is None:

@@ -123,3 +123,17 @@ def test_the_generator_route_end_to_end(subject, generator, tmp_path):
     assert res.n_images == 6 and index["settings"]["generator"] == str(generator)
     with Image.open(tmp_path / "rec" / index["items"][0]["samples"][1]) as im:
         assert im.mode == "L" and im.size == (12, 12)
+    # the low-level image: the predicted principal-component scores mapped back to pixels
+    from engine.models.embedders import load_image_embedder
+    from engine.recon.blurry import to_uint8
+    from engine.recon.generators import load_generator
+    from engine.recon.own_generator import embedding_images
+
+    brain = np.load(tmp_path / "rec" / "embeddings.npz")["brain"]
+    want = to_uint8(embedding_images(load_generator(str(generator), device="cpu"), brain[:1]))[0, ..., 0]
+    with Image.open(tmp_path / "rec" / index["items"][0]["blurry"]) as im:
+        assert np.abs(np.asarray(im).astype(int) - want).max() <= 1
+    pca = load_image_embedder(str(generator))
+    gt = np.asarray(subject.images)[subject.split_images("test")]
+    back = to_uint8(embedding_images(load_generator(str(generator), device="cpu"), pca.embed(gt)))
+    assert np.corrcoef(back[..., 0].ravel(), gt[..., 0].ravel())[0, 1] > 0.5  # the decode inverts the embedder
