@@ -8,6 +8,9 @@ A small YAML or JSON document (schema in ``docs/formats.md``)::
     memory_order: auto              # auto | C | F: F reverses every array's axes (MATLAB column-major in HDF5)
     betas:    {train: fmri_train, test: fmri_test}      # or {all: fmri, split: is_test}
     images:   {train: stim_train, test: stim_test, layout: NHWC, range: auto}   # or {all: stim, ...}; file: other.npz
+              # flattened rows (N, H*W*C): shape: [H, W] or [H, W, C], order: C | F (F = MATLAB column-major)
+    prior_images: unlabeled/      # optional unlabeled images for the generator: a folder of PNGs, or
+                                  # {file: prior.mat, all: X, shape: [28, 28], order: F, layout:, range:}
     trials:   {train_image_index: lab_train, test_image_index: lab_test, index_base: 0, session: sess, run: run}
     rois:     {V1: mask_v1, V2: mask_v2}
     labels: cat_per_image           # optional integer category per image
@@ -29,6 +32,7 @@ from engine.safe_yaml import safe_load, short_repr
 LAYOUTS_HELP = "a permutation of N, H, W, C such as NHWC, NCHW, HWCN (MATLAB), or NHW for grey images"
 RANGES = ("auto", "0-1", "0-255", "-1-1")
 ORDERS = ("auto", "C", "F")
+PIXEL_ORDERS = ("C", "F")  # how one flattened image row unrolls: row-major (numpy) or column-major (MATLAB)
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,33 @@ class MappingConfig:
     labels: str | None = None
     categories: list[str] = field(default_factory=list)
     noise_ceiling: str | None = None
+    image_shape: tuple[int, ...] | None = None  # (H, W) or (H, W, C) when the image arrays hold flattened rows
+    pixel_order: str = "C"
+    prior: "PriorImagesConfig | None" = None
+
+
+@dataclass(frozen=True)
+class PriorImagesConfig:
+    """``prior_images:``: unlabeled images carried with the subject (for a generator trained on the user's images).
+
+    Either ``folder`` (PNG files, sorted by name) or an array ``key`` in ``file`` (default: the mapping's data file)
+    read with the same ``shape``/``order``/``layout``/``range`` keys as ``images``.
+    """
+
+    folder: Path | None = None
+    file: Path | None = None
+    key: str | None = None
+    layout: str = "NHWC"
+    value_range: str = "auto"
+    image_shape: tuple[int, ...] | None = None
+    pixel_order: str = "C"
 
 
 _TOP = {"version", "file", "name", "memory_order", "betas", "images", "trials", "rois", "labels", "categories",
-        "noise_ceiling"}
+        "noise_ceiling", "prior_images"}
 _SECTIONS = {
     "betas": {"train", "test", "all", "split"},
-    "images": {"file", "train", "test", "all", "layout", "range"},
+    "images": {"file", "train", "test", "all", "layout", "range", "shape", "order"},
     "trials": {"train_image_index", "test_image_index", "image_index", "index_base", "session", "run"},
 }
 
@@ -132,6 +156,8 @@ def parse_mapping(d, source: Path) -> MappingConfig:
     if rng not in RANGES:
         raise _err(source, "images.range", f"one of {list(RANGES)}", rng)
     kw["value_range"] = rng
+    kw["image_shape"], kw["pixel_order"] = _flat_shape(im, source, "images.")
+    kw["prior"] = _prior(d.get("prior_images"), source)
     for k in ("train_image_index", "test_image_index", "image_index", "session", "run"):
         kw[k] = _str(tr, k, source, "trials.")
     if kw["image_index"] and (kw["train_image_index"] or kw["test_image_index"]):
@@ -161,6 +187,52 @@ def parse_mapping(d, source: Path) -> MappingConfig:
     kw["categories"] = list(cats)
     kw["noise_ceiling"] = _str(d, "noise_ceiling", source, "")
     return MappingConfig(**kw)
+
+
+def _flat_shape(sec: dict, src: Path, where: str) -> tuple[tuple[int, ...] | None, str]:
+    """``shape`` and ``order`` of a section holding flattened image rows."""
+    shape = sec.get("shape")
+    if shape is not None:
+        ok = (isinstance(shape, list) and len(shape) in (2, 3)
+              and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in shape)
+              and (len(shape) == 2 or shape[2] in (1, 3, 4)))
+        if not ok:
+            raise _err(src, f"{where}shape", "[H, W] or [H, W, C] of one image (C = 1, 3 or 4)", shape)
+        shape = tuple(int(v) for v in shape)
+    order = sec.get("order", "C")
+    if order not in PIXEL_ORDERS:
+        raise _err(src, f"{where}order", "C (row-major, numpy) or F (column-major, MATLAB)", order)
+    if shape is None and "order" in sec:
+        raise _err(src, f"{where}order", f"only with {where}shape (flattened image rows)", order)
+    return shape, order
+
+
+_PRIOR_KEYS = {"folder", "file", "all", "layout", "range", "shape", "order"}
+
+
+def _prior(v, src: Path) -> PriorImagesConfig | None:
+    if v is None:
+        return None
+    if isinstance(v, str) and v.strip():
+        v = {"folder": v}
+    if not isinstance(v, dict):
+        raise _err(src, "prior_images", "a folder of PNGs, or {file:, all:, shape:, order:}", v)
+    for k in v:
+        if not isinstance(k, str) or k not in _PRIOR_KEYS:
+            raise _err(src, f"prior_images.{k}", f"one of {sorted(_PRIOR_KEYS)}", "unknown key")
+    folder, key = _str(v, "folder", src, "prior_images."), _str(v, "all", src, "prior_images.")
+    if (folder is None) == (key is None):
+        raise _err(src, "prior_images", "either folder (PNG files) or all (an array name)", sorted(v))
+    layout = v.get("layout", "NHWC")
+    if not isinstance(layout, str) or sorted(layout.upper()) not in (sorted("NHWC"), sorted("NHW")):
+        raise _err(src, "prior_images.layout", LAYOUTS_HELP, layout)
+    rng = v.get("range", "auto")
+    if rng not in RANGES:
+        raise _err(src, "prior_images.range", f"one of {list(RANGES)}", rng)
+    shape, order = _flat_shape(v, src, "prior_images.")
+    f = _str(v, "file", src, "prior_images.")
+    return PriorImagesConfig(folder=None if folder is None else Path(folder), file=None if f is None else Path(f),
+                             key=key, layout=layout.upper(), value_range=rng, image_shape=shape, pixel_order=order)
 
 
 def load_mapping(path: str | Path) -> MappingConfig:

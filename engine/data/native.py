@@ -11,6 +11,7 @@
       rois.npz           one bool mask (n_voxels,) per ROI
       stimuli.json       labels, captions, source ids per image
       ground_truth.npz   (simulations only) generating parameters
+      prior_images.npy   (optional) (n_prior, H, W, 3) uint8 unlabeled images of the stimuli's kind
 
 Plain ``.npy``/``.npz``/JSON only: no pickle anywhere (``allow_pickle=False``). Writing is atomic (a complete folder is
 renamed into place), so an interrupted write never leaves something that opens as a valid subject.
@@ -36,6 +37,7 @@ from engine.safe_yaml import short_repr
 FORMAT_TAG = "neurolens-subject"
 SCHEMA_VERSION = 1
 SUFFIX = ".nlsubj"
+PRIOR_FILE = "prior_images.npy"
 _REQUIRED = ("subject.json", "betas.npy", "images.npy", "trials.npz", "voxels.npz", "rois.npz", "stimuli.json")
 
 
@@ -66,6 +68,8 @@ def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False
         source = Path(subject.path) / "betas.npy" if subject.format == "native" and subject.path else (subject.path or path)
         _save_npy_blocked(tmp / "betas.npy", subject.betas, on_block=on_block, finite=source)
         _save_npy_blocked(tmp / "images.npy", subject.images, dtype=np.uint8, on_block=on_block)
+        if subject.prior_images is not None:
+            _save_npy_blocked(tmp / PRIOR_FILE, subject.prior_images, dtype=np.uint8, on_block=on_block)
         np.savez(tmp / "trials.npz", **{k: np.asarray(v) for k, v in subject.trials.as_dict().items()})
         np.savez(tmp / "voxels.npz", **{k: np.asarray(v) for k, v in subject.voxels.as_dict().items()})
         np.savez(tmp / "rois.npz", **{k: np.asarray(v, bool) for k, v in subject.rois.items()})
@@ -94,6 +98,7 @@ def write_subject(subject: Subject, path: str | Path, *, overwrite: bool = False
             "betas_dtype": str(np.dtype(subject.betas.dtype)),
             "rois": list(subject.rois),
             "ground_truth": sorted(subject.ground_truth or {}),
+            "n_prior_images": 0 if subject.prior_images is None else int(subject.prior_images.shape[0]),
             "volume": subject.volume,
             "provenance": prov,
         }
@@ -150,6 +155,8 @@ def _reserve(f, size: int) -> None:
 
 def _check_consistent(s: Subject, path) -> None:
     """Refuse to write an inconsistent subject (the same checks ``read_native`` makes)."""
+    if s.prior_images is not None:
+        _validate_prior(Path(path) / PRIOR_FILE, s.prior_images, s.images)
     _validate(
         path,
         betas=s.betas,
@@ -200,6 +207,9 @@ def read_native(path: str | Path) -> Subject:
     trials = TrialTable(**trials_d)
     voxels = VoxelTable(**voxels_d)
     _validate(path, betas=betas, images=images, trials=trials, voxels=voxels, rois=rois, stimuli=stimuli)
+    prior = _load_npy(path / PRIOR_FILE) if (path / PRIOR_FILE).is_file() else None
+    if prior is not None:
+        _validate_prior(path / PRIOR_FILE, prior, images)
     for key, got in (("n_trials", betas.shape[0]), ("n_voxels", betas.shape[1]), ("n_images", images.shape[0])):
         if int(meta.get(key, got)) != int(got):
             raise SubjectFormatError(path / "subject.json", key=key, expected=str(got), found=str(meta.get(key)))
@@ -216,7 +226,15 @@ def read_native(path: str | Path) -> Subject:
         provenance=meta.get("provenance", {}),
         ground_truth=gt,
         volume=meta.get("volume"),
+        prior_images=prior,
     )
+
+
+def _validate_prior(path: Path, prior, images) -> None:
+    if prior.ndim != 4 or tuple(prior.shape[1:]) != tuple(images.shape[1:]) or np.dtype(prior.dtype) != np.uint8:
+        raise SubjectFormatError(path, "prior images do not match the stimuli", key="prior_images",
+                                 expected=f"uint8 (n, {images.shape[1]}, {images.shape[2]}, 3)",
+                                 found=f"{prior.dtype} {tuple(prior.shape)}")
 
 
 def _read_json(p: Path) -> dict:

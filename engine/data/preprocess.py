@@ -63,7 +63,8 @@ def _derive(s: Subject, step: dict, **changes) -> Subject:
     prov = copy.deepcopy(s.provenance)
     prov["preprocessing"] = list(prov.get("preprocessing", [])) + [step]
     kw = dict(betas=s.betas, trials=s.trials, images=s.images, voxels=s.voxels, rois=s.rois, stimuli=s.stimuli,
-              name=s.name, format=s.format, path=s.path, provenance=prov, ground_truth=s.ground_truth, volume=s.volume)
+              name=s.name, format=s.format, path=s.path, provenance=prov, ground_truth=s.ground_truth, volume=s.volume,
+              prior_images=s.prior_images)
     kw.update(changes)
     return Subject(**kw)
 

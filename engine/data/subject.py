@@ -10,6 +10,8 @@ trials           TrialTable of n_trials rows: image_index, session, run, repeat,
 images           (n_images, H, W, 3) uint8
 voxels           VoxelTable of n_voxels rows: hemi, vertex (fsaverage5, per hemisphere), ijk, noise_ceiling
 rois             ordered dict name -> (n_voxels,) bool; general ROIs first, specific ones later
+prior_images     optional (n_prior, H, W, 3) uint8: unlabeled images of the stimuli's kind (never shown in a trial),
+                 carried for a generator trained on the user's own images
 """
 
 from __future__ import annotations
@@ -116,6 +118,8 @@ class Subject:
         Generating parameters of simulated subjects (pRF centres, sizes, tuning, noise ceilings).
     volume : dict, optional
         ``{"shape": [X, Y, Z], "affine": 4×4 list, "space": "MNI152"|...}`` for volumetric subjects.
+    prior_images : array (n_prior, H, W, 3) uint8, optional
+        Unlabeled images of the same size and kind as the stimuli (``prior_images:`` of a mapping file).
     """
 
     def __init__(
@@ -133,6 +137,7 @@ class Subject:
         provenance: dict | None = None,
         ground_truth: dict[str, np.ndarray] | None = None,
         volume: dict | None = None,
+        prior_images=None,
     ) -> None:
         self.betas = betas
         self.trials = trials
@@ -146,6 +151,7 @@ class Subject:
         self.provenance = dict(provenance or {})
         self.ground_truth = ground_truth
         self.volume = volume
+        self.prior_images = prior_images
 
     @classmethod
     def from_arrays(cls, **kwargs) -> "Subject":
@@ -251,6 +257,7 @@ class Subject:
             "volume": self.volume is not None,
             "simulation": self.is_simulation,
             "ground_truth": sorted(self.ground_truth) if self.ground_truth else [],
+            "n_prior_images": 0 if self.prior_images is None else int(self.prior_images.shape[0]),
             "preprocessing": list(self.provenance.get("preprocessing", [])),
         }
 

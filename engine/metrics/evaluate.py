@@ -28,6 +28,7 @@ from engine.metrics import aggregate, brain, identification, lowlevel, semantic
 from engine.metrics.features import (TORCHVISION_ROWS, FeatureExtractor, FeatureUnavailable, ImageClassifier,
                                      load_classifier, load_feature_extractor, torchvision_unavailable_reason)
 from engine.metrics.retrieval import DIRECTION_LABELS, RetrievalConfig, top1_retrieval
+from engine.metrics.pixel_identification import NSD_PROTOCOL, NativeProtocol
 from engine.metrics.semantic import NWayConfig
 
 SCHEMA = "neurolens-recon/1"
@@ -311,7 +312,8 @@ def evaluate_folder(path, features: Sequence[str | FeatureExtractor] | None = No
                    label_target=label_target, label_classes=label_classes, label_n=label_n, encoder=encoder,
                    measured=measured, rois=rois, config=cfg)
 
-    # 4. score every image set
+    # 4. score every image set (small stimuli: PixCorr/SSIM at their own size, plus pixel identification)
+    native = NativeProtocol.for_index(index.path, [it.ground_truth for it in index.items], load_png)
     sets: dict[str, list[dict[str, np.ndarray]]] = {"samples": []}
     blurry = None
     if index.items[0].blurry is not None:
@@ -319,12 +321,15 @@ def evaluate_folder(path, features: Sequence[str | FeatureExtractor] | None = No
     for s in range(index.k):
         if cancel is not None:
             cancel.raise_if_set()
-        recon = _load_set(index.path, [it.samples[s] for it in index.items])
-        sets["samples"].append(_score_set(gt, recon, ctx))
+        files = [it.samples[s] for it in index.items]
+        recon = _load_set(index.path, files)
+        sets["samples"].append(_score_set(gt, recon, ctx) | (native.score(index.path, files, load_png) if native else {}))
         if cfg.blend and blurry is not None:
-            sets.setdefault("blend", []).append(_score_set(gt, BLEND_WEIGHT * recon + (1 - BLEND_WEIGHT) * blurry, ctx))
+            mix = BLEND_WEIGHT * recon + (1 - BLEND_WEIGHT) * blurry
+            sets.setdefault("blend", []).append(_score_set(gt, mix, ctx) | (native.score_array(mix) if native else {}))
     if blurry is not None:
-        sets["blurry"] = [_score_set(gt, blurry, ctx)]
+        files = [it.blurry for it in index.items]
+        sets["blurry"] = [_score_set(gt, blurry, ctx) | (native.score(index.path, files, load_png) if native else {})]
     elif cfg.blend:
         res.unavailable["blend"] = "this reconstruction folder has no blurry images to blend with"
     if encoder is not None:
@@ -337,6 +342,10 @@ def evaluate_folder(path, features: Sequence[str | FeatureExtractor] | None = No
     # 6. assemble rows and the per-trial table
     _assemble(index, sets, retrieval, res, label_n)
     _protocols(index, ctx, cfg, res, n)
+    for row in res.rows:
+        row["protocol"] = native.name if native else NSD_PROTOCOL
+    if native:
+        res.protocol.update(native.protocols(n))
     return res
 
 
@@ -587,7 +596,7 @@ def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult, label_n
     res.per_trial = concat_tables(blocks)
 
 
-_ROW_KEYS = ("folder", "method", "images", "n_items", "k", "label_n")
+_ROW_KEYS = ("folder", "method", "images", "n_items", "k", "label_n", "protocol")
 
 
 def concat_tables(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -302,3 +302,23 @@ def psnr(gt, recon, *, data_range: float = 1.0) -> np.ndarray:
     m = mse(gt, recon)
     with np.errstate(divide="ignore"):
         return 10.0 * np.log10(data_range**2 / m)
+
+
+def area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` weights of exact area resampling along one axis: output cell i averages the input over
+    ``[i·n_in/n_out, (i+1)·n_in/n_out)`` (pixels weighted by their overlap), for shrinking and enlarging alike."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    px = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, px + 1) - np.maximum(lo, px), 0.0, None)
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def area_resize(images, size: int | tuple[int, int]) -> np.ndarray:
+    """Resize ``(n, H, W, C)`` to ``(n, h, w, C)`` float64 by exact area averaging (never crops; any sizes)."""
+    x = to_float(images)
+    h_out, w_out = (size, size) if isinstance(size, (int, np.integer)) else size
+    if x.shape[1] == h_out and x.shape[2] == w_out:
+        return x
+    return np.einsum("ih,nhwc,jw->nijc", area_matrix(x.shape[1], h_out), x, area_matrix(x.shape[2], w_out),
+                     optimize=True)

@@ -50,6 +50,8 @@ def format_table(result, width: int = TABLE_WIDTH) -> str:
         out.write(f"{lead}{f}\n")
         pad = " " * len(lead)
         out.write(f"{pad}method: {row['method']}\n")
+        if row.get("protocol"):
+            out.write(f"{pad}protocol: {row['protocol']}\n")
         label_n = row.get("label_n")
         out.write(f"{pad}{row.get('n_items', '?')} images" + (f"; n-way labels: n = {label_n}" if label_n else "")
                   + "\n")

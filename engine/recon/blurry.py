@@ -40,11 +40,11 @@ def resize(images_u8: np.ndarray, size: int) -> np.ndarray:
 
 
 def thumbnails(images_u8: np.ndarray, size: int = THUMB) -> np.ndarray:
-    """Block-mean thumbnails ``(n, 3, size, size)`` in [0, 1] of uint8 ``(n, H, W, 3)`` images."""
-    n, h, w, _ = images_u8.shape
-    bh, bw = h // size, w // size
-    x = np.asarray(images_u8[:, : bh * size, : bw * size], np.float32) / 255.0
-    x = x.reshape(n, size, bh, size, bw, 3).mean(axis=(2, 4))
+    """Area-resized thumbnails ``(n, 3, size, size)`` in [0, 1] of uint8 ``(n, H, W, 3)`` images of any size (the
+    whole image, never a crop: images smaller than ``size`` are enlarged)."""
+    from engine.metrics.lowlevel import area_resize
+
+    x = area_resize(np.asarray(images_u8), size).astype(np.float32)
     return x.transpose(0, 3, 1, 2)
 
 

@@ -241,6 +241,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     from engine.recon.conditioning import ConditioningAdapter
     from engine.recon.demo_generator import min_snr_weights
     from engine.recon.generators import GeneratorConfig, load_generator
+    from engine.recon.own_generator import check_generator_subject
     from engine.recon.guidance import drop_mask
     from engine.recon.timestep_router import TimestepRouter
     from engine.train.dataset import split_groups
@@ -266,6 +267,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
 
     gen = load_generator(GeneratorConfig(spec=cfg.generator, device=cfg.device, dtype=cfg.dtype,
                                          ip_adapter=cfg.ip_adapter))
+    check_generator_subject(gen, subj)
     yield Log(f"generator {gen.kind} ({gen.path}), {gen.image_size}px, context {gen.n_tokens}×{gen.context_dim}"
               + (f", IP-Adapter {gen.info['ip_adapter']}" if gen.image_embed_dim else ""))
 

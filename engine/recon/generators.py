@@ -32,7 +32,7 @@ from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.conditioning import Condition, ConditioningAdapter, ConditioningConfig
 from engine.models.construction import MODEL_BUILD_LOCK
 
-KINDS = ("demo", "sd15", "sdxl")
+KINDS = ("demo", "sd15", "sdxl", "own")  # own: trained on the user's images (engine/recon/own_generator.py)
 WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.fp16.safetensors")
 
 
@@ -230,7 +230,11 @@ def load_generator(spec: str | GeneratorConfig = "demo", **kwargs) -> Generator:
     if cfg.spec == "demo":
         return load_demo_generator(config=cfg)
     folder = Path(cfg.spec).expanduser()
-    if (folder / "generator.json").is_file():  # a demo-layout folder given by path
+    if (folder / "generator.json").is_file():  # a demo-layout folder, or one trained on the user's images
+        from engine.recon.own_generator import is_own_generator, load_own_generator
+
+        if is_own_generator(folder):
+            return load_own_generator(folder, cfg)
         return load_demo_generator(folder, config=cfg)
     return load_diffusers_folder(folder, config=cfg)
 

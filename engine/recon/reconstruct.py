@@ -26,6 +26,9 @@ import numpy as np
 from engine.errors import ConfigError, DataError
 from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
 from engine.recon import defaults
+from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+from engine.recon.own_generator import check_generator_subject, embedding_images
+from engine.recon.pixel_decoder import is_pixel_run, predicted_images, write_pixel_reconstruction
 
 REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
 
@@ -115,11 +118,35 @@ def _stale_demo_adapter(decoder) -> str | None:
 
 
 def _png(path: Path, image: np.ndarray) -> str:
+    """Write one image; three equal channels are written as a grey PNG (grey stimuli stay grey)."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(image)).save(path, format="PNG")
+    image = np.ascontiguousarray(image)
+    if image.ndim == 3 and image.shape[-1] == 3 and (image[..., 0] == image[..., 1]).all() \
+            and (image[..., 1] == image[..., 2]).all():
+        image = np.ascontiguousarray(image[..., 0])
+    Image.fromarray(image).save(path, format="PNG")
     return str(path)
+
+
+def _kept_rows(pred: BrainPrediction, trials, subj, split: str) -> np.ndarray:
+    """Rows of ``pred`` to reconstruct: all, or the images whose trials include one of ``trials``.
+
+    Trials outside the split are refused, never dropped: a table of fewer images than asked would read as the asked set.
+    """
+    keep = np.arange(len(pred.image_index))
+    if trials is None:
+        return keep
+    wanted = {int(t) for t in trials}
+    in_split = sorted(int(t) for ts in pred.trials for t in ts)
+    outside = sorted(wanted - set(in_split))
+    if outside:
+        shown = ", ".join(map(str, outside[:12])) + (f" … ({len(outside)} rows)" if len(outside) > 12 else "")
+        raise DataError(subj.path or subj.name, f"trial rows {shown} are not in split '{split}' (its trials are rows "
+                                                f"{', '.join(map(str, in_split[:5]))}, …; see the Trials panel)",
+                        key="trials")
+    return np.array([i for i, ts in enumerate(pred.trials) if wanted & set(ts)], np.int64)
 
 
 def sample_seed(seed: int, image_index: int, k: int) -> int:
@@ -183,25 +210,27 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     yield Started(job="reconstruct", run_dir=str(run.path))
     subj = _open_run_subject(run, subject)
     check_replaceable(out_dir, marker=INDEX_FILE, kind="reconstruction", overwrite=overwrite, protect=[subj.path])
+    pixel_run = is_pixel_run(info)
+    if pixel_run and generator is None and not (run.path / DECODER_DIR / DECODER_FILE).is_file():
+        pred = predict_split(run, subj, split, repeat_mode)
+        keep = _kept_rows(pred, trials, subj, split)
+        yield from write_pixel_reconstruction(run, info, subj, pred, keep, out_dir, split=split,
+                                                       repeat_mode=repeat_mode, method=method, png=_png)
+        return ReconResult(str(out_dir), len(keep), len(keep))
     decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
     gen = decoder.generator
+    check_generator_subject(gen, subj)
     stale = _stale_demo_adapter(decoder)
     if stale:
         yield Log(stale, level="warning")
     pred = predict_split(run, subj, split, repeat_mode, encoder_dir=decoder.encoder_dir,
                          want_levels=decoder.router is not None)
-    keep = np.arange(len(pred.image_index))
-    if trials is not None:
-        wanted = {int(t) for t in trials}
-        outside = sorted(wanted - {int(t) for ts in pred.trials for t in ts})
-        if outside:  # refused, never dropped: a table of fewer images than asked would read as the asked set
-            shown = ", ".join(map(str, outside[:12])) + (f" … ({len(outside)} rows)" if len(outside) > 12 else "")
-            first = sorted(int(t) for ts in pred.trials for t in ts)[:5]
-            raise DataError(subj.path or subj.name, f"trial rows {shown} are not in split '{split}' (its trials "
-                                                    f"are rows {', '.join(map(str, first))}, …; see the Trials "
-                                                    f"panel)", key="trials")
-        keep = np.array([i for i, ts in enumerate(pred.trials) if wanted & set(ts)], np.int64)
+    keep = _kept_rows(pred, trials, subj, split)
     blurry = pred.blurry
+    if blurry is None and pixel_run:
+        blurry = predicted_images(pred.embeddings, subj.image_shape)
+    if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
+        blurry = embedding_images(gen, pred.embeddings)
     if blurry is None and decoder.blurry is not None:
         blurry = decoder.blurry.predict(pred.embeddings)
     if img2img_strength is not None and blurry is None:

@@ -170,7 +170,8 @@ class DataConfig(_Section):
     embedder : str
         Image embedding model that provides the targets: ``"demo"`` (the demo subject's small embedding model), a
         local model folder (e.g. a CLIP checkpoint), or ``"pixels"`` (a fixed random projection of 8×8 thumbnails,
-        a model-free baseline target of 64 dimensions).
+        a model-free baseline target of 64 dimensions) or ``"stimulus-pixels"`` (every pixel of the stimulus at its
+        own resolution, one value per pixel for grey images: the ``pixel-ridge`` target).
     target : {"pooled", "tokens"}
         Predict the pooled vector ``(D,)`` or the token grid ``(T, D)``.
     zscore : {"voxel", "none"}

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from engine.errors import ConfigError
 from engine.train.config import TrainConfig
 
@@ -38,6 +40,9 @@ DESCRIPTIONS = {
                 "and category ROIs to different experts (about a minute on one CPU core)",
     "demo-mbm": "Demo: small masked brain model over 64-voxel patches, short pre-training then fine-tuning (about "
                 "2 minutes on one CPU core)",
+    "pixel-ridge": "Small images: cross-validated ridge from voxels straight to the stimulus pixels at their own "
+                   "resolution, one alpha per pixel (the classic decoder of digit/letter/pattern datasets; closed "
+                   "form, seconds)",
     "tiny-ridge": "Tests: ridge on pixel targets",
     "tiny-mlp": "Tests: a 32-unit MLP on pixel targets, 2 epochs",
     "tiny-moe": "Tests: a 32-unit MoE (2, 4 experts) on pixel targets, 2 epochs",
@@ -147,6 +152,13 @@ def _demo_ridge(s, n_vox, n_train) -> dict:
             "data": {"embedder": "demo", "target": "pooled"}, "epochs": 1, "batch_size": 2}
 
 
+def _pixel_ridge(s, n_vox, n_train) -> dict:
+    # No output rescaling: the ridge's own (shrunken) predictions are the least-squares images PixCorr rewards.
+    return {"model": {"kind": "ridge", "params": {"alphas": [float(10.0 ** k) for k in np.arange(-1.0, 7.5, 0.5)],
+                                                  "cv": 5, "rescale": False}},
+            "data": {"embedder": "stimulus-pixels", "target": "pooled"}, "epochs": 1, "batch_size": 2}
+
+
 def _demo_mlp(s, n_vox, n_train) -> dict:
     epochs = 20
     return {
@@ -216,6 +228,6 @@ def _tiny(kind: str):
 
 _PRESETS = {
     "mindeye": _mindeye, "mindvis-mbm": _mindvis, "moe-brain": _moe_brain,
-    "demo-ridge": _demo_ridge, "demo-mlp": _demo_mlp, "demo-moe": _demo_moe, "demo-mbm": _demo_mbm,
+    "demo-ridge": _demo_ridge, "pixel-ridge": _pixel_ridge, "demo-mlp": _demo_mlp, "demo-moe": _demo_moe, "demo-mbm": _demo_mbm,
     "tiny-ridge": _tiny("ridge"), "tiny-mlp": _tiny("mlp"), "tiny-moe": _tiny("moe"), "tiny-mbm": _tiny("mbm"),
 }

@@ -16,6 +16,7 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 from engine.models.embedders.pixels import PIXELS
+from engine.models.embedders.stimulus_pixels import STIMULUS_PIXELS
 
 
 def target_embeddings(images: np.ndarray, embedder_spec: str, kind: str) -> np.ndarray:
@@ -38,7 +39,7 @@ def target_embeddings(images: np.ndarray, embedder_spec: str, kind: str) -> np.n
     tokens = kind == "tokens"
     if tokens and getattr(embedder, "token_shape", None) is None:
         raise ConfigError(f"data.target: embedder '{embedder_spec}' has no token embeddings; use target 'pooled'")
-    if embedder_spec == PIXELS:
+    if embedder_spec in (PIXELS, STIMULUS_PIXELS):
         return embedder.embed(np.asarray(images), tokens=tokens)
     from engine.models.embedders.cache import cached_image_embeddings
 

@@ -214,6 +214,9 @@ def decoder_state(run_dir) -> tuple[str, bool, bool]:
         info = json.loads((run / "model" / MODEL_INFO).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "No trained model in this run yet", False, False
+    if info.get("embedder") == "stimulus-pixels":
+        return ("Decoder: the pixel decoder's predicted images are the reconstructions (no generator); for sharper "
+                "images, train a generator on this subject's images", True, False)
     if info.get("embedder") == "demo" and info.get("target") == "pooled":
         return ("Decoder: the demo generator reads this run's demo embeddings directly (zero-shot); "
                 "fine-tuning adapts it to the brain predictions", True, _encoder_has_blurry_head(run))
@@ -337,6 +340,14 @@ class ReconstructionPanel(QWidget):
                                      "encoders) on this run's predictions of the training trials")
         self.finetune_btn.clicked.connect(self.start_finetune)
         top.addWidget(self.finetune_btn)
+        self.generator_btn = QPushButton("Train a generator on this subject's images")
+        self.generator_btn.setToolTip("Learn a small diffusion generator and its image embedder from this subject's "
+                                      "training stimuli and prior images (never its test stimuli), into "
+                                      "<subject>-generator/ beside the subject; then train a run with that folder as "
+                                      "its targets' embedder and fine-tune it here. Cancel keeps the progress: press "
+                                      "again to continue.")
+        self.generator_btn.clicked.connect(self.start_generator_training)
+        top.addWidget(self.generator_btn)
 
         ctl = QHBoxLayout()
         self.guidance = QDoubleSpinBox()
@@ -625,8 +636,16 @@ class ReconstructionPanel(QWidget):
 
         if self.run_dir is None:
             return None
+        from engine.recon.own_generator import generator_of_embedder
+        from engine.train.predict import model_info
+
         run, subject = self.run_dir, self.state.subject
-        cfg = FinetuneConfig(epochs=int(self.ft_epochs.value()), device=self.context.settings.device)
+        try:  # a run that predicts a trained generator's embedding is fine-tuned with that generator
+            generator = generator_of_embedder(model_info(run).get("embedder")) or "demo"
+        except (NeuroLensError, OSError, ValueError):
+            generator = "demo"
+        cfg = FinetuneConfig(generator=generator, epochs=int(self.ft_epochs.value()),
+                             device=self.context.settings.device)
         worker = start_panel_job(self.context, lambda cancel: finetune_job(run, config=cfg, cancel=cancel,
                                                                            subject=subject),
                                  f"Fine-tuning the decoder of {run.name}", self._connect,
@@ -635,6 +654,32 @@ class ReconstructionPanel(QWidget):
             self.worker = worker
             self.progress.setRange(0, 0)
             self.title.setText(f"Fine-tuning the decoder of {run.name}…")
+            self._update_buttons()
+        return worker
+
+    def start_generator_training(self):
+        """Train a generator on the subject's own images (``train_generator_job``); returns the worker or None."""
+        from engine.recon.own_generator import RESUME_SUFFIX, default_generator_folder, train_generator_job
+
+        subject = self.state.subject
+        if subject is None or subject.path is None:
+            return None
+        out = default_generator_folder(subject)
+        resume = (out.with_name(out.name + RESUME_SUFFIX) / "state.json").is_file()
+        if out.exists() and not resume:
+            self.context.show_status(f"{out} already holds this subject's generator: train a run with it as the "
+                                     f"targets' embedder (data.embedder = {out})", 10000)
+            return None
+        device = self.context.settings.device
+        worker = start_panel_job(self.context, lambda cancel: train_generator_job(subject, out, resume=resume,
+                                                                                  device=device, cancel=cancel),
+                                 f"Training a generator on {subject.name}'s images", self._connect,
+                                 on_result=lambda _r: self.context.show_status(f"generator written to {out}", 10000))
+        if worker is not None:
+            self.worker = worker
+            self.progress.setRange(0, 0)
+            self.title.setText(f"{'Continuing' if resume else 'Training'} a generator on {subject.name}'s images "
+                               f"→ {out.name}…")
             self._update_buttons()
         return worker
 
@@ -690,6 +735,8 @@ class ReconstructionPanel(QWidget):
         self.all_btn.setEnabled(ok and self.can_reconstruct and not busy)
         self.finetune_btn.setEnabled(ok and not busy and "No trained model" not in self.decoder_label.text())
         self.finetune_btn.setDefault(ok and not self.can_reconstruct)
+        self.generator_btn.setEnabled(self.state.subject is not None and self.state.subject.path is not None
+                                      and not busy)
         self.cancel_btn.setEnabled(self.worker is not None)
         has = bool(self.results)
         for b in (self.best_btn, self.worst_btn, self.export_png_btn, self.export_csv_btn):

@@ -17,7 +17,7 @@ from engine.errors import ConfigError
 from engine.safe_yaml import safe_load
 from engine.train.config import MODEL_KINDS, PRECISIONS, TrainConfig
 
-EMBEDDERS = ("demo", "pixels")
+EMBEDDERS = ("demo", "pixels", "stimulus-pixels")
 LOSS_WEIGHTS = (("contrastive", "Contrastive"), ("mse", "MSE"), ("cosine", "Cosine"), ("load_balance", "Balance"))
 CONTRASTIVE_KINDS = ("mindeye", "infonce", "softclip", "bimixco")
 
@@ -48,7 +48,8 @@ class TrainConfigForm(QWidget):
         self.embedder.setEditable(True)
         self.embedder.addItems(EMBEDDERS)
         self.embedder.setToolTip("Targets: image embeddings of 'demo' (the demo embedder), 'pixels' (random "
-                                 "projection of thumbnails) or a local CLIP folder")
+                                 "projection of thumbnails), 'stimulus-pixels' (every pixel of the stimulus, "
+                                 "the pixel-ridge target) or a local CLIP folder")
         self.target = QComboBox()
         self.target.addItems(["pooled", "tokens"])
         self.target.setToolTip("Predict the pooled embedding vector or the token grid")

@@ -21,6 +21,11 @@ def add_arguments(p) -> None:
     c.add_argument("dir", help="subject folder to write, e.g. demo-sub01.nlsubj")
     c.add_argument("--seed", type=int, default=0, help="random seed of the stimuli and the simulation (default 0)")
     c.add_argument("--subject", type=int, default=1, help="demo subject number, >= 1 (default 1)")
+    c.add_argument("--stimuli", metavar="SRC", default=None,
+                   help="simulate the subject seeing your own images: a folder of PNGs, an .npz with 'images' "
+                        "(+ 'labels'), or any subject source (its images and labels)")
+    c.add_argument("--test-images", type=int, default=None, metavar="K",
+                   help="with --stimuli: images held out as the test set, shown 3 times (default 10%%, 10..100)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     c.add_argument("--json-events", action="store_true", help="print one JSON event per line")
 
@@ -30,7 +35,8 @@ def run(args) -> int:
     from engine.data.demo import create_demo_job
 
     path = run_job(lambda cancel: create_demo_job(args.dir, seed=args.seed, subject=args.subject,
-                                                  overwrite=args.overwrite, cancel=cancel),
+                                                  overwrite=args.overwrite, cancel=cancel,
+                                                  stimuli=args.stimuli, n_test_images=args.test_images),
                    json_events=args.json_events)
     if not args.json_events:
         print(path)

@@ -14,6 +14,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.data.demo import cortex, simulate
+from engine.data.demo.own_stimuli import OwnStimuli, holdout_order, load_stimulus_source, own_categories, own_stimulus_set
 from engine.data.demo.stimuli import StimulusSet, concat_stimuli, render_stimuli
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import DataError
@@ -66,13 +67,16 @@ def cached_model_version(path) -> int | None:
 
 
 def create_demo_subject(path, *, seed: int = 0, subject: int = 1, overwrite: bool = False,
-                        config: simulate.DemoConfig | None = None) -> Path:
+                        config: simulate.DemoConfig | None = None, stimuli=None,
+                        n_test_images: int | None = None) -> Path:
     """Create the demo subject at ``path`` (native format) without reporting progress. Returns the path."""
-    return drive(create_demo_job(path, seed=seed, subject=subject, overwrite=overwrite, config=config))
+    return drive(create_demo_job(path, seed=seed, subject=subject, overwrite=overwrite, config=config,
+                                 stimuli=stimuli, n_test_images=n_test_images))
 
 
 def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = False, cancel=None,
-                    config: simulate.DemoConfig | None = None) -> Iterator[Event]:
+                    config: simulate.DemoConfig | None = None, stimuli=None,
+                    n_test_images: int | None = None) -> Iterator[Event]:
     """Job: simulate demo subject ``subject`` for ``seed`` and write it to ``path``. Returns the path.
 
     The stimuli depend only on ``seed``: every subject of a seed saw the same images. Voxels, receptive fields,
@@ -88,6 +92,9 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
 
     cancel = ensure_token(cancel)
     config = config or simulate.DemoConfig()
+    own = None
+    if stimuli is not None:  # the user's images (engine.data.demo.own_stimuli): path or OwnStimuli
+        own, config = _own_stimuli(stimuli, config, seed, n_test_images)
     path = Path(path)
     subject, seed = int(subject), int(seed)
     if subject < 1:
@@ -95,7 +102,7 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     if path.exists() and not overwrite:
         raise DemoExistsError(path, "already exists", expected="a path that does not exist yet (or overwrite)",
                               found="an existing file or folder")
-    n_chunks = -(-config.n_images // _RENDER_CHUNK)
+    n_chunks = 0 if own is not None else -(-config.n_images // _RENDER_CHUNK)
     total = n_chunks + 5
     clock = EtaClock(total)
     t0 = time.perf_counter()
@@ -109,7 +116,7 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
         parts.append(render_stimuli(min(_RENDER_CHUNK, config.n_images - start), seed, config.image_size, start=start))
         yield Progress(k + 1, total, eta_s=clock.eta(k + 1), stage="stimuli",
                        message=f"{start + len(parts[-1].labels)}/{config.n_images} images")
-    stim = concat_stimuli(parts)
+    stim = concat_stimuli(parts) if own is None else own_stimulus_set(own)
     step = n_chunks
 
     def rng(stream: int) -> np.random.Generator:
@@ -138,6 +145,8 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     trials = TrialTable(image_index=schedule.image_index, session=schedule.session, run=schedule.run,
                         repeat=schedule.repeat, split=schedule.split)
     s = _subject(stim, trials, betas, vox, model, signal, layout, config, seed=seed, subject=subject)
+    if own is not None:
+        _show_own_images(s, own)
     _, groups = s.repeat_groups("test")
     nc, ncsnr = simulate.estimate_noise_ceiling(betas, schedule.session, groups)
     s.voxels = VoxelTable(hemi=s.voxels.hemi, vertex=s.voxels.vertex, ijk=s.voxels.ijk, noise_ceiling=nc)
@@ -210,3 +219,34 @@ def _subject(stim: StimulusSet, trials: TrialTable, betas: np.ndarray, vox: cort
     }
     return Subject(betas=betas, trials=trials, images=stim.images, voxels=voxels, rois=rois, stimuli=stimuli,
                    name=demo_name(subject), format="native", provenance=provenance, ground_truth=gt)
+
+
+def _own_stimuli(stimuli, config: simulate.DemoConfig, seed: int, n_test: int | None):
+    """(OwnStimuli with the test images last, DemoConfig sized to them) for ``--stimuli``."""
+    import dataclasses
+
+    own = stimuli if isinstance(stimuli, OwnStimuli) else load_stimulus_source(stimuli)
+    n = len(own.images)
+    n_test = int(n_test) if n_test is not None else max(10, min(100, n // 10))
+    if not 1 <= n_test < n:
+        raise DataError(own.source, "invalid number of test images", key="n_test_images",
+                        expected=f"1 .. {n - 1}", found=n_test)
+    order = holdout_order(n, n_test, seed)
+    own = OwnStimuli(np.ascontiguousarray(own.images[order]), None if own.labels is None else own.labels[order],
+                     list(own.categories), own.source)
+    return own, dataclasses.replace(config, n_train_images=n - n_test, n_test_images=n_test, image_size=64)
+
+
+def _show_own_images(s: Subject, own: OwnStimuli) -> None:
+    """Store the user's images (own size, grey stays grey) and labels in place of the 64-px screen copies."""
+    s.images = own.images
+    labels = None if own.labels is None else own.labels.astype(np.int64)
+    cats = own_categories(own)
+    s.stimuli = Stimuli(categories=cats if labels is not None else [], labels=labels,
+                        captions=None, source_ids=[f"{Path(own.source).name}:{i}" for i in range(len(own.images))])
+    s.name = f"{s.name}-{Path(own.source).stem}"
+    s.provenance["sources"] = [own.source, "nilearn bundled fsaverage5 flat mesh (voxel positions)"]
+    s.provenance["note"] = ("SIMULATED fMRI: the demo's visual system shown the user's own images "
+                            f"({own.source}), not a recording")
+    s.provenance["stimuli"] = {"source": own.source, "screen_px": 64,
+                               "order": "the source's images, a seeded random test set moved last"}

@@ -2,7 +2,8 @@
 
 ``read(SRC, mapping=FILE)`` or ``read(FILE)`` when the mapping names its data ``file``. Train and test betas become
 trials (split 0/1); each trial points at an image through ``trials.*image_index`` (trial i → image i when omitted);
-images are converted from the declared layout and value range to (N, H, W, 3) uint8. MATLAB v7.3 files are HDF5
+images are converted from the declared layout and value range to (N, H, W, 3) uint8 (flattened rows are unrolled
+with ``images.shape``/``order`` first, see ``own_images``; ``prior_images`` are read the same way). MATLAB v7.3 files are HDF5
 written column-major, so h5py sees every array with reversed axes: ``memory_order: auto`` reverses them back for
 ``.mat`` files (``F`` forces it for other HDF5 files written by MATLAB; ``C`` turns it off). MATLAB v5 files are
 read with scipy, which already returns the MATLAB shapes.
@@ -18,6 +19,7 @@ from engine.data.mapping import MappingConfig, is_mapping_file, load_mapping
 from engine.data.readers.assemble import checked, provenance, repeat_numbers
 from engine.data.readers.checks import (check_betas, check_declared_size, check_index_range, check_int_vector,
                                         check_mask, describe, load_npz, require_file, to_uint8_images)
+from engine.data.readers.own_images import check_prior_matches, read_png_folder, source_channels, unflatten_images
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
 
@@ -179,9 +181,12 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
         isrc = ArrayFile(m.images_file if m.images_file.is_absolute() else base / m.images_file, m.memory_order)
         sources.append(isrc.path)
     rng = None if m.value_range == "auto" else m.value_range
+    channels: list[int] = []
 
     def imgs(key):
-        return to_uint8_images(_to_nhwc(isrc.get(key), m.layout), isrc.path, key, layout="NHWC", value_range=rng)
+        a = _image_stack(isrc, key, m.image_shape, m.pixel_order, m.layout)
+        channels.append(source_channels(a))
+        return to_uint8_images(a, isrc.path, key, layout="NHWC", value_range=rng)
 
     if m.images_all:
         images = imgs(m.images_all)
@@ -253,6 +258,10 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
             raise SubjectFormatError(src.path, key=m.noise_ceiling, expected="values in [0, 1] (NaN = unknown)",
                                      found=f"[{known.min():.3g}, {known.max():.3g}]")
         nc = nc64.astype(np.float32)
+    prior = None
+    if m.prior is not None:
+        prior, prior_sources = _prior_images(m, base, src, images, max(channels))
+        sources.extend(prior_sources)
     vox = VoxelTable.unknown(n_vox)
     vox = VoxelTable(hemi=vox.hemi, vertex=vox.vertex, ijk=vox.ijk, noise_ceiling=nc)
     trials = TrialTable(image_index=image_index.astype(np.int64), session=session, run=run,
@@ -261,5 +270,37 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
                 stimuli=Stimuli(categories=list(m.categories), labels=labels),
                 name=m.name or src.path.stem, format="arrays", path=src.path,
                 provenance=provenance("arrays", sources, [], mapping=str(m.source), file_kind=src.kind,
-                                      reversed_axes=src.reverse))
+                                      reversed_axes=src.reverse, image_channels=max(channels),
+                                      flattened_images=None if m.image_shape is None else
+                                      {"shape": list(m.image_shape), "order": m.pixel_order}),
+                prior_images=prior)
     return checked(s, src.path)
+
+
+def _image_stack(isrc: ArrayFile, key: str, shape, order: str, layout: str) -> np.ndarray:
+    """An image array in NHWC (or NHW): unflattened when ``shape`` is declared, else permuted from ``layout``."""
+    a = isrc.get(key)
+    if shape is not None:
+        return unflatten_images(a, shape, order, isrc.path, key)
+    return _to_nhwc(a, layout)
+
+
+def _prior_images(m: MappingConfig, base: Path, src: ArrayFile, stimuli: np.ndarray, stimuli_channels: int):
+    """(uint8 (M, H, W, 3) prior images, files read) of the mapping's ``prior_images``, checked against the stimuli."""
+    p = m.prior
+    if p.folder is not None:
+        folder = p.folder if p.folder.is_absolute() else base / p.folder
+        raw, ch = read_png_folder(folder)
+        where, key, files = folder, "prior_images", [folder]
+        prior = to_uint8_images(raw, folder, key, layout="NHWC", value_range="0-255")
+    else:
+        psrc = src
+        if p.file is not None:
+            psrc = ArrayFile(p.file if p.file.is_absolute() else base / p.file, m.memory_order)
+        where, key, files = psrc.path, p.key, [psrc.path]
+        a = _image_stack(psrc, p.key, p.image_shape, p.pixel_order, p.layout)
+        ch = source_channels(a)
+        prior = to_uint8_images(a, psrc.path, p.key, layout="NHWC",
+                                value_range=None if p.value_range == "auto" else p.value_range)
+    check_prior_matches(prior, ch, stimuli, stimuli_channels, where, key)
+    return prior, files

@@ -23,6 +23,10 @@ def load_image_embedder(spec: str = "demo", *, device: str | None = None) -> Ima
     Raises ``ModelFolderError`` naming the missing part (config.json, weights, preprocessor_config.json) when the
     folder is incomplete.
     """
+    if spec == "stimulus-pixels":
+        from engine.models.embedders.stimulus_pixels import StimulusPixelEmbedder
+
+        return StimulusPixelEmbedder()
     if spec == "pixels":
         from engine.models.embedders.pixels import PixelEmbedder
 
@@ -32,11 +36,24 @@ def load_image_embedder(spec: str = "demo", *, device: str | None = None) -> Ima
 
         return DemoImageEmbedder(device=device)
     folder = Path(spec).expanduser()
+    own = _own_generator_embedder(folder, spec)
+    if own is not None:
+        return own
     if not folder.exists():
         raise ModelFolderError(folder, "the folder itself", "expected 'demo' or a local CLIP model folder")
     from engine.models.embedders.clip import ClipImageEmbedder
 
     return ClipImageEmbedder(folder, device=device)
+
+
+def _own_generator_embedder(folder: Path, spec: str):
+    """The PCA embedder of a generator folder written by ``neurolens generator train`` (or of its ``embedder/``)."""
+    from engine.models.embedders.pca import PCAImageEmbedder, is_pca_folder
+
+    for f in (folder / "embedder", folder):
+        if is_pca_folder(f):
+            return PCAImageEmbedder.load(f, spec=spec)
+    return None
 
 
 def load_text_embedder(spec: str = "demo", *, device: str | None = None):

@@ -11,7 +11,7 @@ PIXELS = "pixels"
 
 
 class PixelEmbedder:
-    """Model-free image embedding: 8×8 block-mean thumbnails in [0, 1].
+    """Model-free image embedding: 8×8 area-mean thumbnails in [0, 1] of the whole image.
 
     Pooled: the centred thumbnail (192 values) times a fixed Gaussian projection (seed 0) to ``dim`` = 64.
     Tokens: the 16 patches of 2×2 pixels × 3 channels, shape (16, 12).
@@ -20,7 +20,7 @@ class PixelEmbedder:
     spec = PIXELS
     dim = 64
     token_shape = (16, 12)
-    identity = "pixels-v1"
+    identity = "pixels-v2"  # v2: area resize of the whole image (v1 cropped to a multiple of 8)
 
     def __init__(self) -> None:
         rng = np.random.default_rng(0)
@@ -28,13 +28,13 @@ class PixelEmbedder:
 
     @staticmethod
     def thumbnails(images: np.ndarray) -> np.ndarray:
-        """(N, H, W, 3) uint8 → (N, 8, 8, 3) float32 block means in [0, 1] (edges cropped to a multiple of 8)."""
+        """(N, H, W, 3) uint8 → (N, 8, 8, 3) float32 area means in [0, 1] over the whole image (never cropped)."""
+        from engine.metrics.lowlevel import area_resize
+
         n, h, w, _ = images.shape
         if h < 8 or w < 8:
             raise ConfigError(f"pixels embedder: images must be at least 8×8, found {h}×{w}")
-        bh, bw = h // 8, w // 8
-        x = np.asarray(images[:, : bh * 8, : bw * 8], np.float32) / 255.0
-        return x.reshape(n, 8, bh, 8, bw, 3).mean(axis=(2, 4))
+        return area_resize(np.asarray(images), 8).astype(np.float32)
 
     def embed(self, images: np.ndarray, *, tokens: bool = False, batch_size: int = 256) -> np.ndarray:
         out = []

@@ -28,7 +28,8 @@ def _classifier():
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
-    return write_recon_folder(tmp_path_factory.mktemp("recon") / "run-a", n_items=6, k=2)
+    # 64 px: NSD protocol (stimuli up to 56 px are scored at their own size, see test_pixel_identification.py)
+    return write_recon_folder(tmp_path_factory.mktemp("recon") / "run-a", n_items=6, k=2, size=64)
 
 
 @pytest.fixture(scope="module")
