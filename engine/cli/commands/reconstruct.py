@@ -42,7 +42,8 @@ def add_arguments(p) -> None:
     p.add_argument("--subject", default=None, help="subject path (default: the one recorded in the run)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples denoised together (default: 8 on the CPU, up to 256 on a GPU)")
     p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
 
 
