@@ -278,3 +278,23 @@ def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surfac
         window.act_open_folder.trigger()
     assert window.context.subject.subject.path == surface_subject_path
     assert window.windowTitle().startswith(window.context.subject.subject.name)  # the platform adds " — NeuroLens"
+
+
+def test_unexpected_exception_in_a_job_reaches_the_error_dialog(qtbot, window):
+    """A job failing with a plain RuntimeError (not a NeuroLensError: e.g. a device error from inside torch) ends in
+    the error dialog with its message and traceback, and the app keeps running."""
+    from engine.events import Progress
+
+    def job(cancel):
+        yield Progress(1, 2)
+        raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+
+    with qtbot.waitSignal(window.error_shown, timeout=20000) as sig:
+        window.context.jobs.start(job, "Fine-tune decoder")
+    dlg = sig.args[0]
+    assert "Expected a 'cuda' device type for generator" in dlg.message
+    dlg.details_button.click()
+    assert "Traceback" in dlg.details.toPlainText() and "RuntimeError" in dlg.details.toPlainText()
+    dlg.close()
+    qtbot.waitUntil(lambda: not window.context.jobs.active(), timeout=10000)
+    assert window.isVisible()
