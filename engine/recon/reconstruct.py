@@ -141,6 +141,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
                     repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
                     generator: str | None = None, device: str | None = None, dtype: str = "auto",
                     batch_size: int | None = None, preview_every: int = 5, method: str | None = None,
+                    compile: bool | str = False,
                     cancel: CancelToken | None = None):
     """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
 
@@ -162,6 +163,8 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
         Override the decoder's generator (``"demo"`` or a folder).
     batch_size : int, optional
         Samples denoised together (images × ``samples``); default ``sampling_batch(generator)``.
+    compile : bool or str
+        ``torch.compile`` the UNet (``GeneratorConfig.compile``: ``"reduce-overhead"`` adds CUDA graphs).
     """
     import torch
 
@@ -184,7 +187,8 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     out_dir = Path(out_dir) if out_dir is not None else run.path / "recon" / split
     yield Started(job="reconstruct", run_dir=str(run.path))
     subj = _open_run_subject(run, subject)
-    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
+    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype,
+                                                               compile=compile), info=info)
     gen = decoder.generator
     stale = _stale_demo_adapter(decoder)
     if stale:
