@@ -171,3 +171,25 @@ def test_to_device_copies_through_pinned_memory_on_cuda():
     a = np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32)
     t = to_device(a, "cuda")
     assert t.device.type == "cuda" and np.array_equal(to_numpy(t), a)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("preset,precision", [("tiny-moe", "bf16"), ("tiny-mlp", "fp16"), ("tiny-mbm", "fp32")])
+def test_training_on_cuda(tiny_subject, tmp_path, preset, precision):
+    """Every torch encoder kind trains on CUDA (autocast; loss scaling with fp16) and its routing analysis reads it."""
+    import dataclasses
+
+    from engine.events import drive
+    from engine.models.routing import voxel_routing
+    from engine.train.predict import load_encoder
+    from engine.train.presets import get_preset
+    from engine.train.trainer import train_job
+
+    cfg = dataclasses.replace(get_preset(preset, tiny_subject), device="cuda", precision=precision)
+    result = drive(train_job(cfg, tiny_subject, tmp_path / "run"))
+    assert result.status == "done" and all(np.isfinite(v) for v in result.metrics.values())
+    if preset == "tiny-moe":
+        model = load_encoder(tmp_path / "run", device="cuda")
+        levels = voxel_routing(model, model.resolve_subject(None), np.asarray(tiny_subject.betas[:8], np.float32))
+        assert all(np.allclose(v.sum(axis=1), 1, atol=1e-4) for v in levels)
