@@ -223,67 +223,6 @@ def encoder_outputs(model, betas: np.ndarray, subject_key: str, target_shape, *,
             np.concatenate(blurs) if blurs else None)
 
 
-@dataclass
-class FinetuneBatch:
-    """One training batch on the host (CPU tensors): clean latents and what the condition is made from."""
-
-    latents: object  # (b, C, h, w)
-    embeddings: object = None  # (b, *shape) precomputed encoder outputs (frozen encoder)
-    levels: object = None  # (n_levels, b, *shape)
-    betas: object = None  # (b, n_voxels) for a jointly trained encoder
-    targets: object = None  # (b, *shape) true embeddings (alignment loss)
-
-
-@dataclass
-class FinetuneParts:
-    """What one fine-tuning step uses: the generator, its training scheduler and the modules that train."""
-
-    generator: object
-    scheduler: object
-    adapter: object
-    router: object = None
-    encoder: object = None  # trained jointly when set
-    subject_key: str = ""
-
-
-def finetune_loss(parts: FinetuneParts, batch: FinetuneBatch, cfg: FinetuneConfig, rng):
-    """The loss of one fine-tuning step, on the generator's device.
-
-    Every random draw (noise, timesteps, condition dropout) comes from the CPU generator ``rng`` and is then moved,
-    so a seed gives the same step on every device.
-    """
-    import torch
-
-    from engine.recon.demo_generator import min_snr_weights
-    from engine.recon.guidance import drop_mask
-    from engine.train.device import to_device
-
-    gen, sched, dev = parts.generator, parts.scheduler, parts.generator.device
-    x0 = to_device(batch.latents, dev)
-    n = x0.shape[0]
-    noise = torch.randn(x0.shape, generator=rng).to(dev)
-    t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=rng).to(dev)
-    xt = sched.add_noise(x0, noise, t)
-    if parts.encoder is not None:
-        out = parts.encoder(to_device(batch.betas, dev), subject=parts.subject_key)
-        e, lv = out.embedding, out.extras.get("levels")
-    else:
-        e = to_device(batch.embeddings, dev)
-        lv = None if batch.levels is None else to_device(batch.levels, dev)
-    e_in = parts.router.mix(lv, t) if parts.router is not None and lv is not None else e
-    cond = parts.adapter.drop(parts.adapter(e_in.float()), drop_mask(n, cfg.drop_prob, generator=rng, device=dev))
-    pred = gen.predict_noise(xt, t, cond).float()
-    per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-    if cfg.min_snr_gamma:
-        per = per * min_snr_weights(sched, t, cfg.min_snr_gamma)
-    loss = per.mean()
-    if parts.encoder is not None and cfg.align_weight > 0:
-        target = to_device(batch.targets, dev)
-        cos = torch.nn.functional.cosine_similarity(e.float().flatten(1), target.flatten(1), dim=1)
-        loss = loss + cfg.align_weight * (1 - cos).mean()
-    return loss
-
-
 def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig | None = None,
                  cancel: CancelToken | None = None, *, subject=None, resume: bool = False):
     """Job: fine-tune the decoder of ``run_dir`` (see the module docstring). Returns ``FinetuneResult``.
@@ -304,6 +243,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     import torch
 
     from engine.recon.conditioning import ConditioningAdapter
+    from engine.recon.finetune_step import FinetuneBatch, FinetuneParts, finetune_loss
     from engine.recon.generators import GeneratorConfig, load_generator
     from engine.recon.timestep_router import TimestepRouter
     from engine.train.dataset import split_groups
