@@ -145,7 +145,8 @@ def _pixels_of(x) -> np.ndarray:
 
 
 def gpu_section(peak_tflops: float, repeats: int, configs=((256, 1), (512, 16), (256, 16), (512, 1)),
-                compile_mode: str | None = None, compile_configs=((256, 1),), steps: int = 20) -> dict:
+                compile_mode: str | None = None, compile_configs=((256, 1),), steps: int = 20,
+                eager: bool = True) -> dict:
     """SD-1.5-size sampling in bf16 with CFG, side by side in one process (see the module docstring)."""
     import copy
 
@@ -161,7 +162,8 @@ def gpu_section(peak_tflops: float, repeats: int, configs=((256, 1), (512, 16), 
 
     dev, dtype = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)
-    unet, vae, sched = sd15_parts()
+    with dev:  # random initialisation on the GPU (the CPU takes tens of seconds for 860 M parameters)
+        unet, vae, sched = sd15_parts()
     # The default pipeline gets its own copy in diffusers' default layout; ours is converted by _finish.
     pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=None, tokenizer=None,
                                    unet=copy.deepcopy(unet), scheduler=sched, safety_checker=None,
@@ -169,7 +171,7 @@ def gpu_section(peak_tflops: float, repeats: int, configs=((256, 1), (512, 16), 
     pipe.set_progress_bar_config(disable=True)
     results = []
     for size, batch in configs:
-        variants = [("neurolens", False)]
+        variants = [("neurolens", False)] if eager else []
         if compile_mode and (size, batch) in compile_configs:
             variants.append((f"neurolens+compile:{compile_mode}", compile_mode))
         cond = Condition(torch.randn(batch, 77, 768, device=dev, dtype=dtype))
@@ -229,6 +231,11 @@ def main(argv=None) -> int:
     p.add_argument("--compile", default=None, metavar="MODE",
                    help="also time torch.compile(MODE) of the UNet (e.g. reduce-overhead: CUDA graphs)")
     p.add_argument("--compile-configs", default="256x1", help="SIZExBATCH,... for --compile (default 256x1)")
+    p.add_argument("--configs", default=None, help="SIZExBATCH,... of the GPU section (default: all four; "
+                                                   "--quick: 256x1,512x16)")
+    p.add_argument("--skip-cpu", action="store_true", help="skip the CPU sections (a GPU run)")
+    p.add_argument("--compile-only", action="store_true", help="with --compile: time only the compiled variant "
+                                                               "beside the pipeline")
     args = p.parse_args(argv)
     import torch
 
@@ -237,12 +244,18 @@ def main(argv=None) -> int:
     repeats = 1 if args.quick else args.repeats
     machine = {"cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
                "python": platform.python_version(), "torch": torch.__version__}
-    configs = ((256, 1), (512, 16)) if args.quick else ((256, 1), (512, 16), (256, 16), (512, 1))
-    compile_configs = tuple(tuple(int(v) for v in c.split("x")) for c in args.compile_configs.split(",") if c)
-    result = {"benchmark": "bench_sampling", "machine": machine, "cpu": cpu_section(repeats, args.generator),
-              "cpu_batching": cpu_batching(repeats, args.generator),
+    def parse(text: str) -> tuple:
+        return tuple(tuple(int(v) for v in c.split("x")) for c in text.split(",") if c)
+
+    configs = parse(args.configs or ("256x1,512x16" if args.quick else "256x1,512x16,256x16,512x1"))
+    compile_configs = parse(args.compile_configs)
+    skipped = {"status": "skipped (--skip-cpu)"}
+    result = {"benchmark": "bench_sampling", "machine": machine,
+              "cpu": skipped if args.skip_cpu else cpu_section(repeats, args.generator),
+              "cpu_batching": skipped if args.skip_cpu else cpu_batching(repeats, args.generator),
               "gpu": ({"status": "skipped (--device cpu)"} if args.device == "cpu" else
-                      gpu_section(args.peak_tflops, repeats, configs, args.compile, compile_configs))}
+                      gpu_section(args.peak_tflops, repeats, configs, args.compile, compile_configs,
+                                  eager=not args.compile_only))}
     report(result, "bench_sampling")
     return 0
 

@@ -258,8 +258,10 @@ def gpu_backbone(batch: int = 32, steps: int = 10) -> dict:
 
     dev = torch.device("cuda:0")
     name = torch.cuda.get_device_name(dev)
-    model = build_encoder("mlp", {"hidden": 4096, "n_blocks": 4, "dropout": 0.15}, n_voxels={"subj01": 15724},
-                          target_shape=(256, 1664)).to(dev)
+    with dev:  # initialise the 2 B parameters on the GPU (seconds on the CPU)
+        model = build_encoder("mlp", {"hidden": 4096, "n_blocks": 4, "dropout": 0.15}, n_voxels={"subj01": 15724},
+                              target_shape=(256, 1664))
+    model.to(dev)
     groups = model.param_groups("all", weight_decay=1e-2)
     opt = torch.optim.AdamW(groups, lr=3e-4, fused=True)  # as the trainer does on CUDA
     loss_cfg = LossConfig(contrastive_kind="softclip")

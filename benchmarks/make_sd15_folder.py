@@ -5,7 +5,7 @@
 ``scheduler/``); ``--size tiny`` the same layout with small channels (for a CPU run of the same path). The images it
 generates are noise; the point is the shapes, the memory and the speed of the real thing.
 
-    python benchmarks/make_sd15_folder.py OUT_DIR [--size full|tiny] [--seed 0]
+    python benchmarks/make_sd15_folder.py OUT_DIR [--size full|tiny] [--seed 0] [--dtype fp16|fp32|bf16]
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ SIZES = {
 }
 
 
-def make_sd15_folder(out: str | Path, size: str = "full", seed: int = 0) -> Path:
-    """Build and save the folder; returns its path. An existing folder is left as it is."""
+def make_sd15_folder(out: str | Path, size: str = "full", seed: int = 0, dtype: str = "fp16") -> Path:
+    """Build and save the folder (weights stored in ``dtype``, as SD-1.5 is distributed; initialised on the GPU
+    when there is one); returns its path. An existing folder is left as it is."""
     import torch
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 
@@ -37,11 +38,14 @@ def make_sd15_folder(out: str | Path, size: str = "full", seed: int = 0) -> Path
         return out
     spec = SIZES[size]
     torch.manual_seed(seed)
-    unet = UNet2DConditionModel(**spec["unet"])
-    n_vae = len(spec["vae"]["block_out_channels"])
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, scaling_factor=0.18215,
-                        down_block_types=("DownEncoderBlock2D",) * n_vae, up_block_types=("UpDecoderBlock2D",) * n_vae,
-                        **spec["vae"])
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        unet = UNet2DConditionModel(**spec["unet"])
+        n_vae = len(spec["vae"]["block_out_channels"])
+        vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, scaling_factor=0.18215,
+                            down_block_types=("DownEncoderBlock2D",) * n_vae,
+                            up_block_types=("UpDecoderBlock2D",) * n_vae, **spec["vae"])
+    stored = {"fp16": torch.float16, "fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    unet, vae = unet.to("cpu", stored), vae.to("cpu", stored)
     sched = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True,
                           set_alpha_to_one=False, steps_offset=1)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,8 +64,9 @@ def main(argv=None) -> int:
     p.add_argument("out")
     p.add_argument("--size", choices=sorted(SIZES), default="full")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=["fp16", "fp32", "bf16"], default="fp16", help="stored precision")
     args = p.parse_args(argv)
-    path = make_sd15_folder(args.out, args.size, args.seed)
+    path = make_sd15_folder(args.out, args.size, args.seed, args.dtype)
     print(path)
     return 0
 
