@@ -100,7 +100,9 @@ def figures(work: Path) -> dict:
         out[f"{name}_cpu_batching"] = sampling.get("cpu_batching")
     evaluation = _read_json(work / "logs" / "evaluate.log")
     if evaluation:
-        out["evaluate"] = evaluation.get("rows", evaluation)
+        keep = ("images", "PixCorr", "SSIM", "2-way demo", "12-way labels demo")
+        out["evaluate"] = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items() if k in keep}
+                           for row in evaluation.get("rows", [])]
     return out
 
 

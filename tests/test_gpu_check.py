@@ -27,12 +27,13 @@ def test_summary_lists_every_step_and_fails_on_a_failed_step(tmp_path, capsys):
                                     "bench-sampling\tskipped (time budget)\t0\n")
     (work / "results" / "reconstruct_timing.json").write_text(json.dumps(
         {"images": 100, "samples": 400, "steps": 25, "seconds": 4.2}))
-    (work / "logs" / "evaluate.log").write_text("warning: x\n" + json.dumps({"rows": [{"folder": "r"}]}))
+    (work / "logs" / "evaluate.log").write_text("warning: x\n" + json.dumps({"rows": [{"folder": "r", "images": "blurry",
+                                                                                 "SSIM": 0.85321}]}))
     assert summary(str(work), "cuda", 12.0, str(tmp_path / "out")) == 1
     text = capsys.readouterr().out
     assert "train-demo-mlp" in text and "FAILED (exit 2)" in text and "skipped (time budget)" in text
     saved = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert saved["figures"]["reconstruct_demo_s"] == 4.2 and saved["figures"]["evaluate"] == [{"folder": "r"}]
+    assert saved["figures"]["reconstruct_demo_s"] == 4.2 and saved["figures"]["evaluate"] == [{"images": "blurry", "SSIM": 0.853}]
     assert not saved["all_passed"] and (tmp_path / "out" / "summary.txt").is_file()
 
 
