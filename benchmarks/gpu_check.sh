@@ -18,7 +18,7 @@
 #                torch.compile reduce-overhead at 256x1 while time is left)
 # --quick (for a CPU run): 1 epoch per preset, a tiny SD-layout folder, short fine-tunings, 2 samples x 10 steps.
 # --budget-s: the whole check ends within this many seconds (default 450; the device call's limit is 8 minutes): a
-#   step still running then is stopped (exit 124 in the summary), later steps are skipped, the summary is written.
+#   step still running then is stopped ("stopped (time budget)"), later steps are skipped, the summary is written.
 # Output in --out (default $OUT when set, else /tmp/neurolens-gpu-check): summary.txt, summary.json, logs.tgz.
 # Exit status: 0 when every step that ran passed, 1 otherwise.
 set -u
@@ -70,7 +70,9 @@ step() {  # step NAME COMMAND...: run it (unless over budget), log it, record st
     [ $rc -eq 124 ] && echo "(stopped at the time budget)" >> "$LOGS/$name.log"
     local tenths=$(( ($(date +%s%N) - start) / 100000000 ))
     local secs="$((tenths / 10)).$((tenths % 10))"
-    if [ $rc -eq 0 ]; then status=ok; else status="FAILED (exit $rc)"; FAILED=1; fi
+    if [ $rc -eq 0 ]; then status=ok
+    elif [ $rc -eq 124 ]; then status="stopped (time budget)"; FAILED=1
+    else status="FAILED (exit $rc)"; FAILED=1; fi
     printf '%s\t%s\t%.1f\n' "$name" "$status" "$secs" >> "$WORK/steps.tsv"
     echo "    -> $status in ${secs%.*} s"
     return $rc
