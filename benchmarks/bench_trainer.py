@@ -9,11 +9,16 @@ Runs alternate (and swap order every repeat); the median of each is reported, in
 time (``time.process_time``, which other programs loading a shared machine do not inflate; 1 torch thread).
 
 GPU case (only when CUDA is present): one training step of MindEyeV2's backbone (15,724 voxels → hidden 4096 →
-4 residual blocks → 256×1664 tokens + retrieval projector), bf16 autocast, AdamW; achieved TFLOP/s (matmul FLOPs
-counted from the Linear layers, ×3 for forward + backward) as a fraction of the GPU's dense bf16 peak.
+4 residual blocks → 256×1664 tokens + retrieval projector, about 2 B parameters), bf16 autocast, fused AdamW (as the
+trainer on CUDA); achieved TFLOP/s (matmul FLOPs counted from the Linear layers, ×3 for forward + backward) as a
+fraction of the GPU's dense bf16 peak, and the step time against its memory-bound limit: the bytes the optimizer and
+the weight casts move per step (``step_bytes``: 28 B per parameter for AdamW, 18 B more per matmul weight for the
+bf16 casts and reads) over the HBM bandwidth (``hbm_bandwidth``: torch's device properties, else a data-sheet table;
+a measured device copy is reported beside it). At batch 32 the step is memory-bound, not compute-bound. On a CPU the
+section reports itself unavailable.
 
 Prints one JSON object and writes it to ``benchmarks/results/bench_trainer.json``.
-Usage: ``nice python benchmarks/bench_trainer.py [--repeats 3] [--epochs 3]``
+Usage: ``nice python benchmarks/bench_trainer.py [--repeats 3] [--epochs 3] [--quick] [--gpu-only]``
 """
 
 from __future__ import annotations
@@ -194,18 +199,71 @@ def _peak(name: str) -> tuple[str, float] | tuple[None, None]:
     return None, None
 
 
+HBM_TB_S = {"H200": 4.8, "H100 SXM": 3.35, "H100 PCIe": 2.0, "H100": 3.35, "A100": 2.0, "L40S": 0.864,
+            "RTX 4090": 1.008, "A6000": 0.768}
+# Bytes one training step moves per parameter, besides activations (bf16 autocast, fp32 weights, fused AdamW):
+BYTES_OPTIMIZER = 28  # AdamW reads weight, grad, exp_avg, exp_avg_sq (4 × 4 B) and writes weight and both moments
+BYTES_CAST = 6  # autocast reads each fp32 matmul weight (4 B) and writes its bf16 copy (2 B)
+BYTES_GRAD_CAST = 8  # the bf16 weight gradient is written (2), read (2) and written again as the fp32 .grad (4)
+BYTES_MATMUL_READS = 4  # the bf16 copy is read by the forward and by the backward's input gradient (2 + 2)
+
+
+def hbm_bandwidth(props, name: str) -> tuple[float | None, str]:
+    """(bytes/s, source) of a GPU's memory: from torch's device properties (2 × memory clock × bus width, HBM/GDDR
+    double data rate) when it reports them, else a table of data-sheet figures."""
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        return 2.0 * clock_khz * 1e3 * bus_bits / 8, "device properties"
+    for key in sorted(HBM_TB_S, key=len, reverse=True):
+        if all(p.lower() in name.lower() for p in key.split()):
+            return HBM_TB_S[key] * 1e12, f"data sheet ({key})"
+    return None, "unknown GPU"
+
+
+def step_bytes(model) -> dict:
+    """Bytes the optimizer and the weight casts move in one step (see the BYTES_* constants)."""
+    import torch
+
+    matmul = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    per_step = (total * BYTES_OPTIMIZER
+                + matmul * (BYTES_CAST + BYTES_GRAD_CAST + BYTES_MATMUL_READS))
+    return {"params": total, "matmul_weights": matmul, "bytes": per_step}
+
+
+def copy_bandwidth(dev, gib: float = 4.0) -> float:
+    """Measured device-to-device copy bandwidth (bytes read + written per second), the best a step can stream."""
+    import torch
+
+    n = int(gib * 2**30 // 4)
+    a = torch.empty(n, device=dev)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(5):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    bw = 5 * 2 * a.numel() * 4 / (time.perf_counter() - t0)
+    del a, b
+    torch.cuda.empty_cache()
+    return bw
+
+
 def gpu_backbone(batch: int = 32, steps: int = 10) -> dict:
     if not torch.cuda.is_available():
-        return {"status": "no GPU here", "device": "cpu"}
+        return {"status": "unavailable: no GPU here", "device": "cpu", "memory_bound_ms": "unavailable (no GPU)"}
     from engine.models.losses import LossConfig, encoder_loss
     from engine.models.registry import build_encoder
 
     dev = torch.device("cuda:0")
     name = torch.cuda.get_device_name(dev)
-    model = build_encoder("mlp", {"hidden": 4096, "n_blocks": 4, "dropout": 0.15}, n_voxels={"subj01": 15724},
-                          target_shape=(256, 1664)).to(dev)
+    with dev:  # initialise the 2 B parameters on the GPU (seconds on the CPU)
+        model = build_encoder("mlp", {"hidden": 4096, "n_blocks": 4, "dropout": 0.15}, n_voxels={"subj01": 15724},
+                              target_shape=(256, 1664))
+    model.to(dev)
     groups = model.param_groups("all", weight_decay=1e-2)
-    opt = torch.optim.AdamW(groups, lr=3e-4, fused=True)
+    opt = torch.optim.AdamW(groups, lr=3e-4, fused=True)  # as the trainer does on CUDA
     loss_cfg = LossConfig(contrastive_kind="softclip")
     x = torch.randn(batch, 15724, device=dev)
     y = torch.randn(batch, 256, 1664, device=dev)
@@ -239,10 +297,23 @@ def gpu_backbone(batch: int = 32, steps: int = 10) -> dict:
     dt = (time.perf_counter() - t0) / steps
     tflops = 3 * flops["fwd"] / dt / 1e12
     key, peak = _peak(name)
-    return {"status": "ok", "device": name, "batch": batch, "params_M": round(sum(p.numel() for p in
-            model.parameters()) / 1e6, 1), "step_ms": round(dt * 1000, 2), "matmul_tflop_per_step":
-            round(3 * flops["fwd"] / 1e12, 3), "achieved_tflops": round(tflops, 1), "peak_key": key,
-            "dense_bf16_peak_tflops": peak, "fraction_of_peak": None if peak is None else round(tflops / peak, 3),
+    moved = step_bytes(model)
+    spec_bw, bw_source = hbm_bandwidth(torch.cuda.get_device_properties(dev), name)
+    copy_bw = copy_bandwidth(dev)
+    bound = None if spec_bw is None else moved["bytes"] / spec_bw
+    return {"status": "ok", "device": name, "batch": batch, "params_M": round(moved["params"] / 1e6, 1),
+            "step_ms": round(dt * 1000, 2), "matmul_tflop_per_step": round(3 * flops["fwd"] / 1e12, 3),
+            "achieved_tflops": round(tflops, 1), "peak_key": key, "dense_bf16_peak_tflops": peak,
+            "fraction_of_peak": None if peak is None else round(tflops / peak, 3),
+            "bytes_moved_per_step_GB": round(moved["bytes"] / 1e9, 2),
+            "bytes_per_param": {"optimizer": BYTES_OPTIMIZER, "weight_cast": BYTES_CAST,
+                                "grad_cast": BYTES_GRAD_CAST, "matmul_reads": BYTES_MATMUL_READS},
+            "hbm_TB_s": None if spec_bw is None else round(spec_bw / 1e12, 2), "hbm_source": bw_source,
+            "memory_bound_ms": None if bound is None else round(bound * 1000, 2),
+            "fraction_of_memory_bound": None if bound is None else round(bound / dt, 3),
+            "measured_copy_TB_s": round(copy_bw / 1e12, 2),
+            "memory_bound_at_copy_bandwidth_ms": round(moved["bytes"] / copy_bw * 1000, 2),
+            "goal_fraction_of_memory_bound": 0.7,
             "max_memory_gb": round(torch.cuda.max_memory_allocated(dev) / 2**30, 1)}
 
 
@@ -251,9 +322,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is steadiest on a shared machine)")
+    ap.add_argument("--quick", action="store_true", help="1 repeat of 1 epoch for the CPU comparison")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU comparison")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    result = {"benchmark": "bench_trainer", "cpu_overhead": cpu_overhead(args.repeats, args.epochs),
+    repeats, epochs = (1, 1) if args.quick else (args.repeats, args.epochs)
+    result = {"benchmark": "bench_trainer",
+              "cpu_overhead": "skipped (--gpu-only)" if args.gpu_only else cpu_overhead(repeats, epochs),
               "gpu_backbone": gpu_backbone()}
     report(result, "bench_trainer")
     return result

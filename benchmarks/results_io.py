@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# NEUROLENS_BENCH_RESULTS redirects every benchmark's JSON (benchmarks/gpu_check.sh: the device run's own folder).
+RESULTS = Path(os.environ.get("NEUROLENS_BENCH_RESULTS") or Path(__file__).resolve().parent / "results")
 
 
 def report(result: dict, name: str | None, *, indent: int = 2, dest: Path | None = None) -> str:

@@ -329,7 +329,8 @@ class ExpertLevel(nn.Module):
         (batch, n_experts, width), ``weights`` (batch, n_parents, units, children), ``probs``, ``mask``, ``lb``."""
         probs = self.router(x)
         if self.training and self.noise > 0:
-            probs = probs + torch.randn_like(probs) * self.noise
+            # Drawn on the CPU, then moved: the same noise on every device for the same seed.
+            probs = probs + torch.randn(probs.shape).to(probs.device, probs.dtype) * self.noise
         mask = dispatch_mask(probs.detach(), self.routing, self.capacity_factor, self.top_k)
         weights = probs * mask
         b = x.shape[0]
@@ -515,6 +516,29 @@ class MoEEncoder(BrainEncoder):
         return [r["expert_out"].reshape(b, r["expert_out"].shape[1], *self.target_shape) for r in results]
 
     @torch.no_grad()
+    def routing_chunk(self, betas: torch.Tensor, subject: str) -> list[torch.Tensor]:
+        """Per level, the routing weights ``(batch, n_units, n_experts)`` (float32, on the model's device) of a chunk
+        of trials, in eval mode; ``betas`` may live on any device (it is moved to the model's)."""
+        ref = next(self.parameters())
+        was_training = self.training
+        self.eval()
+        try:
+            _, results = self._run(betas.to(ref.device, ref.dtype), subject)
+        finally:
+            self.train(was_training)
+        out = []
+        for r in results:
+            w = r["weights"].float()
+            bsz, p, u, c = w.shape
+            if p > 1:  # lay parents end to end, zeros outside each parent's own children
+                eye = torch.eye(p, dtype=w.dtype, device=w.device)
+                w = (w.unsqueeze(3) * eye[None, :, None, :, None]).reshape(bsz, p * u, p * c)
+            else:
+                w = w[:, 0]
+            out.append(w)
+        return out
+
+    @torch.no_grad()
     def routing_weights(self, betas, subject: str | None = None, *, batch_size: int = 256) -> RoutingWeights:
         """Routing of every level for a set of trials, in eval mode (no noise, no dropout).
 
@@ -529,27 +553,11 @@ class MoEEncoder(BrainEncoder):
             ``levels[i].weights`` (n_trials, n_units, n_experts) and ``levels[i].usage`` (n_trials, n_experts).
         """
         name = self.resolve_subject(subject)
-        was_training = self.training
-        self.eval()
-        try:
-            if torch.is_tensor(betas):
-                x_all = betas.detach().float()
-            else:
-                x_all = torch.as_tensor(np.asarray(betas, dtype=np.float32))
-            per_level: list[list[np.ndarray]] = [[] for _ in self.levels]
-            for s in range(0, x_all.shape[0], batch_size):
-                _, results = self._run(x_all[s:s + batch_size], name)
-                for i, r in enumerate(results):
-                    w = r["weights"].float()
-                    bsz, p, u, c = w.shape
-                    if p > 1:  # lay parents end to end, zeros outside each parent's own children
-                        eye = torch.eye(p, dtype=w.dtype, device=w.device)
-                        w = (w.unsqueeze(3) * eye[None, :, None, :, None]).reshape(bsz, p * u, p * c)
-                    else:
-                        w = w[:, 0]
-                    per_level[i].append(w.cpu().numpy())
-        finally:
-            self.train(was_training)
+        x_all = betas.detach() if torch.is_tensor(betas) else torch.as_tensor(np.asarray(betas, dtype=np.float32))
+        per_level: list[list[np.ndarray]] = [[] for _ in self.levels]
+        for s in range(0, x_all.shape[0], batch_size):
+            for i, w in enumerate(self.routing_chunk(x_all[s:s + batch_size], name)):
+                per_level[i].append(w.cpu().numpy())
         levels = []
         for i, (lv, chunks) in enumerate(zip(self.levels, per_level)):
             w = np.concatenate(chunks, axis=0).astype(np.float32)

@@ -29,6 +29,7 @@ resumes: the result equals an uninterrupted run's (optimizer, RNG and batch orde
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -198,23 +199,32 @@ def _open_run_subject(run, subject):
     return open_subject(subject)
 
 
-def encoder_outputs(model, betas: np.ndarray, subject_key: str, target_shape, *, batch_size: int = 256):
-    """(embeddings (n, *shape), levels (n_levels, n, *shape) or None, blurry (n, 3, H, W) or None) of a model."""
+def encoder_outputs(model, betas: np.ndarray, subject_key: str, target_shape, *, batch_size: int = 256,
+                    device=None):
+    """(embeddings (n, *shape), levels (n_levels, n, *shape) or None, blurry (n, 3, H, W) or None) of a model.
+
+    A torch encoder runs on ``device`` (it is moved there; default: where it is) and its outputs come back as numpy.
+    """
     import torch
+
+    from engine.train.device import to_device, to_numpy
 
     if hasattr(model, "coef_"):  # RidgeCV
         return model.predict(betas).reshape(len(betas), *target_shape).astype(np.float32), None, None
+    if device is not None:
+        model.to(device)
+    dev = next(model.parameters()).device
     embs, levels, blurs = [], [], []
     model.eval()
     with torch.no_grad():
         for s in range(0, len(betas), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(betas[s:s + batch_size], np.float32))
+            x = to_device(np.asarray(betas[s:s + batch_size], np.float32), dev)
             out = model(x, subject=subject_key)
-            embs.append(out.embedding.float().numpy())
+            embs.append(to_numpy(out.embedding, np.float32))
             if "levels" in out.extras:
-                levels.append(out.extras["levels"].float().numpy())
+                levels.append(to_numpy(out.extras["levels"], np.float32))
             if "blurry" in out.extras:
-                blurs.append(out.extras["blurry"].float().numpy())
+                blurs.append(to_numpy(out.extras["blurry"], np.float32))
     return (np.concatenate(embs), np.concatenate(levels, axis=1) if levels else None,
             np.concatenate(blurs) if blurs else None)
 
@@ -239,10 +249,9 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     import torch
 
     from engine.recon.conditioning import ConditioningAdapter
-    from engine.recon.demo_generator import min_snr_weights
+    from engine.recon.finetune_step import FinetuneBatch, FinetuneParts, finetune_loss
     from engine.recon.generators import GeneratorConfig, load_generator
     from engine.recon.own_generator import check_generator_subject
-    from engine.recon.guidance import drop_mask
     from engine.recon.timestep_router import TimestepRouter
     from engine.train.dataset import split_groups
     from engine.train.predict import load_encoder, load_normalizer, model_info
@@ -280,7 +289,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     encoder = load_encoder(run)
     if cfg.joint_encoder and hasattr(encoder, "coef_"):
         raise ConfigError("finetune: joint_encoder needs a torch encoder (mlp, mbm, moe), found a ridge run")
-    emb, levels, enc_blurry = encoder_outputs(encoder, betas, info["subject"], shape)
+    emb, levels, enc_blurry = encoder_outputs(encoder, betas, info["subject"], shape, device=gen.device)
     targets = target_embeddings(subj.images, info["embedder"], info["target"]).astype(np.float32)
     uniq, pos = np.unique(images_of_rows, return_inverse=True)
     yield Log(f"{len(rows)} training trials on {len(uniq)} images; encoding them with the generator's VAE")
@@ -330,14 +339,21 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     if cfg.joint_encoder:
         encoder.train()
         groups.append({"params": [p for p in encoder.parameters() if p.requires_grad], "lr": cfg.encoder_lr})
-    opt = torch.optim.AdamW(groups, weight_decay=1e-2)
+    # The trained weights stay fp32 in a bf16/fp16 generator (an fp32 master copy for AdamW, as diffusers' training
+    # scripts do); the frozen rest computes in the generator's precision under autocast; fp16 also needs loss scaling.
+    amp_dtype = gen.dtype if gen.dtype != torch.float32 else None
+    for p in unet_params:
+        p.data = p.data.float()
+    opt = torch.optim.AdamW(groups, weight_decay=1e-2, fused=True if gen.device.type == "cuda" else None)
     params = [p for g in groups for p in g["params"]]
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
 
     from diffusers import DDPMScheduler
 
     # The generator's own noise schedule (an SD folder ships a PNDM config; the betas are what matter here).
     sched = DDPMScheduler.from_config({k: v for k, v in gen.scheduler_config.items() if not k.startswith("_")})
-    n_train = sched.config.num_train_timesteps
+    parts = FinetuneParts(gen, sched, adapter, router, encoder if cfg.joint_encoder else None, info["subject"])
+    pos_t = torch.from_numpy(pos.astype(np.int64))
     emb_t = torch.from_numpy(emb)
     lev_t = None if levels is None else torch.from_numpy(levels)
     tgt_t = torch.from_numpy(targets[images_of_rows])
@@ -376,33 +392,26 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
                     break
                 cancel.raise_if_set()
                 idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-                x0 = lat[torch.from_numpy(pos[idx.numpy()])].to(gen.device)
-                noise = torch.randn(x0.shape, generator=rng).to(gen.device)
-                t = torch.randint(0, n_train, (len(idx),), generator=rng).to(gen.device)
-                xt = sched.add_noise(x0, noise, t)
                 if cfg.joint_encoder:
-                    out = encoder(betas_t[idx], subject=info["subject"])
-                    e, lv = out.embedding, out.extras.get("levels")
+                    batch = FinetuneBatch(lat[pos_t[idx]], betas=betas_t[idx], targets=tgt_t[idx])
                 else:
-                    e = emb_t[idx]
-                    lv = None if lev_t is None else lev_t[:, idx]
-                e_in = router.mix(lv.to(gen.device), t) if router is not None and lv is not None else e
-                cond = adapter.drop(adapter(e_in.to(gen.device).float()),
-                                    drop_mask(len(idx), cfg.drop_prob, generator=rng, device=gen.device))
-                pred = gen.predict_noise(xt, t, cond).float()
-                per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))
-                if cfg.min_snr_gamma:
-                    per = per * min_snr_weights(sched, t, cfg.min_snr_gamma)
-                loss = diffusion = per.mean()
-                align = None
-                if cfg.joint_encoder and cfg.align_weight > 0:
-                    cos = torch.nn.functional.cosine_similarity(e.flatten(1), tgt_t[idx].flatten(1), dim=1)
-                    align = (1 - cos).mean()
-                    loss = loss + cfg.align_weight * align
+                    batch = FinetuneBatch(lat[pos_t[idx]], embeddings=emb_t[idx],
+                                          levels=None if lev_t is None else lev_t[:, idx])
+                with (torch.autocast(gen.device.type, dtype=amp_dtype) if amp_dtype is not None
+                      else contextlib.nullcontext()):
+                    step_loss = finetune_loss(parts, batch, cfg, rng)
+                loss, diffusion, align = step_loss.total, step_loss.diffusion, step_loss.align
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                opt.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    opt.step()
                 step += 1
                 last_loss = float(loss.detach())
                 yield Metric("diffusion_loss", float(diffusion.detach()), step=step)

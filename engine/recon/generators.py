@@ -48,8 +48,12 @@ class GeneratorConfig:
         ``"cpu"``, ``"cuda"``...; CUDA when present by default.
     dtype : {"auto", "fp32", "fp16", "bf16"}
         ``auto``: bf16 on CUDA, fp32 on the CPU.
-    compile : bool
-        ``torch.compile`` the UNet (slow first call; useful for long GPU jobs only).
+    compile : bool or str
+        ``torch.compile`` the UNet: False (eager), True / ``"default"``, ``"reduce-overhead"`` (also replays the
+        UNet as CUDA graphs: for small, launch-bound batches) or ``"max-autotune"``. The first call per batch shape
+        compiles (minutes for an SD-size UNet; Inductor's cache makes later processes start warm).
+    channels_last : bool or None
+        UNet and VAE in the channels-last memory layout (faster convolutions on tensor cores); None: on CUDA only.
     prompt_tokens : bool
         Append the brain tokens to an empty prompt's text tokens (needs the text encoders in the folder).
     image_size : int or None
@@ -62,7 +66,8 @@ class GeneratorConfig:
     spec: str = "demo"
     device: str | None = None
     dtype: str = "auto"
-    compile: bool = False
+    compile: bool | str = False
+    channels_last: bool | None = None
     prompt_tokens: bool = False
     image_size: int | None = None
     ip_adapter: str | None = None
@@ -173,7 +178,13 @@ class Generator:
     def predict_noise(self, latents, t, cond: Condition):
         """The UNet's ε prediction ``(batch, C, h, w)`` for noisy ``latents`` at timestep ``t`` under ``cond``."""
         call = self.unet_call or self.unet
-        return call(latents.to(self.dtype), t, **self.unet_inputs(cond)).sample
+        return call(self._layout(latents.to(self.dtype)), t, **self.unet_inputs(cond)).sample
+
+    def _layout(self, x):
+        """``x`` in the memory layout of the weights (channels-last on CUDA by default; see ``GeneratorConfig``)."""
+        import torch
+
+        return x.contiguous(memory_format=torch.channels_last) if self.info.get("channels_last") else x
 
     # ---- pixels <-> latents ---------------------------------------------------------------------------------------
 
@@ -187,16 +198,26 @@ class Generator:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
         x = (x / 127.5 - 1.0).to(self.dtype)
         with torch.no_grad():
-            return self.vae.encode(x).latent_dist.mean * self.scaling_factor
+            return self.vae.encode(self._layout(x)).latent_dist.mean * self.scaling_factor
 
-    def decode(self, latents, *, batch_size: int = 8) -> np.ndarray:
-        """Scaled latents ``(N, C, h, w)`` → uint8 images ``(N, image_size, image_size, 3)``."""
+    def decode_batch(self) -> int:
+        """Images per VAE decode call: 8 on the CPU; on a GPU as many as keep the decoder's activations near 4 GiB
+        (its full-resolution layers hold 128 channels × image pixels, about six such tensors alive at once)."""
+        if getattr(self.device, "type", "cpu") != "cuda":
+            return 8
+        per_image = 6 * 128 * self.image_size * self.image_size * self.vae.dtype.itemsize
+        return int(max(1, min(64, 2**32 // per_image)))
+
+    def decode(self, latents, *, batch_size: int | None = None) -> np.ndarray:
+        """Scaled latents ``(N, C, h, w)`` → uint8 images ``(N, image_size, image_size, 3)``, decoded in the
+        generator's precision (bf16 on CUDA by default) in slices of ``batch_size`` (default ``decode_batch()``)."""
         import torch
 
+        batch_size = batch_size or self.decode_batch()
         out = []
         with torch.no_grad():
             for s in range(0, latents.shape[0], batch_size):
-                z = latents[s:s + batch_size].to(self.device, self.dtype) / self.scaling_factor
+                z = self._layout(latents[s:s + batch_size].to(self.device, self.dtype) / self.scaling_factor)
                 x = self.vae.decode(z).sample.float().clamp(-1, 1)
                 out.append(((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
@@ -244,15 +265,23 @@ def _finish(gen: Generator, cfg: GeneratorConfig) -> Generator:
 
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    gen.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch scaled-dot-product attention
+    gen.unet.set_attn_processor(AttnProcessor2_0())  # PyTorch scaled-dot-product attention (fused kernels)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else gen.device.type == "cuda"
     for m in (gen.unet, gen.vae):
         m.to(gen.device).eval().requires_grad_(False)
         if gen.dtype != torch.float32:
             m.to(dtype=gen.dtype)
+        if channels_last:
+            m.to(memory_format=torch.channels_last)
+    gen.info["channels_last"] = bool(channels_last)
     if gen.adapter is not None:
         gen.adapter.to(gen.device).eval()
     if cfg.compile:
-        gen.unet_call = torch.compile(gen.unet)
+        mode = None if cfg.compile is True or cfg.compile == "default" else str(cfg.compile)
+        if mode not in (None, "reduce-overhead", "max-autotune"):
+            raise ConfigError(f"generator compile: expected False, True, 'default', 'reduce-overhead' or "
+                              f"'max-autotune', found {cfg.compile!r}")
+        gen.unet_call = torch.compile(gen.unet, mode=mode)
     return gen
 
 

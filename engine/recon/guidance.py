@@ -68,10 +68,13 @@ class NullCondition(nn.Module):
 
 def drop_mask(batch: int, drop_prob: float, *, generator: torch.Generator | None = None,
               device=None) -> torch.Tensor:
-    """Boolean ``(batch,)``: True where the condition is replaced by the null condition in this training step."""
+    """Boolean ``(batch,)`` on ``device``: True where the condition is replaced by the null condition in this step.
+
+    Drawn on the CPU from ``generator`` (a CPU generator) and then moved: the same mask on every device.
+    """
     if drop_prob <= 0:
         return torch.zeros(batch, dtype=torch.bool, device=device)
-    return torch.rand(batch, generator=generator, device=device or "cpu").to(device) < drop_prob
+    return (torch.rand(batch, generator=generator) < drop_prob).to(device)
 
 
 def apply_drop(tokens: torch.Tensor, pooled: torch.Tensor | None, null: NullCondition,

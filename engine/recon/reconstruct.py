@@ -53,9 +53,9 @@ class BrainPrediction:
 
 
 def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Path | None = None,
-                  want_levels: bool = False) -> BrainPrediction:
+                  want_levels: bool = False, device="cpu") -> BrainPrediction:
     """The run's predictions for ``split`` (through ``engine.train.predict`` unless a jointly trained encoder or
-    the per-level outputs are needed)."""
+    the per-level outputs are needed); a torch encoder runs on ``device``."""
     from engine.train.dataset import average_groups, split_groups
     from engine.train.predict import load_encoder, load_normalizer, model_info, predict_embeddings
 
@@ -68,7 +68,7 @@ def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Pa
         raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
     trials = [[int(rows[g]) for g in grp if g >= 0] for grp in groups]
     if encoder_dir is None and not want_levels:
-        p = predict_embeddings(run, subject, split, mode)
+        p = predict_embeddings(run, subject, split, mode, device=str(device))
         if not np.array_equal(p.image_index, image_index):
             raise DataError(subject.path or subject.name, "prediction rows do not match the split's images")
         return BrainPrediction(p.image_index, trials, p.embeddings, p.targets, None, p.blurry)
@@ -84,9 +84,10 @@ def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Pa
     betas = load_normalizer(run).apply(subject.betas, rows)
     shape = tuple(info["target_shape"])
     if mode == "average_voxels":
-        emb, levels, blur = encoder_outputs(model, average_groups(betas, groups), info["subject"], shape)
+        emb, levels, blur = encoder_outputs(model, average_groups(betas, groups), info["subject"], shape,
+                                            device=device)
     else:
-        emb, levels, blur = encoder_outputs(model, betas, info["subject"], shape)
+        emb, levels, blur = encoder_outputs(model, betas, info["subject"], shape, device=device)
         emb = average_groups(emb, groups)
         if levels is not None:
             levels = np.stack([average_groups(lv, groups) for lv in levels])
@@ -154,13 +155,23 @@ def sample_seed(seed: int, image_index: int, k: int) -> int:
     return (int(seed) * 1_000_003 + int(image_index) * 1009 + int(k)) % (2**63 - 1)
 
 
+def sampling_batch(gen) -> int:
+    """Samples denoised together by default: 8 on the CPU (larger batches gain nothing there, see
+    docs/benchmarks.md); on a GPU enough to fill it (the UNet reads 2 × batch latents with guidance), up to 256 for
+    small latents and 32 at SD-1.5's 64 × 64."""
+    if getattr(gen.device, "type", "cpu") != "cuda":
+        return 8
+    return int(max(8, min(256, 2**17 // (gen.latent_size * gen.latent_size))))
+
+
 def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, samples: int = defaults.SAMPLES,
                     guidance: float = defaults.GUIDANCE, steps: int = defaults.STEPS,
                     sampler: str = defaults.SAMPLER, seed: int = 0, out_dir=None,
                     repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
                     generator: str | None = None, device: str | None = None, dtype: str = "auto",
-                    batch_size: int = 8, preview_every: int = 5, method: str | None = None,
-                    overwrite: bool | None = None, cancel: CancelToken | None = None):
+                    batch_size: int | None = None, preview_every: int = 5, method: str | None = None,
+                    overwrite: bool | None = None, compile: bool | str = False,
+                    cancel: CancelToken | None = None):
     """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
 
     Parameters
@@ -182,6 +193,10 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
         Start from the blurry image, re-running this share of the schedule.
     generator : str, optional
         Override the decoder's generator (``"demo"`` or a folder).
+    batch_size : int, optional
+        Samples denoised together (images × ``samples``); default ``sampling_batch(generator)``.
+    compile : bool or str
+        ``torch.compile`` the UNet (``GeneratorConfig.compile``: ``"reduce-overhead"`` adds CUDA graphs).
     """
     import torch
 
@@ -217,14 +232,15 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
         yield from write_pixel_reconstruction(run, info, subj, pred, keep, out_dir, split=split,
                                                        repeat_mode=repeat_mode, method=method, png=_png)
         return ReconResult(str(out_dir), len(keep), len(keep))
-    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype), info=info)
+    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype,
+                                                     compile=compile), info=info)
     gen = decoder.generator
     check_generator_subject(gen, subj)
     stale = _stale_demo_adapter(decoder)
     if stale:
         yield Log(stale, level="warning")
     pred = predict_split(run, subj, split, repeat_mode, encoder_dir=decoder.encoder_dir,
-                         want_levels=decoder.router is not None)
+                         want_levels=decoder.router is not None, device=gen.device)
     keep = _kept_rows(pred, trials, subj, split)
     blurry = pred.blurry
     if blurry is None and pixel_run:
@@ -240,7 +256,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     labels = subj.stimuli.labels
     cats = subj.stimuli.categories
     k_samples = int(samples)
-    per_batch = max(1, int(batch_size) // k_samples)
+    per_batch = max(1, int(batch_size or sampling_batch(gen)) // k_samples)
     n_batches = -(-len(keep) // per_batch)
     total = n_batches * scfg.steps
     clock = EtaClock(total)

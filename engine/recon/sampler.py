@@ -7,7 +7,8 @@ final latents. ``sample_latents`` runs it to the end with an optional callback. 
 1. timesteps from the scheduler (DDIM or DPM-Solver++), cut to the last ``strength`` share for img2img;
 2. initial latents: seeded Gaussian noise per item (one ``torch.Generator`` per item, so an item's result does not
    depend on the batch it was sampled in), or the noised init latents for img2img;
-3. per step: one UNet call on [null; cond] (two halves of one batch), guidance, scheduler step.
+3. per step: one UNet call on [null; cond] (both halves of classifier-free guidance in one batch), guidance, scheduler
+   step; nothing in the loop waits for the device (the schedule is read on the host once).
 """
 
 from __future__ import annotations
@@ -61,13 +62,20 @@ class SamplerConfig:
 
 @dataclass
 class StepState:
-    """One finished denoising step: ``step`` (1-based) of ``total``, latents and the clean-latent estimate."""
+    """One finished denoising step: ``step`` (1-based) of ``total``, latents and the clean-latent estimate ``x0``
+    (computed only when read, for previews: the loop itself never waits for the device)."""
 
     step: int
     total: int
     timestep: int
     latents: object
-    x0: object
+    _x0: object = None
+
+    @property
+    def x0(self):
+        if callable(self._x0):
+            self._x0 = self._x0()
+        return self._x0
 
 
 def make_scheduler(scheduler_config: dict, sampler: str):
@@ -150,26 +158,34 @@ def denoise(generator, cond: Condition, null: Condition, config: SamplerConfig, 
         latents = noise * sched.init_noise_sigma
 
     s = float(config.guidance)
-    alphas = sched.alphas_cumprod.to(generator.device)
+    # Host copies of the schedule, read once: indexing device tensors with int(t) would wait for the GPU every step.
+    steps_host = [int(v) for v in timesteps.cpu()]
+    alphas = sched.alphas_cumprod.to(torch.float32)
     total = len(timesteps)
+    fixed = None if callable(cond) else _guided_condition(null, cond, s, batch).to(generator.device, generator.dtype)
     with torch.no_grad():
         for i, t in enumerate(timesteps):
             cancel.raise_if_set()
-            c = cond_at(t)
-            if c.batch != batch:
-                raise ConfigError(f"condition batch {c.batch} != null condition batch {batch}")
-            both = null.cat(c) if s not in (0.0, 1.0) else (null if s == 0.0 else c)
+            both = fixed if fixed is not None else _guided_condition(null, cond_at(t), s, batch)
             x = torch.cat([latents, latents]) if both.batch == 2 * batch else latents
             x = sched.scale_model_input(x, t)
             eps = generator.predict_noise(x, t, both).float()
             if both.batch == 2 * batch:
                 eps_null, eps_cond = eps.chunk(2)
                 eps = combine(eps_null, eps_cond, s)
-            a = alphas[int(t)]
-            x0 = (latents - (1 - a).sqrt() * eps) / a.sqrt()
-            latents = sched.step(eps, t, latents).prev_sample
-            yield StepState(step=i + 1, total=total, timestep=int(t), latents=latents, x0=x0)
+            a = float(alphas[steps_host[i]])
+            before = latents
+            latents = sched.step(eps, steps_host[i], latents).prev_sample
+            yield StepState(step=i + 1, total=total, timestep=steps_host[i], latents=latents,
+                            _x0=lambda x=before, e=eps, a=a: (x - (1 - a) ** 0.5 * e) / a ** 0.5)
     return latents
+
+
+def _guided_condition(null: Condition, cond: Condition, scale: float, batch: int) -> Condition:
+    """What one UNet call reads: [null; cond] as one batch (both CFG halves at once), or one half for scale 0 / 1."""
+    if cond.batch != batch:
+        raise ConfigError(f"condition batch {cond.batch} != null condition batch {batch}")
+    return null.cat(cond) if scale not in (0.0, 1.0) else (null if scale == 0.0 else cond)
 
 
 def sample_latents(generator, cond: Condition, null: Condition, config: SamplerConfig, *,

@@ -67,7 +67,7 @@ class TimestepRouter(nn.Module):
         started from, for plotting next to ``weights_per_step``."""
         t = torch.as_tensor(np.asarray(timesteps), dtype=torch.float32).reshape(-1)
         logits = self.prior_slopes()[None] * (t[:, None] / self.num_train_timesteps - 0.5)
-        return torch.softmax(logits, dim=-1).numpy()
+        return torch.softmax(logits, dim=-1).cpu().numpy()
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """Weights ``(batch, n_levels)`` (rows sum to 1) for timesteps ``t`` ``(batch,)``."""

@@ -1,4 +1,13 @@
-"""Devices: what this machine offers (for the GUI's device picker), checking a choice, and out-of-memory messages.
+"""Devices: what this machine offers (for the GUI's device picker), checking a choice, moving host data to a device,
+and out-of-memory messages.
+
+Two rules every job follows on any device (tests/engine/test_device_rules.py checks them on the ``meta`` device):
+
+- random numbers are drawn on the CPU, from the job's CPU ``torch.Generator`` (or the CPU global one), and then moved
+  (``torch.randn(shape, generator=g).to(device)``): the same seed gives the same draws on every device, and a CPU
+  generator is never handed to a CUDA kernel (which refuses it);
+- host data goes to the device with ``to_device`` (pinned memory, non-blocking copy on CUDA) and comes back with
+  ``to_numpy`` (``.detach().cpu()`` first: ``.numpy()`` refuses device tensors).
 
 >>> [d.id for d in list_devices()]
 ['cpu', 'cuda:0', 'cuda:1']
@@ -77,6 +86,33 @@ def device_name(device) -> str:
     if device.type == "mps":
         return "Apple Metal (MPS)"
     return f"CPU ({os.cpu_count() or '?'} cores, {torch.get_num_threads()} threads)"
+
+
+def to_device(array, device, dtype=None):
+    """A host array (numpy or CPU tensor) on ``device``: on CUDA through pinned memory with a non-blocking copy, so
+    the copy overlaps the work already queued on the GPU (the caching host allocator keeps the pinned block alive
+    until the copy has finished)."""
+    import numpy as np
+    import torch
+
+    t = array if torch.is_tensor(array) else torch.from_numpy(np.ascontiguousarray(array))
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        if not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(device, dtype=dtype, non_blocking=True)
+    return t.to(device, dtype=dtype)
+
+
+def to_numpy(tensor, dtype=None):
+    """A tensor on any device as a numpy array (``dtype`` default: the tensor's; half precision becomes float32)."""
+    import torch
+
+    t = tensor.detach()
+    if dtype is None and t.dtype in (torch.bfloat16, torch.float16):
+        t = t.float()
+    out = t.cpu().numpy()
+    return out if dtype is None else out.astype(dtype, copy=False)
 
 
 def oom_message(device, *, batch_size: int | None = None, precision: str | None = None, what: str = "training") -> str:

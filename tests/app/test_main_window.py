@@ -313,3 +313,23 @@ def test_a_trained_moe_run_gives_routing_overlays(surface_subject_path, tmp_path
     w = data["routing"]
     assert w.shape[0] == subject.n_voxels and w.shape[1] >= 2
     np.testing.assert_allclose(np.nansum(w, 1)[np.isfinite(w).all(1)], 1.0, atol=1e-4)
+
+
+def test_unexpected_exception_in_a_job_reaches_the_error_dialog(qtbot, window):
+    """A job failing with a plain RuntimeError (not a NeuroLensError: e.g. a device error from inside torch) ends in
+    the error dialog with its message and traceback, and the app keeps running."""
+    from engine.events import Progress
+
+    def job(cancel):
+        yield Progress(1, 2)
+        raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
+
+    with qtbot.waitSignal(window.error_shown, timeout=20000) as sig:
+        window.context.jobs.start(job, "Fine-tune decoder")
+    dlg = sig.args[0]
+    assert "Expected a 'cuda' device type for generator" in dlg.message
+    dlg.details_button.click()
+    assert "Traceback" in dlg.details.toPlainText() and "RuntimeError" in dlg.details.toPlainText()
+    dlg.close()
+    qtbot.waitUntil(lambda: not window.context.jobs.active(), timeout=10000)
+    assert window.isVisible()

@@ -51,7 +51,10 @@ def add_arguments(p) -> None:
     p.add_argument("--subject", default=None, help="subject path (default: the one recorded in the run)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="samples denoised together (default: 8 on the CPU, up to 256 on a GPU)")
+    p.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default="none",
+                   help="torch.compile the UNet (GPU; reduce-overhead replays CUDA graphs; the first batch compiles)")
     p.add_argument("--json-events", action="store_true", help="stream job events as JSON lines on stdout")
 
 
@@ -64,7 +67,8 @@ def run(args) -> int:
         guidance=args.guidance, steps=args.steps, sampler=args.sampler, seed=args.seed, out_dir=args.out,
         repeat_mode=args.repeat_mode, img2img_strength=args.img2img_strength, generator=args.generator,
         device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-        overwrite=args.overwrite if args.out else None, cancel=cancel),
+        overwrite=args.overwrite if args.out else None,
+        compile=False if args.compile == "none" else args.compile, cancel=cancel),
         json_events=args.json_events)
     if not args.json_events:
         print(f"{result.n_samples} samples of {result.n_images} images in {result.out_dir}")
