@@ -112,6 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(0, lambda: win.start(subject=args.subject, demo=args.demo or bool(args.screenshot)))
     rc = app.exec()
     hook.uninstall()
+    return _end_workers(rc)
+
+
+def _end_workers(rc: int) -> int:
+    """Cancel and wait for worker threads still running when the event loop ended (a screenshot that failed while the
+    subject was opening): Qt aborts the process when a running QThread is destroyed."""
+    from neurolens_app.workers.engine_worker import wait_for_threads
+
+    if not wait_for_threads(30.0):
+        print("neurolens-app: a background job did not stop within 30 s; exiting without it", file=sys.stderr,
+              flush=True)
+        os._exit(rc)
     return rc
 
 
