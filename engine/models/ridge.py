@@ -477,6 +477,36 @@ class RidgeCV:
         return model
 
 
+def cross_validated_predictions(X, Y, alphas, cv=5) -> np.ndarray:
+    """Out-of-fold ridge predictions (n_samples, n_targets) float32: each row predicted by a ridge (with intercept)
+    fitted on the other folds, target t with its own ``alphas[t]`` (e.g. a fitted ``RidgeCV``'s ``alphas_``).
+
+    What a second-level model fitted on the training set must see (stacking): in-sample predictions are too good.
+    ``cv`` as in ``RidgeCV`` (contiguous K folds for an int).
+    """
+    ops = _NumpyOps()
+    X, Y = ops.asarray(X), ops.asarray(Y)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    alphas = np.broadcast_to(np.asarray(alphas, np.float32).ravel(), (Y.shape[1],))
+    n, p = X.shape
+    y_mean = Y.mean(0)
+    X, Y = X - X.mean(0), Y - y_mean  # a global shift; each fold re-centres on its own training rows below
+    gram = X @ X.T if n - 1 < p else None
+    out = np.zeros(Y.shape, np.float32)
+    for train, val in _folds(cv, n):
+        ytr = Y[train]
+        my = ytr.mean(0)
+        if len(train) < p:
+            basis, a = _dual_fold(ops, gram, train, val, center=True)
+            b = basis.project(ytr - my)
+        else:
+            mx = X[train].mean(0)
+            basis = _decompose(ops, X[train] - mx)
+            a, b = basis.features(X[val] - mx), basis.project(ytr - my)
+        out[val] = a @ (b / (basis.s2[:, None] + alphas[None, :])) + my
+    return (out + y_mean).astype(np.float32)
+
+
 def r2_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Coefficient of determination per column, (n_targets,) float32; 0 variance gives 0 (not NaN)."""
     y_true = np.asarray(y_true, np.float64)

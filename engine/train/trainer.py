@@ -384,8 +384,11 @@ class _Trainer:
         yield self.emit(Progress(step=0, total=1, stage="ridge", message="cross-validating alphas"))
         yield from self._cancel_without_checkpoint()
         n = data.train_betas.shape[0]
-        with oom_guard(self.device, what="fitting ridge"):
-            ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
+        if self.config.data.pixel_basis != "pixels":
+            ridge = yield from self._fit_pixel_basis(data, p, backend, device)
+        else:
+            with oom_guard(self.device, what="fitting ridge"):
+                ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
         if p.get("rescale", False):
             ridge.rescale_outputs(data.train_betas, data.targets[data.train_image].reshape(n, -1))
         self.caption_ridge = None
@@ -404,6 +407,56 @@ class _Trainer:
         yield self.emit(Log(message=f"ridge: median alpha {float(np.median(alphas)):.3g} over {alphas.size} targets"))
         yield from self._evaluate(ridge)
         return ridge
+
+    def _fit_pixel_basis(self, data: PreparedData, p: dict, backend: str, device):
+        """``data.pixel_basis`` pca / multiscale: a ridge onto the basis, decoded to pixels
+        (``engine.models.pixel_basis``). The PCA basis sees the training stimuli and prior images, never a test one."""
+        from engine.models.pixel_basis import fit_pixel_decoder
+        from engine.models.ridge import DEFAULT_ALPHAS, RidgeCV
+
+        d = self.config.data
+        n = data.train_betas.shape[0]
+        y = data.targets[data.train_image].reshape(n, -1)
+        basis_images, source = None, ""
+        if d.pixel_basis == "pca":
+            basis_images, source = self._pca_images(data)
+        h, w = self.subject.image_shape[:2]
+        shape = (h, w, y.shape[1] // (h * w))
+        with oom_guard(self.device, what=f"fitting the {d.pixel_basis} pixel decoder"):
+            model = fit_pixel_decoder(
+                d.pixel_basis, lambda: RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
+                                               backend=backend, device=device),
+                data.train_betas, y, basis_images=basis_images, n_components=d.pca_components, image_shape=shape,
+                cv=int(p.get("cv", 5)), basis_source=source)
+        info = model.info
+        if info["kind"] == "pca":
+            msg = f"pixel basis: {info['n_components']} principal components of {source}"
+            if info["n_components"] < d.pca_components:
+                msg += f" (asked for {d.pca_components}; the basis images have rank {info['rank']})"
+        else:
+            msg = (f"pixel basis: {info['n_elements']} multi-scale local patches "
+                   f"({', '.join(f'{k}: {v}' for k, v in info['elements'].items())}), combined per pixel")
+        yield self.emit(Log(message=msg))
+        return model
+
+    def _pca_images(self, data: PreparedData) -> tuple[np.ndarray, str]:
+        """Pixel rows the principal components are fitted on: the training stimuli plus the prior images."""
+        from engine.data.readers.own_images import is_grey
+
+        train = np.unique(data.train_image)
+        rows = [data.targets[train].reshape(len(train), -1)]
+        source = f"{len(train)} training stimuli"
+        prior = self.subject.prior_images
+        if prior is not None and len(prior):
+            prior = np.asarray(prior)
+            grey = rows[0].shape[1] == prior.shape[1] * prior.shape[2]
+            if grey and not is_grey(prior):
+                raise DataError(self.subject.path or self.subject.name, "prior images are in colour, the stimuli "
+                                "grey", key="prior_images", expected="grey images", found="colour")
+            x = prior[..., :1] if grey else prior
+            rows.append(x.reshape(len(x), -1).astype(np.float32) / 255.0)
+            source += f" + {len(prior)} prior images"
+        return np.concatenate(rows), source
 
     # --- torch encoders -------------------------------------------------------------------------------------------------
     def _build_model(self, data: PreparedData, ckpt):
@@ -727,7 +780,11 @@ class _Trainer:
                         caption_dim=int(data.caption_targets.shape[1]))
         with atomic_dir(target, overwrite=True) as tmp:
             if self.config.model.kind == "ridge":
-                model.save(tmp / "ridge")
+                if hasattr(model, "save_into"):  # a pixel decoder through a basis: ridge/ + pixel_basis/
+                    model.save_into(tmp)
+                    info["pixel_basis"] = model.info
+                else:
+                    model.save(tmp / "ridge")
                 if getattr(self, "caption_ridge", None) is not None:
                     self.caption_ridge.save(tmp / CAPTION_RIDGE)
             else:
