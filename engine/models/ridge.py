@@ -491,9 +491,10 @@ def cross_validated_predictions(X, Y, alphas, cv=5) -> np.ndarray:
     n, p = X.shape
     y_mean = Y.mean(0)
     X, Y = X - X.mean(0), Y - y_mean  # a global shift; each fold re-centres on its own training rows below
-    gram = X @ X.T if n - 1 < p else None
+    folds = _folds(cv, n)
+    gram = X @ X.T if any(len(tr) < p for tr, _ in folds) else None
     out = np.zeros(Y.shape, np.float32)
-    for train, val in _folds(cv, n):
+    for train, val in folds:
         ytr = Y[train]
         my = ytr.mean(0)
         if len(train) < p:
