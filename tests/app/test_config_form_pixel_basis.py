@@ -1,0 +1,28 @@
+"""The Training panel's config form offers the pixel decoder's basis (pixel-ridge runs only)."""
+
+from __future__ import annotations
+
+from engine.train.presets import get_preset
+from neurolens_app.widgets.config_form import TrainConfigForm
+
+
+def test_the_form_edits_the_pixel_basis_of_pixel_ridge_runs_only(qtbot):
+    form = TrainConfigForm()
+    qtbot.addWidget(form)
+    form.set_config(get_preset("pixel-ridge"))
+    assert form.pixel_basis.isEnabled() and form.pixel_basis.currentText() == "pixels"
+    assert not form.pca_components.isEnabled()  # K belongs to the PCA basis
+    form.pixel_basis.setCurrentText("pca")
+    assert form.pca_components.isEnabled()
+    form.pca_components.setValue(40)
+    cfg = form.config()
+    assert (cfg.data.pixel_basis, cfg.data.pca_components, cfg.data.embedder) == ("pca", 40, "stimulus-pixels")
+    form.pixel_basis.setCurrentText("multiscale")
+    assert form.config().data.pixel_basis == "multiscale" and not form.pca_components.isEnabled()
+
+    form.set_config(cfg)  # a saved config shows its basis
+    assert form.pixel_basis.currentText() == "pca" and form.pca_components.value() == 40
+    form.embedder.setCurrentText("demo")  # another target: no pixel basis, and the config stays valid
+    assert not form.pixel_basis.isEnabled() and form.config().data.pixel_basis == "pixels"
+    form.set_config(get_preset("demo-mlp"))
+    assert not form.pixel_basis.isEnabled() and form.config().data.pixel_basis == "pixels"
