@@ -187,6 +187,7 @@ def test_multiscale_recovers_patterns_from_voxels_that_encode_local_contrasts(tm
     drive(reconstruct_job(run, s, out_dir=out))
     index = json.loads((out / "index.json").read_text())
     assert index["settings"]["decoder"] == "pixels" and len(index["items"]) == n_test
+    assert index["settings"]["pixel_basis"] == "multiscale" and "multi-scale" in index["method"]
 
 
 def test_cross_validated_predictions_are_out_of_fold_ridge_fits():
