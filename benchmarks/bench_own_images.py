@@ -248,7 +248,7 @@ def main() -> None:
     grid_png(bases, pictures / "own-digits-pixel-bases.png")
     if not args.pixel_only:
         generator_pictures(work, rows, sel, pictures)
-    report(result, "own_images")
+    report(result, "own_images_pixels" if args.pixel_only else "own_images")  # a partial run keeps the full record
 
 
 def generator_flow(cli, work: Path, subj: Path, steps: int) -> None:
