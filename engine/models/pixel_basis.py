@@ -33,6 +33,9 @@ from engine.errors import CheckpointError, ConfigError
 PIXEL_BASES = ("pixels", "pca", "multiscale")
 BASIS_DIR = "pixel_basis"
 PATCH_SHAPES = ((1, 1), (1, 2), (2, 1), (2, 2))  # Miyawaki et al. 2008's local image bases (rows × columns)
+# The multi-scale decode matrix is dense (n_patches × n_pixels, ~4 n_pixels²): 64×64 grey images need 270 MB, colour
+# ones 2.4 GB. Small stimulus grids are what the method is for; larger images get one clear line instead.
+MULTISCALE_MAX_BYTES = 1 << 30
 
 
 class PixelBasisDecoder:
@@ -214,6 +217,12 @@ def fit_pixel_decoder(basis: str, ridge_factory, x_train: np.ndarray, y_train: n
         if image_shape is None:
             raise ConfigError("data.pixel_basis 'multiscale': the stimulus image shape is needed")
         h, w, c = (int(v) for v in image_shape)
+        n_elements = c * sum((h - ph + 1) * (w - pw + 1) for ph, pw in PATCH_SHAPES)
+        if 4 * n_elements * h * w * c > MULTISCALE_MAX_BYTES:
+            raise ConfigError(f"data.pixel_basis 'multiscale': {h}×{w}×{c} images give {n_elements} patch decoders "
+                              f"and a {4 * n_elements * h * w * c / 2**30:.1f} GiB decode matrix; expected at most "
+                              f"{MULTISCALE_MAX_BYTES >> 30} GiB (64×64 grey images fit); use data.pixel_basis "
+                              "'pca' for larger images")
         elements = multiscale_elements(h, w, c)
         if elements.shape[1] != y_train.shape[1]:
             raise ConfigError(f"data.pixel_basis 'multiscale': {y_train.shape[1]} pixel targets do not fit "

@@ -190,6 +190,13 @@ def test_multiscale_recovers_patterns_from_voxels_that_encode_local_contrasts(tm
     assert index["settings"]["pixel_basis"] == "multiscale" and "multi-scale" in index["method"]
 
 
+def test_multiscale_refuses_images_too_large_for_its_dense_decoder():
+    from engine.models.pixel_basis import fit_pixel_decoder
+
+    with pytest.raises(ConfigError, match=r"multiscale.*64×64×3.*pca"):
+        fit_pixel_decoder("multiscale", None, np.zeros((4, 3)), np.zeros((4, 64 * 64 * 3)), image_shape=(64, 64, 3))
+
+
 def test_cross_validated_predictions_are_out_of_fold_ridge_fits():
     from engine.models.ridge import cross_validated_predictions
 
