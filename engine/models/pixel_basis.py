@@ -34,7 +34,8 @@ PIXEL_BASES = ("pixels", "pca", "multiscale")
 BASIS_DIR = "pixel_basis"
 PATCH_SHAPES = ((1, 1), (1, 2), (2, 1), (2, 2))  # Miyawaki et al. 2008's local image bases (rows × columns)
 # The multi-scale decode matrix is dense (n_patches × n_pixels, ~4 n_pixels²): 64×64 grey images need 270 MB, colour
-# ones 2.4 GB. Small stimulus grids are what the method is for; larger images get one clear line instead.
+# ones 2.4 GB (up to 90×90 grey, 52×52 colour fit). Small stimulus grids are what the method is for; larger images
+# get one clear line instead.
 MULTISCALE_MAX_BYTES = 1 << 30
 
 
@@ -221,7 +222,7 @@ def fit_pixel_decoder(basis: str, ridge_factory, x_train: np.ndarray, y_train: n
         if 4 * n_elements * h * w * c > MULTISCALE_MAX_BYTES:
             raise ConfigError(f"data.pixel_basis 'multiscale': {h}×{w}×{c} images give {n_elements} patch decoders "
                               f"and a {4 * n_elements * h * w * c / 2**30:.1f} GiB decode matrix; expected at most "
-                              f"{MULTISCALE_MAX_BYTES >> 30} GiB (64×64 grey images fit); use data.pixel_basis "
+                              f"{MULTISCALE_MAX_BYTES >> 30} GiB (up to 90×90 grey images); use data.pixel_basis "
                               "'pca' for larger images")
         elements = multiscale_elements(h, w, c)
         if elements.shape[1] != y_train.shape[1]:
