@@ -128,7 +128,13 @@ def pca_basis(images: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nda
     """
     x = np.asarray(images, np.float64)
     mean = x.mean(0)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
+    x = x - mean
+    if len(x) > x.shape[1]:  # many prior images: the (n_pixels²) scatter matrix is the smaller problem
+        s2, v = np.linalg.eigh(x.T @ x)
+        order = np.argsort(s2)[::-1]
+        s, vt = np.sqrt(np.clip(s2[order], 0, None)), v[:, order].T
+    else:
+        _, s, vt = np.linalg.svd(x, full_matrices=False)
     rank = int((s > s[0] * 1e-6).sum()) if s.size and s[0] > 0 else 0
     k = min(int(n_components), rank)
     return vt[:k].astype(np.float32), mean.astype(np.float32), rank
