@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import CheckpointError, ConfigError, DataError
 
 PIXEL_BASES = ("pixels", "pca", "multiscale")
 BASIS_DIR = "pixel_basis"
@@ -138,6 +138,41 @@ def pca_basis(images: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nda
     rank = int((s > s[0] * 1e-6).sum()) if s.size and s[0] > 0 else 0
     k = min(int(n_components), rank)
     return vt[:k].astype(np.float32), mean.astype(np.float32), rank
+
+
+def pca_basis_images(subject, targets: np.ndarray, train_image: np.ndarray) -> tuple[np.ndarray, str]:
+    """(pixel rows (m, n_pixels) in [0, 1], what they are): the images the principal components are fitted on.
+
+    The training stimuli (``targets`` rows ``train_image``: the ``stimulus-pixels`` targets) plus the subject's
+    ``prior_images`` in the same layout (grey stimuli: one channel). Never a test stimulus.
+    """
+    from engine.data.readers.own_images import is_grey
+
+    train = np.unique(train_image)
+    rows = [np.asarray(targets[train], np.float32).reshape(len(train), -1)]
+    source = f"{len(train)} training stimuli"
+    prior = subject.prior_images
+    if prior is not None and len(prior):
+        prior = np.asarray(prior)
+        grey = rows[0].shape[1] == prior.shape[1] * prior.shape[2]
+        if grey and not is_grey(prior):
+            raise DataError(subject.path or subject.name, "prior images are in colour, the stimuli grey",
+                            key="prior_images", expected="grey images", found="colour")
+        x = prior[..., :1] if grey else prior
+        rows.append(x.reshape(len(x), -1).astype(np.float32) / 255.0)
+        source += f" + {len(prior)} prior images"
+    return np.concatenate(rows), source
+
+
+def describe_basis(info: dict) -> str:
+    """One log line saying what a fitted basis is."""
+    if info["kind"] == "pca":
+        msg = f"pixel basis: {info['n_components']} principal components of {info['basis_images']}"
+        if info["n_components"] < info["requested_components"]:
+            msg += f" (asked for {info['requested_components']}; the basis images have rank {info['rank']})"
+        return msg
+    counts = ", ".join(f"{k}: {v}" for k, v in info["elements"].items())
+    return f"pixel basis: {info['n_elements']} multi-scale local patches ({counts}), combined per pixel"
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -411,52 +411,23 @@ class _Trainer:
     def _fit_pixel_basis(self, data: PreparedData, p: dict, backend: str, device):
         """``data.pixel_basis`` pca / multiscale: a ridge onto the basis, decoded to pixels
         (``engine.models.pixel_basis``). The PCA basis sees the training stimuli and prior images, never a test one."""
-        from engine.models.pixel_basis import fit_pixel_decoder
+        from engine.models.pixel_basis import describe_basis, fit_pixel_decoder, pca_basis_images
         from engine.models.ridge import DEFAULT_ALPHAS, RidgeCV
 
         d = self.config.data
-        n = data.train_betas.shape[0]
-        y = data.targets[data.train_image].reshape(n, -1)
+        y = data.targets[data.train_image].reshape(len(data.train_image), -1)
         basis_images, source = None, ""
         if d.pixel_basis == "pca":
-            basis_images, source = self._pca_images(data)
+            basis_images, source = pca_basis_images(self.subject, data.targets, data.train_image)
         h, w = self.subject.image_shape[:2]
-        shape = (h, w, y.shape[1] // (h * w))
         with oom_guard(self.device, what=f"fitting the {d.pixel_basis} pixel decoder"):
             model = fit_pixel_decoder(
                 d.pixel_basis, lambda: RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
                                                backend=backend, device=device),
-                data.train_betas, y, basis_images=basis_images, n_components=d.pca_components, image_shape=shape,
-                cv=int(p.get("cv", 5)), basis_source=source)
-        info = model.info
-        if info["kind"] == "pca":
-            msg = f"pixel basis: {info['n_components']} principal components of {source}"
-            if info["n_components"] < d.pca_components:
-                msg += f" (asked for {d.pca_components}; the basis images have rank {info['rank']})"
-        else:
-            msg = (f"pixel basis: {info['n_elements']} multi-scale local patches "
-                   f"({', '.join(f'{k}: {v}' for k, v in info['elements'].items())}), combined per pixel")
-        yield self.emit(Log(message=msg))
+                data.train_betas, y, basis_images=basis_images, n_components=d.pca_components,
+                image_shape=(h, w, y.shape[1] // (h * w)), cv=int(p.get("cv", 5)), basis_source=source)
+        yield self.emit(Log(message=describe_basis(model.info)))
         return model
-
-    def _pca_images(self, data: PreparedData) -> tuple[np.ndarray, str]:
-        """Pixel rows the principal components are fitted on: the training stimuli plus the prior images."""
-        from engine.data.readers.own_images import is_grey
-
-        train = np.unique(data.train_image)
-        rows = [data.targets[train].reshape(len(train), -1)]
-        source = f"{len(train)} training stimuli"
-        prior = self.subject.prior_images
-        if prior is not None and len(prior):
-            prior = np.asarray(prior)
-            grey = rows[0].shape[1] == prior.shape[1] * prior.shape[2]
-            if grey and not is_grey(prior):
-                raise DataError(self.subject.path or self.subject.name, "prior images are in colour, the stimuli "
-                                "grey", key="prior_images", expected="grey images", found="colour")
-            x = prior[..., :1] if grey else prior
-            rows.append(x.reshape(len(x), -1).astype(np.float32) / 255.0)
-            source += f" + {len(prior)} prior images"
-        return np.concatenate(rows), source
 
     # --- torch encoders -------------------------------------------------------------------------------------------------
     def _build_model(self, data: PreparedData, ckpt):

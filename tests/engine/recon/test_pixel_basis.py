@@ -59,6 +59,8 @@ def test_pca_with_full_rank_equals_plain_pixel_ridge(tmp_path):
     info = model_info(pca)["pixel_basis"]
     assert info["kind"] == "pca" and info["n_basis_images"] == 80 + 20
     assert info["n_components"] == info["rank"] < 1000 and info["requested_components"] == 1000
+    log = (pca / "events.jsonl").read_text()
+    assert "principal components of 80 training stimuli + 20 prior images (asked for 1000" in log
     a = predict_embeddings(plain, s, "test").embeddings
     b = predict_embeddings(pca, s, "test").embeddings
     assert np.abs(a - b).max() < 2e-3 and np.abs(a).max() > 0.1
