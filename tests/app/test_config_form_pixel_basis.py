@@ -26,3 +26,19 @@ def test_the_form_edits_the_pixel_basis_of_pixel_ridge_runs_only(qtbot):
     assert not form.pixel_basis.isEnabled() and form.config().data.pixel_basis == "pixels"
     form.set_config(get_preset("demo-mlp"))
     assert not form.pixel_basis.isEnabled() and form.config().data.pixel_basis == "pixels"
+
+
+def test_the_reconstruction_panel_names_the_pixel_basis_of_a_run(tmp_path):
+    import json
+
+    from neurolens_app.panels.reconstruction import decoder_state
+
+    (tmp_path / "model").mkdir()
+    info = {"kind": "ridge", "embedder": "stimulus-pixels", "target": "pooled",
+            "pixel_basis": {"kind": "pca", "n_components": 40}}
+    (tmp_path / "model" / "run_model.json").write_text(json.dumps(info))
+    text, can_reconstruct, _ = decoder_state(tmp_path)
+    assert "PCA K=40" in text and can_reconstruct
+    info["pixel_basis"] = {"kind": "multiscale"}
+    (tmp_path / "model" / "run_model.json").write_text(json.dumps(info))
+    assert "multi-scale" in decoder_state(tmp_path)[0]

@@ -248,3 +248,19 @@ def test_multiscale_generalises_from_random_patterns_to_shapes_better_than_a_pix
     plain = pixcorr(ridge().fit(xtr, ytr).predict(xte))
     multi = pixcorr(fit_pixel_decoder("multiscale", ridge, xtr, ytr, image_shape=(10, 10, 1)).predict(xte))
     assert multi > plain + 0.03 and plain > 0.3
+
+
+def test_a_saved_basis_round_trips_and_a_damaged_one_is_named(tmp_path):
+    from engine.errors import CheckpointError
+    from engine.models.pixel_basis import PixelBasisDecoder, fit_pixel_decoder
+    from engine.models.ridge import RidgeCV
+
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((30, 8)), rng.random((30, 36))
+    dec = fit_pixel_decoder("pca", lambda: RidgeCV(alphas=[1.0, 10.0], cv=3), x, y, basis_images=y, n_components=6)
+    dec.save_into(tmp_path)
+    back = PixelBasisDecoder.load_from(tmp_path)
+    assert back.info == dec.info and np.array_equal(back.predict(x), dec.predict(x))
+    (tmp_path / "pixel_basis" / "basis.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"pixel_basis.*missing basis.safetensors"):
+        PixelBasisDecoder.load_from(tmp_path)
