@@ -264,3 +264,21 @@ def test_a_saved_basis_round_trips_and_a_damaged_one_is_named(tmp_path):
     (tmp_path / "pixel_basis" / "basis.safetensors").unlink()
     with pytest.raises(CheckpointError, match=r"pixel_basis.*missing basis.safetensors"):
         PixelBasisDecoder.load_from(tmp_path)
+
+
+def test_the_cli_trains_and_reconstructs_through_a_basis(tmp_path, capsys):
+    from tests.engine.data.own_fixtures import grey_images
+
+    from engine.cli.main import main
+    from engine.data.native import write_subject
+
+    subj = write_subject(linear_subject(grey_images(60, 8, seed=6), 50), tmp_path / "s.nlsubj")
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(subj), "--preset", "pixel-ridge", "--out", str(run), "--set",
+                 "data.pixel_basis=pca", "--set", "data.pca_components=12"]) == 0
+    assert "12 principal components of 50 training stimuli" in capsys.readouterr().err  # the log line
+    assert main(["reconstruct", str(run), "--out", str(tmp_path / "rec")]) == 0
+    index = json.loads((tmp_path / "rec" / "index.json").read_text())
+    assert "PCA K=12" in index["method"] and len(index["items"]) == 10
+    assert main(["train", "--data", str(subj), "--preset", "demo-ridge", "--out", str(tmp_path / "bad"), "--set",
+                 "data.pixel_basis=multiscale"]) == 2  # a basis needs the stimulus-pixels target
