@@ -482,30 +482,25 @@ def cross_validated_predictions(X, Y, alphas, cv=5) -> np.ndarray:
     fitted on the other folds, target t with its own ``alphas[t]`` (e.g. a fitted ``RidgeCV``'s ``alphas_``).
 
     What a second-level model fitted on the training set must see (stacking): in-sample predictions are too good.
-    ``cv`` as in ``RidgeCV`` (contiguous K folds for an int).
+    ``cv`` as in ``RidgeCV`` (contiguous K folds for an int). numpy, float64: meant for a few thousand samples.
     """
-    ops = _NumpyOps()
-    X, Y = ops.asarray(X), ops.asarray(Y)
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64)
     Y = Y[:, None] if Y.ndim == 1 else Y
-    alphas = np.broadcast_to(np.asarray(alphas, np.float32).ravel(), (Y.shape[1],))
-    n, p = X.shape
-    y_mean = Y.mean(0)
-    X, Y = X - X.mean(0), Y - y_mean  # a global shift; each fold re-centres on its own training rows below
-    folds = _folds(cv, n)
-    gram = X @ X.T if any(len(tr) < p for tr, _ in folds) else None
-    out = np.zeros(Y.shape, np.float32)
-    for train, val in folds:
-        ytr = Y[train]
-        my = ytr.mean(0)
-        if len(train) < p:
-            basis, a = _dual_fold(ops, gram, train, val, center=True)
-            b = basis.project(ytr - my)
-        else:
-            mx = X[train].mean(0)
-            basis = _decompose(ops, X[train] - mx)
-            a, b = basis.features(X[val] - mx), basis.project(ytr - my)
-        out[val] = a @ (b / (basis.s2[:, None] + alphas[None, :])) + my
-    return (out + y_mean).astype(np.float32)
+    alphas = np.broadcast_to(np.asarray(alphas, np.float64).ravel(), (Y.shape[1],))
+    out = np.zeros(Y.shape, np.float64)
+    for train, val in _folds(cv, len(X)):
+        mx, my = X[train].mean(0), Y[train].mean(0)
+        xtr, ytr, xva = X[train] - mx, Y[train] - my, X[val] - mx
+        if len(train) < X.shape[1]:  # dual: eigenbasis of the fold's Gram matrix
+            s2, v = np.linalg.eigh(xtr @ xtr.T)
+            a, b = (xva @ xtr.T) @ v, v.T @ ytr
+        else:  # primal: eigenbasis of XᵀX
+            s2, v = np.linalg.eigh(xtr.T @ xtr)
+            a, b = xva @ v, v.T @ (xtr.T @ ytr)
+        s2 = np.clip(s2, 0.0, None)[:, None]
+        out[val] = a @ (b / (s2 + alphas[None, :])) + my
+    return out.astype(np.float32)
 
 
 def r2_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
