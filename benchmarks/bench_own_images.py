@@ -2,14 +2,19 @@
 28 px), exported as a flattened column-major MATLAB file and imported through the real mapping path, then
 
 - ``pixel-ridge`` (voxels → pixels) against a plain numpy ridge on the same split (same alphas, 5-fold CV per pixel);
+- ``pixel-ridge`` through an image basis: the first ``--pca-components`` principal components of the training stimuli
+  and prior images (``data.pixel_basis=pca``), and Miyawaki et al. 2008's multi-scale local decoders
+  (``data.pixel_basis=multiscale``); not part of the timed flow;
 - the generator route: ``generator train`` on the training stimuli + the unused digits as prior images, a ridge onto
   its embedding (``demo-ridge --set data.embedder=GEN``), ``finetune --generator GEN``, ``reconstruct``;
 - both scored by ``evaluate`` (native 28 px protocol: PixCorr, SSIM, n-way and 2-way pixel identification);
 - the wall time of every step of import → train → generator → finetune → reconstruct → evaluate.
 
-Writes the pictures (ground truth, pixel-ridge, generator samples) to ``docs/images/own-digits-*.png``.
+Writes the pictures (ground truth, pixel-ridge and its PCA and multi-scale variants, generator samples) to
+``docs/images/own-digits-*.png`` (or ``--pictures DIR``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_own_images.py [--images 600] [--steps 800] [--keep DIR]
+    OMP_NUM_THREADS=1 python benchmarks/bench_own_images.py --pixel-only     # the pixel decoders alone (minutes)
 """
 
 from __future__ import annotations
@@ -130,10 +135,15 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=600, help="digits shown (the rest are the prior images)")
     ap.add_argument("--steps", type=int, default=800, help="generator training steps")
     ap.add_argument("--keep", default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--pca-components", type=int, default=64, help="K of the pixel-ridge PCA row")
+    ap.add_argument("--pixel-only", action="store_true",
+                    help="only the pixel decoders (pixel-ridge, PCA, multi-scale) and the numpy reference: no generator")
+    ap.add_argument("--pictures", default=str(ROOT / "docs" / "images"), help="folder for the picture grids")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-own-"))
     work.mkdir(parents=True, exist_ok=True)
-    for old in ("pr", "pr-rec", "gr", "gr-rec", "gen", "gen.resume", "digits.nlsubj"):
+    for old in ("pr", "pr-rec", "gr", "gr-rec", "gen", "gen.resume", "digits.nlsubj", "pca", "pca-rec", "ms",
+                "ms-rec"):
         shutil.rmtree(work / old, ignore_errors=True)  # a kept work folder from an earlier run
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
            "NEUROLENS_CACHE_DIR": str(work / "cache")}
@@ -164,23 +174,28 @@ def main() -> None:
     cli("import", "import", str(mapping), "--out", str(subj), "--overwrite")
     cli("train pixel-ridge", "train", "--data", str(subj), "--preset", "pixel-ridge", "--out", str(work / "pr"))
     cli("reconstruct pixel-ridge", "reconstruct", str(work / "pr"), "--out", str(work / "pr-rec"))
-    gen = work / "gen"
-    cli("generator train", "generator", "train", "--data", str(subj), "--out", str(gen), "--steps", str(args.steps),
-        "--overwrite")
-    cli("train generator route", "train", "--data", str(subj), "--preset", "demo-ridge", "--set",
-        f"data.embedder={gen}", "--out", str(work / "gr"))
-    cli("finetune", "finetune", str(work / "gr"), "--generator", str(gen), "--device", "cpu")
-    cli("reconstruct generator route", "reconstruct", str(work / "gr"), "--out", str(work / "gr-rec"),
-        "--samples", "4", "--device", "cpu")
+    if not args.pixel_only:
+        generator_flow(cli, work, subj, args.steps)
     t0 = time.perf_counter()
     res_pr = evaluate_folder(work / "pr-rec", features=[])
-    res_gr = evaluate_folder(work / "gr-rec", features=[])
+    res_gr = None if args.pixel_only else evaluate_folder(work / "gr-rec", features=[])
     times["evaluate"] = round(time.perf_counter() - t0, 1)
     flow_s = time.perf_counter() - t_flow
-    # not part of the timed flow: the same route started from its low-level image (img2img, strength 0.5)
-    cli("reconstruct generator route img2img 0.5", "reconstruct", str(work / "gr"), "--out", str(work / "gr-rec5"),
-        "--samples", "4", "--img2img-strength", "0.5", "--device", "cpu")
-    res_gr5 = evaluate_folder(work / "gr-rec5", features=[])
+    res_gr5 = None
+    if not args.pixel_only:
+        # not part of the timed flow: the same route started from its low-level image (img2img, strength 0.5)
+        cli("reconstruct generator route img2img 0.5", "reconstruct", str(work / "gr"), "--out",
+            str(work / "gr-rec5"), "--samples", "4", "--img2img-strength", "0.5", "--device", "cpu")
+        res_gr5 = evaluate_folder(work / "gr-rec5", features=[])
+    # pixel-ridge through an image basis (also outside the timed flow)
+    basis_runs = {"pca": ("data.pixel_basis=pca", f"data.pca_components={args.pca_components}"),
+                  "ms": ("data.pixel_basis=multiscale",)}
+    res_basis = {}
+    for name, sets in basis_runs.items():
+        cli(f"train pixel-ridge {name}", "train", "--data", str(subj), "--preset", "pixel-ridge", "--out",
+            str(work / name), *[a for kv in sets for a in ("--set", kv)])
+        cli(f"reconstruct pixel-ridge {name}", "reconstruct", str(work / name), "--out", str(work / f"{name}-rec"))
+        res_basis[name] = evaluate_folder(work / f"{name}-rec", features=[])
 
     s = read_native(subj)
     n_test = len(s.split_images("test"))
@@ -192,9 +207,6 @@ def main() -> None:
             "protocol": r["protocol"]}
 
     pr = row(res_pr, "samples")
-    gr_mean = row(res_gr, "samples mean (k=4)")
-    gr_blurry = row(res_gr, "blurry")
-    gr5 = row(res_gr5, "samples mean (k=4)")
     # reference: a plain numpy ridge on the same split
     imgs, ref = numpy_ridge(s, [float(10.0 ** k) for k in np.arange(-1.0, 7.5, 0.5)])
     gt = np.asarray(s.images)[imgs][..., 0].reshape(len(imgs), -1) / 255.0
@@ -209,32 +221,60 @@ def main() -> None:
                    f"{load0:.1f} (other jobs on the machine)",
         "subject": {"n_trials": s.n_trials, "n_voxels": s.n_voxels, "image_size": SIZE, "n_test_images": n_test,
                     "n_prior_images": int(s.prior_images.shape[0])},
-        "pixel_ridge": pr, "generator_route_samples": gr_mean, "generator_route_img2img_0.5": gr5,
-        "generator_route_blurry (principal-component decode)": gr_blurry,
+        "pixel_ridge": pr, f"pixel_ridge_pca_{args.pca_components}": row(res_basis["pca"], "samples"),
+        "pixel_ridge_multiscale": row(res_basis["ms"], "samples"),
         "numpy_ridge_pixcorr": round(pixcorr(ref, gt), 4), "pixel_ridge_pixcorr_same_calc": round(pixcorr(mine, gt), 4),
-        "goals": {"generator beats pixel-ridge by >= 0.05 PixCorr":
-                  max(gr_mean["PixCorr"], gr5["PixCorr"]) - pr["PixCorr"] >= 0.05,
-                  "generator beats pixel-ridge on n-way": max(gr_mean[nway], gr5[nway]) > pr[nway],
-                  "pixel-ridge matches numpy ridge (±0.01)": abs(pixcorr(mine, gt) - pixcorr(ref, gt)) <= 0.01,
-                  "flow <= 600 s": flow_s <= 600},
-        "times_s": times, "flow_s": round(flow_s, 1),
+        "goals": {"pixel-ridge matches numpy ridge (±0.01)": abs(pixcorr(mine, gt) - pixcorr(ref, gt)) <= 0.01},
+        "times_s": times,
     }
+    if not args.pixel_only:
+        gr_mean, gr5 = row(res_gr, "samples mean (k=4)"), row(res_gr5, "samples mean (k=4)")
+        result.update({"generator_route_samples": gr_mean, "generator_route_img2img_0.5": gr5,
+                       "generator_route_blurry (principal-component decode)": row(res_gr, "blurry"),
+                       "flow_s": round(flow_s, 1)})
+        result["goals"].update({
+            "generator beats pixel-ridge by >= 0.05 PixCorr": max(gr_mean["PixCorr"], gr5["PixCorr"]) - pr["PixCorr"]
+            >= 0.05, "generator beats pixel-ridge on n-way": max(gr_mean[nway], gr5[nway]) > pr[nway],
+            "flow <= 600 s": flow_s <= 600})
     # pictures: the first 12 test images
     sel = list(range(min(12, len(idx.items))))
-    gidx = read_index(work / "gr-rec")
     rows = [("ground truth", [load_png(idx.path, idx.items[i].ground_truth) for i in sel]),
             ("pixel-ridge", [load_png(idx.path, idx.items[i].samples[0]) for i in sel])]
-    gidx5 = read_index(work / "gr-rec5")
+    bases = list(rows)
+    for name, label in (("pca", f"PCA K={args.pca_components}"), ("ms", "multiscale")):
+        bidx = read_index(work / f"{name}-rec")
+        bases.append((label, [load_png(bidx.path, bidx.items[i].samples[0]) for i in sel]))
+    pictures = Path(args.pictures)
+    grid_png(bases, pictures / "own-digits-pixel-bases.png")
+    if not args.pixel_only:
+        generator_pictures(work, rows, sel, pictures)
+    report(result, "own_images_pixels" if args.pixel_only else "own_images")  # a partial run keeps the full record
+
+
+def generator_flow(cli, work: Path, subj: Path, steps: int) -> None:
+    """generator train → a ridge onto its embedding → finetune → reconstruct (4 samples per image)."""
+    gen = work / "gen"
+    cli("generator train", "generator", "train", "--data", str(subj), "--out", str(gen), "--steps", str(steps),
+        "--overwrite")
+    cli("train generator route", "train", "--data", str(subj), "--preset", "demo-ridge", "--set",
+        f"data.embedder={gen}", "--out", str(work / "gr"))
+    cli("finetune", "finetune", str(work / "gr"), "--generator", str(gen), "--device", "cpu")
+    cli("reconstruct generator route", "reconstruct", str(work / "gr"), "--out", str(work / "gr-rec"),
+        "--samples", "4", "--device", "cpu")
+
+
+def generator_pictures(work: Path, rows: list, sel: list[int], pictures: Path) -> None:
+    from engine.metrics.evaluate import load_png, read_index
+
+    gidx, gidx5 = read_index(work / "gr-rec"), read_index(work / "gr-rec5")
+    rows = list(rows)
     rows.append(("PC decode", [load_png(gidx.path, gidx.items[i].blurry) for i in sel]))
     for k in range(2):
         rows.append((f"generator s{k}", [load_png(gidx.path, gidx.items[i].samples[k]) for i in sel]))
     rows.append(("gen. img2img .5", [load_png(gidx5.path, gidx5.items[i].samples[0]) for i in sel]))
-    grid_png(rows, ROOT / "docs" / "images" / "own-digits-reconstructions.png")
+    grid_png(rows, pictures / "own-digits-reconstructions.png")
     samples = [load_png(gidx.path, gidx.items[i].samples[k]) for k in range(4) for i in sel[:6]]
-    grid_png([("generator", samples[:12]), ("(more)", samples[12:24])], ROOT / "docs" / "images" /
-             "own-digits-generator-samples.png")
-    report(result, "own_images")
-
+    grid_png([("generator", samples[:12]), ("(more)", samples[12:24])], pictures / "own-digits-generator-samples.png")
 
 if __name__ == "__main__":
     main()

@@ -477,6 +477,32 @@ class RidgeCV:
         return model
 
 
+def cross_validated_predictions(X, Y, alphas, cv=5) -> np.ndarray:
+    """Out-of-fold ridge predictions (n_samples, n_targets) float32: each row predicted by a ridge (with intercept)
+    fitted on the other folds, target t with its own ``alphas[t]`` (e.g. a fitted ``RidgeCV``'s ``alphas_``).
+
+    What a second-level model fitted on the training set must see (stacking): in-sample predictions are too good.
+    ``cv`` as in ``RidgeCV`` (contiguous K folds for an int). numpy, float64: meant for a few thousand samples.
+    """
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    alphas = np.broadcast_to(np.asarray(alphas, np.float64).ravel(), (Y.shape[1],))
+    out = np.zeros(Y.shape, np.float64)
+    for train, val in _folds(cv, len(X)):
+        mx, my = X[train].mean(0), Y[train].mean(0)
+        xtr, ytr, xva = X[train] - mx, Y[train] - my, X[val] - mx
+        if len(train) < X.shape[1]:  # dual: eigenbasis of the fold's Gram matrix
+            s2, v = np.linalg.eigh(xtr @ xtr.T)
+            a, b = (xva @ xtr.T) @ v, v.T @ ytr
+        else:  # primal: eigenbasis of XᵀX
+            s2, v = np.linalg.eigh(xtr.T @ xtr)
+            a, b = xva @ v, v.T @ (xtr.T @ ytr)
+        s2 = np.clip(s2, 0.0, None)[:, None]
+        out[val] = a @ (b / (s2 + alphas[None, :])) + my
+    return out.astype(np.float32)
+
+
 def r2_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     """Coefficient of determination per column, (n_targets,) float32; 0 variance gives 0 (not NaN)."""
     y_true = np.asarray(y_true, np.float64)

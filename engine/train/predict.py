@@ -86,12 +86,17 @@ def model_info(run_dir: str | Path | Run) -> dict:
 
 
 def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
-    """The trained model of a run: a torch ``BrainEncoder`` in eval mode, or a fitted ``RidgeCV``."""
+    """The trained model of a run: a torch ``BrainEncoder`` in eval mode, a fitted ``RidgeCV``, or a
+    ``PixelBasisDecoder`` (a ridge onto a pixel basis that predicts pixels, ``engine.models.pixel_basis``)."""
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     info = model_info(run)
     if info["kind"] == "ridge":
         from engine.models.ridge import RidgeCV
 
+        if info.get("pixel_basis"):  # pixel-ridge through a basis (PCA, multi-scale): decodes back to pixels
+            from engine.models.pixel_basis import PixelBasisDecoder
+
+            return PixelBasisDecoder.load_from(run.model_dir)
         return RidgeCV.load(run.model_dir / "ridge")
     from engine.models.base import BrainEncoder
 

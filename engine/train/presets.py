@@ -42,7 +42,8 @@ DESCRIPTIONS = {
                 "2 minutes on one CPU core)",
     "pixel-ridge": "Small images: cross-validated ridge from voxels straight to the stimulus pixels at their own "
                    "resolution, one alpha per pixel (the classic decoder of digit/letter/pattern datasets; closed "
-                   "form, seconds)",
+                   "form, seconds). --set data.pixel_basis=pca (with data.pca_components=K) decodes K principal "
+                   "components of the training and prior images; =multiscale, Miyawaki-style local patch decoders",
     "tiny-ridge": "Tests: ridge on pixel targets",
     "tiny-mlp": "Tests: a 32-unit MLP on pixel targets, 2 epochs",
     "tiny-moe": "Tests: a 32-unit MoE (2, 4 experts) on pixel targets, 2 epochs",

@@ -384,8 +384,11 @@ class _Trainer:
         yield self.emit(Progress(step=0, total=1, stage="ridge", message="cross-validating alphas"))
         yield from self._cancel_without_checkpoint()
         n = data.train_betas.shape[0]
-        with oom_guard(self.device, what="fitting ridge"):
-            ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
+        if self.config.data.pixel_basis != "pixels":
+            ridge = yield from self._fit_pixel_basis(data, p, backend, device)
+        else:
+            with oom_guard(self.device, what="fitting ridge"):
+                ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
         if p.get("rescale", False):
             ridge.rescale_outputs(data.train_betas, data.targets[data.train_image].reshape(n, -1))
         self.caption_ridge = None
@@ -404,6 +407,27 @@ class _Trainer:
         yield self.emit(Log(message=f"ridge: median alpha {float(np.median(alphas)):.3g} over {alphas.size} targets"))
         yield from self._evaluate(ridge)
         return ridge
+
+    def _fit_pixel_basis(self, data: PreparedData, p: dict, backend: str, device):
+        """``data.pixel_basis`` pca / multiscale: a ridge onto the basis, decoded to pixels
+        (``engine.models.pixel_basis``). The PCA basis sees the training stimuli and prior images, never a test one."""
+        from engine.models.pixel_basis import describe_basis, fit_pixel_decoder, pca_basis_images
+        from engine.models.ridge import DEFAULT_ALPHAS, RidgeCV
+
+        d = self.config.data
+        y = data.targets[data.train_image].reshape(len(data.train_image), -1)
+        basis_images, source = None, ""
+        if d.pixel_basis == "pca":
+            basis_images, source = pca_basis_images(self.subject, data.targets, data.train_image)
+        h, w = self.subject.image_shape[:2]
+        with oom_guard(self.device, what=f"fitting the {d.pixel_basis} pixel decoder"):
+            model = fit_pixel_decoder(
+                d.pixel_basis, lambda: RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
+                                               backend=backend, device=device),
+                data.train_betas, y, basis_images=basis_images, n_components=d.pca_components,
+                image_shape=(h, w, y.shape[1] // (h * w)), cv=int(p.get("cv", 5)), basis_source=source)
+        yield self.emit(Log(message=describe_basis(model.info)))
+        return model
 
     # --- torch encoders -------------------------------------------------------------------------------------------------
     def _build_model(self, data: PreparedData, ckpt):
@@ -727,7 +751,11 @@ class _Trainer:
                         caption_dim=int(data.caption_targets.shape[1]))
         with atomic_dir(target, overwrite=True) as tmp:
             if self.config.model.kind == "ridge":
-                model.save(tmp / "ridge")
+                if hasattr(model, "save_into"):  # a pixel decoder through a basis: ridge/ + pixel_basis/
+                    model.save_into(tmp)
+                    info["pixel_basis"] = model.info
+                else:
+                    model.save(tmp / "ridge")
                 if getattr(self, "caption_ridge", None) is not None:
                     self.caption_ridge.save(tmp / CAPTION_RIDGE)
             else:

@@ -215,8 +215,10 @@ def decoder_state(run_dir) -> tuple[str, bool, bool]:
     except (OSError, ValueError):
         return "No trained model in this run yet", False, False
     if info.get("embedder") == "stimulus-pixels":
-        return ("Decoder: the pixel decoder's predicted images are the reconstructions (no generator); for sharper "
-                "images, train a generator on this subject's images", True, False)
+        from engine.recon.pixel_decoder import decoder_label
+
+        return (f"Decoder: the pixel decoder's predicted images ({decoder_label(info)}) are the reconstructions (no "
+                "generator); for sharper images, train a generator on this subject's images", True, False)
     if info.get("embedder") == "demo" and info.get("target") == "pooled":
         return ("Decoder: the demo generator reads this run's demo embeddings directly (zero-shot); "
                 "fine-tuning adapts it to the brain predictions", True, _encoder_has_blurry_head(run))

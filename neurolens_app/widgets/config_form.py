@@ -17,6 +17,8 @@ from engine.errors import ConfigError
 from engine.safe_yaml import safe_load
 from engine.train.config import MODEL_KINDS, PRECISIONS, TrainConfig
 
+PIXEL_BASES = ("pixels", "pca", "multiscale")  # engine.models.pixel_basis.PIXEL_BASES (this form never imports numpy)
+
 EMBEDDERS = ("demo", "pixels", "stimulus-pixels")
 LOSS_WEIGHTS = (("contrastive", "Contrastive"), ("mse", "MSE"), ("cosine", "Cosine"), ("load_balance", "Balance"))
 CONTRASTIVE_KINDS = ("mindeye", "infonce", "softclip", "bimixco")
@@ -57,6 +59,20 @@ class TrainConfigForm(QWidget):
         target_row.addWidget(self.embedder, 1)
         target_row.addWidget(self.target)
         form.addRow("Targets", target_row)
+        self.pixel_basis = QComboBox()
+        self.pixel_basis.addItems(PIXEL_BASES)
+        self.pixel_basis.setToolTip("Pixel decoder ('stimulus-pixels' ridge only): every pixel; the first K principal "
+                                    "components of the training stimuli and prior images (never a test image); or "
+                                    "multi-scale local patches (1×1, 1×2, 2×1, 2×2) combined per pixel, as in "
+                                    "Miyawaki et al. 2008")
+        self.pca_components = QSpinBox()
+        self.pca_components.setRange(1, 100000)
+        self.pca_components.setPrefix("K = ")
+        self.pca_components.setToolTip("Principal components decoded (clipped to the rank of the basis images)")
+        basis_row = QHBoxLayout()
+        basis_row.addWidget(self.pixel_basis, 1)
+        basis_row.addWidget(self.pca_components)
+        form.addRow("Pixel basis", basis_row)
         self.contrastive_kind = QComboBox()
         self.contrastive_kind.addItems(CONTRASTIVE_KINDS)
         self.contrastive_kind.setToolTip("Contrastive loss: 'mindeye' = BiMixCo for the first third, then SoftCLIP")
@@ -96,10 +112,12 @@ class TrainConfigForm(QWidget):
             form.addRow(label, w)
         for w in (self.name, self.params):
             w.textEdited.connect(lambda _=None: self.changed.emit())
-        for w in (self.kind, self.target, self.precision, self.contrastive_kind):
+        for w in (self.kind, self.target, self.precision, self.contrastive_kind, self.pixel_basis):
             w.currentIndexChanged.connect(lambda _=None: self.changed.emit())
         self.embedder.currentTextChanged.connect(lambda _=None: self.changed.emit())
-        for w in (self.epochs, self.batch, self.seed, self.lr, *self.loss_weights.values()):
+        self.embedder.currentTextChanged.connect(lambda _=None: self._update_pixel_basis())
+        self.pixel_basis.currentTextChanged.connect(lambda _=None: self._update_pixel_basis())
+        for w in (self.epochs, self.batch, self.seed, self.lr, self.pca_components, *self.loss_weights.values()):
             w.valueChanged.connect(lambda _=None: self.changed.emit())
         self.kind.currentTextChanged.connect(self._on_kind_changed)
 
@@ -107,7 +125,8 @@ class TrainConfigForm(QWidget):
         """Show ``cfg``; fields the form does not show are kept from it by ``config()``."""
         self._base = cfg
         widgets = [self.name, self.kind, self.params, self.embedder, self.target, self.contrastive_kind, self.epochs,
-                   self.batch, self.lr, self.precision, self.seed, *self.loss_weights.values()]
+                   self.batch, self.lr, self.precision, self.seed, self.pixel_basis, self.pca_components,
+                   *self.loss_weights.values()]
         for w in widgets:
             w.blockSignals(True)
         self.name.setText(cfg.name)
@@ -116,6 +135,8 @@ class TrainConfigForm(QWidget):
         self.params.setCursorPosition(0)
         self.embedder.setCurrentText(cfg.data.embedder)
         self.target.setCurrentText(cfg.data.target)
+        self.pixel_basis.setCurrentText(cfg.data.pixel_basis)
+        self.pca_components.setValue(cfg.data.pca_components)
         self.contrastive_kind.setCurrentText(str(cfg.loss.get("contrastive_kind", "mindeye")))
         defaults = {"contrastive": 1.0, "mse": 1.0, "cosine": 0.0, "load_balance": 1.0}  # LossConfig defaults
         for key, sb in self.loss_weights.items():
@@ -146,6 +167,8 @@ class TrainConfigForm(QWidget):
         overrides = {
             "name": self.name.text().strip() or "run", "model.kind": self.kind.currentText(), "model.params": params,
             "data.embedder": self.embedder.currentText().strip(), "data.target": self.target.currentText(),
+            "data.pixel_basis": self.pixel_basis.currentText() if self._pixel_decoder() else "pixels",
+            "data.pca_components": self.pca_components.value(),
             "loss": loss, "epochs": self.epochs.value(), "batch_size": self.batch.value(),
             "optim.lr": float(self.lr.value()), "precision": self.precision.currentText(), "seed": self.seed.value(),
         }
@@ -160,6 +183,16 @@ class TrainConfigForm(QWidget):
         for w in (self.epochs, self.batch, self.lr, self.contrastive_kind, *self.loss_weights.values()):
             w.setEnabled(torch_model)
         self.loss_weights["load_balance"].setEnabled(kind == "moe")
+        self._update_pixel_basis()
+
+    def _pixel_decoder(self) -> bool:
+        return self.kind.currentText() == "ridge" and self.embedder.currentText().strip() == "stimulus-pixels"
+
+    def _update_pixel_basis(self) -> None:
+        """The basis applies to pixel-ridge runs only; K to the PCA basis only."""
+        on = self._pixel_decoder()
+        self.pixel_basis.setEnabled(on)
+        self.pca_components.setEnabled(on and self.pixel_basis.currentText() == "pca")
 
 
 def _flow_yaml(d: dict) -> str:
