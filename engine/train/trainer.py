@@ -574,16 +574,15 @@ class _Trainer:
             x = mix.betas[local]
         else:
             x = torch.from_numpy(data.train_betas[rows[local]]).to(self.device)
-        images = data.train_image[rows[local]]
+        images = data.train_image[rows]  # every process holds the targets: no need to gather them
         y = torch.from_numpy(data.targets[images]).to(self.device)
-        blurry_target = self._blurry_target(images, blurry) if blurry is not None else None
+        blurry_target = (self.dist.gather_rows(self._blurry_target(images[local], blurry), len(rows))
+                         if blurry is not None else None)
         caption_target = (torch.from_numpy(data.caption_targets[images]).to(self.device)
                           if data.caption_targets is not None else None)
         in_batch = global_batch(self.dist.sum_over_processes) if self.dist.active else contextlib.nullcontext()
         with self._autocast(), in_batch:
             out = self.dist.gather_output(model(x, subject=self.key), len(rows))
-        y, blurry_target, caption_target = (self.dist.gather_rows(t, len(rows))
-                                            for t in (y, blurry_target, caption_target))
         return encoder_loss(out, y, loss_cfg, progress=progress, mix=mix, blurry_target=blurry_target,
                             caption_target=caption_target)
 
