@@ -164,7 +164,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--nsd-voxels", type=int, default=7862, help="voxels (features) of the NSD-shaped case")
     ap.add_argument("--skip-nsd", action="store_true")
     ap.add_argument("--skip-encoding", action="store_true", help="leave out the encoding-shaped case")
-    ap.add_argument("--skip-himalaya", action="store_true", help="leave himalaya out (its NSD-shaped fit takes ~25 min)")
+    ap.add_argument("--skip-himalaya", action="store_true",
+                    help="leave himalaya out (its NSD-shaped fit takes ~25 min of one core)")
     ap.add_argument("--skip-sklearn-nsd", action="store_true", help="leave scikit-learn out of the NSD-shaped case")
     ap.add_argument("--repeats", type=int, default=2, help="timed fits per method; the fastest is reported")
     ap.add_argument("--himalaya-repeats", type=int, default=None, help="timed himalaya fits (default: --repeats)")
