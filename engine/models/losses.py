@@ -4,18 +4,55 @@ Contrastive losses compare a batch of predictions with the batch of targets: bot
 L2-normalised, logits are ``pred · targetᵀ / τ``, and the loss is a cross-entropy in both directions (brain → image and
 image → brain), averaged. MindEyeV2 trains with BiMixCo (voxel mixup, τ = 0.006) for the first third of the epochs,
 then SoftCLIP with τ cosine-annealed from 0.004 to 0.0075.
+
+With several processes the trainer passes the global batch (gathered, see ``engine.train.distributed``) to these
+losses; batch statistics computed inside a model's forward (MoE routing) use ``batch_mean`` / ``batch_sum``, which
+cover every process's rows inside ``global_batch``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
 
 from engine.models.base import ModelConfig, check
+
+
+_PROCESS_SUM: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("process_sum", default=None)
+
+
+@contextlib.contextmanager
+def global_batch(process_sum: Callable[[torch.Tensor], torch.Tensor]):
+    """Inside, ``batch_mean`` and ``batch_sum`` cover the global batch: ``process_sum`` sums a tensor over processes
+    (differentiably, e.g. ``Distributed.sum_over_processes``)."""
+    token = _PROCESS_SUM.set(process_sum)
+    try:
+        yield
+    finally:
+        _PROCESS_SUM.reset(token)
+
+
+def batch_sum(x: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """``x.sum(dim)`` over this process's rows, or over every process's inside ``global_batch``."""
+    total = x.sum(dim=dim)
+    reduce = _PROCESS_SUM.get()
+    return total if reduce is None else reduce(total)
+
+
+def batch_mean(x: torch.Tensor, dim: tuple[int, ...]) -> torch.Tensor:
+    """``x.mean(dim)`` over this process's rows, or over every process's inside ``global_batch`` (the row counts may
+    differ between processes)."""
+    reduce = _PROCESS_SUM.get()
+    if reduce is None:
+        return x.mean(dim=dim)
+    count = torch.tensor(float(math.prod(x.shape[d] for d in dim)), device=x.device, dtype=x.dtype)
+    return reduce(x.sum(dim=dim)) / reduce(count)
 
 
 def _normed(x: torch.Tensor) -> torch.Tensor:

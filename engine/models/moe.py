@@ -56,7 +56,7 @@ from torch import nn
 
 from engine.errors import ConfigError
 from engine.models.base import BrainEncoder, EncoderOutput, ModelConfig, RetrievalProjector, check
-from engine.models.losses import load_balance_loss, switch_balance_loss
+from engine.models.losses import batch_mean, batch_sum, load_balance_loss, switch_balance_loss
 
 TOPOLOGIES = ("flat", "multi", "hierarchical")
 ROUTINGS = ("expert_choice", "token_choice")
@@ -339,11 +339,11 @@ class ExpertLevel(nn.Module):
         hidden = self.blocks(self.inp(inp))
         expert_out = self.head(hidden)  # (batch, experts, out_dim)
         out = expert_out.sum(dim=1)
-        mean_prob = probs.mean(dim=(0, 2))  # (parents, children)
+        mean_prob = batch_mean(probs, dim=(0, 2))  # (parents, children), over every process's rows when distributed
         if self.balance == "mse":
             lb = load_balance_loss(mean_prob)
         else:
-            counts = mask.float().sum(dim=(0, 2))
+            counts = batch_sum(mask.float(), dim=(0, 2))
             lb = switch_balance_loss(counts / counts.sum(-1, keepdim=True).clamp_min(1e-9), mean_prob)
         return {"out": out, "expert_out": expert_out, "hidden": hidden, "weights": weights, "probs": probs,
                 "mask": mask, "lb": lb}

@@ -4,12 +4,17 @@ Used both ways round: decoding (voxels → image embedding) and encoding (image 
 
 How it is fast
 --------------
-For each fold the centred training features are decomposed once (``eigh`` of ``XᵀX`` when there are more samples than
-features, of the Gram matrix ``XXᵀ`` otherwise). In that basis the validation prediction for every alpha is
-``(A · d_α) @ B`` with ``A = X_val V`` (n_val, r), ``B = Vᵀ X_trᵀ Y_tr`` (r, n_targets) and ``d_α = 1 / (s² + α)``:
-the alphas only rescale the r columns of ``A``, so all alphas are scored with one stacked matrix product, at a cost of
-``n_val · r`` per target and alpha (a dual-form solver pays ``n_val · n_train``). Targets are processed in chunks so
-memory stays bounded; the same code runs on numpy or torch (CPU or CUDA).
+The solver decomposes the smaller side of the problem once and scores every alpha from that decomposition.
+
+* More samples than features (primal): per fold, ``eigh`` of the centred ``XᵀX``. The validation prediction for every
+  alpha is ``(A · d_α) @ B`` with ``A = X_val V`` (n_val, r), ``B = Vᵀ X_trᵀ Y_tr`` (r, n_targets) and
+  ``d_α = 1 / (s² + α)``: the alphas only rescale the r columns of ``A``, so all alphas are scored with one stacked
+  matrix product.
+* More features than samples (dual, e.g. NSD voxels vs trials): one ``eigh`` of the n × n Gram matrix ``XXᵀ`` serves
+  every fold, every alpha and the refit, through the leave-group-out identity (``engine.models.ridge_kernel``). When
+  the folds do not partition the samples, each fold's Gram block is decomposed instead.
+
+Targets are processed in chunks so memory stays bounded; the same code runs on numpy or torch (CPU or CUDA).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import numpy as np
 from engine.atomic import atomic_dir
 from engine.errors import CheckpointError, ConfigError
 from engine.jsonfile import read_object  # bounded, top-level type checked
+from engine.models.ridge_kernel import clip_rank, kernel_cv_scores, kernel_eigh, partitions, prefer_shared
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-2, 6, 17))
 _BACKENDS = ("numpy", "torch")
+SOLVERS = ("auto", "primal", "dual")
 _MEMORY_BUDGET = 256 * 2**20  # bytes for the stacked per-alpha products of one chunk
 
 
@@ -40,6 +47,7 @@ class RidgeCVConfig:
     device: str | None = None
     fit_intercept: bool = True
     target_chunk: int | None = None
+    solver: str = "auto"
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -61,8 +69,35 @@ class _NumpyOps:
         return np.asarray(a, dtype=np.float32)
 
     def eigh(self, m):
+        # numpy's LAPACK, not torch's: torch's float32 CPU eigh is ~1.3× faster but its small eigenvalues are ~30×
+        # less accurate (dual CV scores off by 6e-4 instead of 2e-5 in the benchmark's data).
         s, v = np.linalg.eigh(m)
         return s.astype(np.float32), v.astype(np.float32)
+
+    def gram(self, x):
+        """``x @ x.T`` with the symmetric rank-k product (half the flops of a general product)."""
+        from scipy.linalg.blas import ssyrk
+
+        g = ssyrk(1.0, np.asarray(x, np.float32).T, trans=1)  # upper triangle of xᵀᵀ xᵀ
+        upper = np.triu(g)
+        return np.ascontiguousarray(upper + np.triu(upper, 1).T)
+
+    def gram_factor(self, a):
+        """Cholesky factor of ``a @ a.T`` (for ``cho_solve``)."""
+        from scipy.linalg import LinAlgError, cho_factor
+        from scipy.linalg.blas import ssyrk
+
+        m = ssyrk(1.0, a.T, trans=1)  # upper triangle only, which is all cho_factor(lower=False) reads
+        try:
+            return cho_factor(m, lower=False, check_finite=False)
+        except LinAlgError:  # not positive definite to float32 precision: a relative jitter, in float64
+            m = np.asarray(a, np.float64) @ np.asarray(a, np.float64).T
+            return cho_factor(m + np.eye(len(m)) * (len(m) * 1e-7 * float(np.diag(m).max())), lower=False)
+
+    def cho_solve(self, factor, b):
+        from scipy.linalg import cho_solve
+
+        return cho_solve(factor, b, check_finite=False).astype(np.float32, copy=False)
 
     def take(self, a, idx):
         return a[idx]
@@ -110,6 +145,23 @@ class _TorchOps:
         s, v = self.torch.linalg.eigh(m)
         return s, v
 
+    def gram(self, x):
+        return x @ x.T
+
+    def gram_factor(self, a):
+        """Cholesky factor of ``a @ a.T`` (for ``cho_solve``)."""
+        t = self.torch
+        factor, info = t.linalg.cholesky_ex(a @ a.T)
+        if int(info) != 0:  # not positive definite to float32 precision: a relative jitter, in float64
+            a = a.double()
+            m = a @ a.T
+            factor = t.linalg.cholesky(m + t.eye(len(m), dtype=m.dtype, device=m.device)
+                                       * (len(m) * 1e-7 * float(m.diagonal().max())))
+        return factor
+
+    def cho_solve(self, factor, b):
+        return self.torch.cholesky_solve(b.to(factor.dtype), factor).float()
+
     def take(self, a, idx):
         return a[self.torch.as_tensor(idx, device=a.device)]
 
@@ -154,6 +206,12 @@ class _Basis:
     x: Any  # centred training features (kept for the dual form)
     dual: bool
 
+    def inverse(self, alphas, axis: int):
+        """``1 / (s² + α)`` with the eigenvalues along ``axis``; 0 in the null space, where the exact projections are
+        0 and float32 leaves only noise that a small alpha would amplify."""
+        s2 = self.s2[:, None] if axis == 0 else self.s2[None, :]
+        return (s2 > 0) / (s2 + alphas)
+
     def project(self, y):
         """(r, t): coordinates of ``Xᵀ y`` in the eigenbasis (primal) or of ``y`` (dual)."""
         if self.dual:
@@ -177,14 +235,12 @@ class _Basis:
         return self.v @ z
 
 
-def _decompose(ops, x, gram=None) -> _Basis:
+def _decompose(ops, x, gram=None, *, dual: bool) -> _Basis:
     n, p = x.shape
-    dual = n < p
     if gram is None or not dual:
-        gram = x @ x.T if dual else x.T @ x
+        gram = ops.gram(x) if dual else x.T @ x
     s2, v = ops.eigh(gram)
-    s2 = s2 * (s2 > 0)
-    return _Basis(s2=s2, v=v, x=x, dual=dual)
+    return _Basis(s2=clip_rank(s2, max(n, p)), v=v, x=x, dual=dual)
 
 
 def _dual_fold(ops, gram, train, val, *, center: bool):
@@ -202,8 +258,7 @@ def _dual_fold(ops, gram, train, val, *, center: bool):
         k_tt = k_tt - kbar_t[:, None] - kbar_t[None, :] + kbar
         k_vt = k_vt - kbar_v[:, None] - kbar_t[None, :] + kbar
     s2, v = ops.eigh(k_tt)
-    s2 = s2 * (s2 > 0)
-    basis = _Basis(s2=s2, v=v, x=None, dual=True)
+    basis = _Basis(s2=clip_rank(s2, len(train)), v=v, x=None, dual=True)
     return basis, k_vt @ v
 
 
@@ -243,6 +298,10 @@ class RidgeCV:
         Centre features and targets with the training means and learn an intercept.
     target_chunk : int, optional
         Targets solved at once; by default chosen so the stacked per-alpha predictions stay within ~256 MB.
+    solver : {"auto", "primal", "dual"}
+        "primal" decomposes ``XᵀX`` (features × features), "dual" the Gram matrix ``XXᵀ`` (samples × samples; one
+        decomposition for all folds when the folds partition the samples). "auto" takes the smaller side: dual when
+        there are more features than samples (NSD voxels vs trials), primal otherwise. All give the same model.
 
     Attributes
     ----------
@@ -255,20 +314,22 @@ class RidgeCV:
     """
 
     def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv=5, backend: str = "numpy",
-                 device: str | None = None, fit_intercept: bool = True, target_chunk: int | None = None) -> None:
+                 device: str | None = None, fit_intercept: bool = True, target_chunk: int | None = None,
+                 solver: str = "auto") -> None:
         self.alphas = alphas
         self.cv = cv
         self.backend = backend
         self.device = device
         self.fit_intercept = fit_intercept
         self.target_chunk = target_chunk
+        self.solver = solver
 
     @property
     def config(self) -> RidgeCVConfig:
         cv = self.cv if isinstance(self.cv, (int, np.integer)) else -1
         return RidgeCVConfig(alphas=tuple(float(a) for a in np.asarray(self.alphas).ravel()), cv=int(cv),
                              backend=self.backend, device=self.device, fit_intercept=bool(self.fit_intercept),
-                             target_chunk=self.target_chunk)
+                             target_chunk=self.target_chunk, solver=self.solver)
 
     # --- fitting -----------------------------------------------------------------------------------------------------
     def fit(self, X, Y) -> "RidgeCV":
@@ -283,6 +344,8 @@ class RidgeCV:
         alphas = np.asarray(self.alphas, dtype=np.float64).ravel()
         if alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas <= 0):
             raise ConfigError(f"RidgeCV: alphas must be positive finite numbers, got {alphas.tolist()}")
+        if self.solver not in SOLVERS:
+            raise ConfigError(f"RidgeCV: solver must be one of {SOLVERS}, got {self.solver!r}")
         X = ops.asarray(X)
         Y = ops.asarray(Y)
         self._ravel = Y.ndim == 1
@@ -300,25 +363,50 @@ class RidgeCV:
             # are small and the float32 subtraction XᵀY − X_valᵀY_val loses no precision.
             mx, my = X.mean(0), Y.mean(0)
             X, Y = X - mx, Y - my
-        # XᵀY over all samples, computed once: each primal fold gets its X_trᵀY_tr by subtracting the validation part,
-        # and the final refit reuses it.
-        xty = self._xty(ops, X, Y, chunk) if any(len(tr) >= p for tr, _ in folds) or n >= p else None
-        # Likewise the Gram matrix XXᵀ when folds have fewer samples than features: each fold's (centred) training
-        # Gram and validation-by-training block are sub-blocks of it.
-        gram = X @ X.T if any(len(tr) < p for tr, _ in folds) else None
+        if self._dual(n, p) and partitions(folds, n) and prefer_shared(folds, n, t, len(alphas)):
+            # More features than samples: one eigendecomposition of the Gram matrix serves every fold, every alpha
+            # and the refit (engine.models.ridge_kernel).
+            s2, u = kernel_eigh(ops, ops.gram(X), center=self.fit_intercept)
+            scores = kernel_cv_scores(ops, s2, u, Y, folds, alphas, chunk)
+            basis, xty = _Basis(s2=s2, v=u, x=X, dual=True), None
+        else:
+            # XᵀY over all samples, computed once: each primal fold gets its X_trᵀY_tr by subtracting the validation
+            # part, and the final refit reuses it.
+            primal = [not self._dual(len(tr), p) for tr, _ in folds] + [not self._dual(n, p)]
+            xty = self._xty(ops, X, Y, chunk) if any(primal) else None
+            # Likewise the Gram matrix XXᵀ when folds have fewer samples than features: each fold's (centred)
+            # training Gram and validation-by-training block are sub-blocks of it.
+            gram = ops.gram(X) if not all(primal) else None
+            scores = self._per_fold_scores(ops, X, Y, folds, alphas, chunk, xty, gram) / len(folds)
+            basis = _decompose(ops, X, gram=gram, dual=self._dual(n, p))  # for the refit on all samples
+        self.cv_scores_ = scores.astype(np.float32)
+        self.alphas_ = alphas[scores.argmax(0)].astype(np.float32)
+        self._refit(ops, basis, Y, xty, chunk)
+        if self.fit_intercept:
+            self.intercept_ = (ops.to_numpy(my) - ops.to_numpy(mx) @ self.coef_).astype(np.float32)
+        else:
+            self.intercept_ = np.zeros(t, np.float32)
+        return self
 
+    def _dual(self, n: int, p: int) -> bool:
+        """Whether ``n`` samples of ``p`` features are solved in the dual (kernel) form."""
+        return self.solver == "dual" or (self.solver == "auto" and n < p)
+
+    def _per_fold_scores(self, ops, X, Y, folds, alphas: np.ndarray, chunk: int, xty, gram) -> np.ndarray:
+        """(n_alphas, t) summed validation R², one decomposition per fold (primal, or dual from blocks of ``gram``)."""
+        p, t = X.shape[1], Y.shape[1]
         scores = np.zeros((len(alphas), t), np.float64)
         for train, val in folds:
             xva_raw = ops.take(X, val)
             mxf = None
-            if len(train) < p:
+            if self._dual(len(train), p):
                 basis, a = _dual_fold(ops, gram, train, val, center=self.fit_intercept)
             else:
                 xtr, xva = ops.take(X, train), xva_raw
                 if self.fit_intercept:
                     mxf = xtr.mean(0)
                     xtr, xva = xtr - mxf, xva - mxf
-                basis = _decompose(ops, xtr)
+                basis = _decompose(ops, xtr, dual=False)
                 a = basis.features(xva)  # (n_val, r)
             for start in range(0, t, chunk):
                 sl = slice(start, min(t, start + chunk))
@@ -335,27 +423,20 @@ class RidgeCV:
                         xty_tr = xty_tr - len(train) * (mxf[:, None] * myf[None, :])
                     b = basis.project_xty(xty_tr)
                 scores[:, sl] += self._fold_r2(ops, basis, a, b, yva, alphas)
-        scores /= len(folds)
-        best = scores.argmax(0)
-        self.cv_scores_ = scores.astype(np.float32)
-        self.alphas_ = alphas[best].astype(np.float32)
+        return scores
 
-        # Refit on all samples with each target's alpha: one more decomposition.
-        basis = _decompose(ops, X, gram=gram)
+    def _refit(self, ops, basis: _Basis, Y, xty, chunk: int) -> None:
+        """``coef_`` on all samples with each target's alpha, from the decomposition of all (centred) samples."""
+        p, t = basis.x.shape[1], Y.shape[1]
         coef = np.zeros((p, t), np.float32)
         alpha_t = ops.vector(self.alphas_)
         for start in range(0, t, chunk):
             sl = slice(start, min(t, start + chunk))
             b = basis.project(ops.cols(Y, sl)) if basis.dual else basis.project_xty(xty[:, sl])
-            z = b / (basis.s2[:, None] + alpha_t[None, sl])
+            z = b * basis.inverse(alpha_t[None, sl], axis=0)
             coef[:, sl] = ops.to_numpy(basis.coef(z))
         self.coef_ = coef
-        if self.fit_intercept:
-            self.intercept_ = (ops.to_numpy(my) - ops.to_numpy(mx) @ coef).astype(np.float32)
-        else:
-            self.intercept_ = np.zeros(t, np.float32)
         self.n_features_in_ = p
-        return self
 
     @staticmethod
     def _xty(ops, X, Y, chunk: int):
@@ -383,7 +464,7 @@ class RidgeCV:
         group = int(max(1, min(len(alphas), _MEMORY_BUDGET // max(1, 4 * n_val * (r + t)))))
         for g0 in range(0, len(alphas), group):
             al = alphas[g0 : g0 + group]
-            d = 1.0 / (basis.s2[None, :] + ops.vector(al)[:, None])  # (g, r)
+            d = basis.inverse(ops.vector(al)[:, None], axis=1)  # (g, r)
             stacked = (a[None, :, :] * d[:, None, :]).reshape(len(al) * n_val, r)
             pred = (stacked @ b).reshape(len(al), n_val, t)
             sse = ops.sse(pred, yva[None])

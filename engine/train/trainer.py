@@ -550,7 +550,8 @@ class _Trainer:
                 for b in range(b0, stage.n_batches):
                     if self.dist.any(self.cancel.is_set()):
                         yield from self._cancel(model, opt, gen, scaler, si, epoch, b, stage)
-                    rows = self.dist.shard(order[b * stage.batch_size:(b + 1) * stage.batch_size])
+                    rows = order[b * stage.batch_size:(b + 1) * stage.batch_size]  # the global batch
+                    self.dist.seed_step(cfg.seed, self.step)  # dropout: independent per process, same on resume
                     lr = learning_rate(stage.optim, self.step - offset, stage.steps)
                     for g in opt.param_groups:
                         g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -587,25 +588,39 @@ class _Trainer:
         return model
 
     def _pretrain_step(self, model, betas: np.ndarray, rows: np.ndarray, gen):
-        x = to_device(betas[rows], self.device)
+        x = to_device(betas[self.dist.shard(rows)], self.device)
+        if self.dist.active:
+            # Masks from a per-step generator of this process: the trainer's generator advances alike on every
+            # process (BiMixCo later draws from it for the global batch) whatever the block sizes.
+            seed = int(torch.randint(2**62, (1,), generator=gen)) + self.dist.rank
+            gen = torch.Generator().manual_seed(seed)
         with self._autocast():
-            loss = model.pretrain_loss(x, subject=self.key, generator=gen)
+            loss = model.pretrain_loss(x, subject=self.key, generator=gen) * self.dist.local_weight(len(rows))
         return loss, {"mae": float(loss.detach())}
 
     def _train_step(self, model, data: PreparedData, rows: np.ndarray, gen, loss_cfg, progress: float, blurry):
-        from engine.models.losses import encoder_loss, mixco_batch
+        from engine.models.losses import encoder_loss, global_batch, mixco_batch
 
-        x = to_device(data.train_betas[rows], self.device)
-        images = data.train_image[rows]
-        y = to_device(data.targets[images], self.device)
+        # ``rows`` is the global batch: this process runs its block, and every process computes the loss of the
+        # global batch from the gathered outputs (engine.train.distributed).
+        local = self.dist.local_slice(len(rows))
         mix = None
         if loss_cfg.uses_mixco(progress):
+            # Partners and weights for the global batch, drawn alike on every process (same generator state).
+            x = to_device(data.train_betas[rows], self.device)
             mix = mixco_batch(x, beta=loss_cfg.mixco_beta, prob=loss_cfg.mixco_prob, generator=gen)
-        blurry_target = self._blurry_target(images, blurry) if blurry is not None else None
+            x = mix.betas[local]
+        else:
+            x = to_device(data.train_betas[rows[local]], self.device)
+        images = data.train_image[rows]  # every process holds the targets: no need to gather them
+        y = to_device(data.targets[images], self.device)
+        blurry_target = (self.dist.gather_rows(self._blurry_target(images[local], blurry), len(rows))
+                         if blurry is not None else None)
         caption_target = (to_device(data.caption_targets[images], self.device)
                           if data.caption_targets is not None else None)
-        with self._autocast():
-            out = model(mix.betas if mix is not None else x, subject=self.key)
+        in_batch = global_batch(self.dist.sum_over_processes) if self.dist.active else contextlib.nullcontext()
+        with self._autocast(), in_batch:
+            out = self.dist.gather_output(model(x, subject=self.key), len(rows))
         return encoder_loss(out, y, loss_cfg, progress=progress, mix=mix, blurry_target=blurry_target,
                             caption_target=caption_target)
 

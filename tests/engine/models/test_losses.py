@@ -152,3 +152,15 @@ def test_encoder_loss_weights_its_parts():
     mix = mixco_batch(torch.zeros(6, 3), prob=1.0, generator=torch.Generator().manual_seed(1))
     _, parts = encoder_loss(out, target, LossConfig(), progress=0.0, mix=mix)
     assert "bimixco" in parts
+
+
+def test_batch_statistics_cover_the_global_batch():
+    from engine.models.losses import batch_mean, batch_sum, global_batch
+
+    x = torch.arange(12.0).reshape(3, 2, 2)
+    torch.testing.assert_close(batch_mean(x, dim=(0, 2)), x.mean(dim=(0, 2)))
+    # Two processes holding the same 3 rows: the sums double, the mean over 6 rows equals the mean over 3.
+    with global_batch(lambda t: 2 * t):
+        torch.testing.assert_close(batch_sum(x, dim=(0, 2)), 2 * x.sum(dim=(0, 2)))
+        torch.testing.assert_close(batch_mean(x, dim=(0, 2)), x.mean(dim=(0, 2)))
+    torch.testing.assert_close(batch_sum(x, dim=(0,)), x.sum(0))  # the context is left

@@ -143,3 +143,117 @@ def test_rescale_outputs_matches_training_spread_and_persists(rng, tmp_path):
     assert np.all(factor > 1)
     r.save(tmp_path / "r")
     np.testing.assert_array_equal(RidgeCV.load(tmp_path / "r").predict(X), after)
+
+
+# --- primal vs dual (kernel) solvers --------------------------------------------------------------------------------
+
+
+def _closed_form_cv(X, Y, folds, alphas, fit_intercept):
+    """Fold-averaged validation R² (n_alphas, t) and the per-target-alpha refit, all in float64 numpy."""
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+
+    def solve(x, y, alpha):
+        mx, my = (x.mean(0), y.mean(0)) if fit_intercept else (np.zeros(x.shape[1]), np.zeros(y.shape[1]))
+        w = np.linalg.solve((x - mx).T @ (x - mx) + alpha * np.eye(x.shape[1]), (x - mx).T @ (y - my))
+        return w, my - mx @ w
+
+    scores = np.zeros((len(alphas), Y.shape[1]))
+    for tr, va in folds:
+        for i, a in enumerate(alphas):
+            w, b = solve(X[tr], Y[tr], a)
+            sse = ((Y[va] - X[va] @ w - b) ** 2).sum(0)
+            scores[i] += 1 - sse / ((Y[va] - Y[va].mean(0)) ** 2).sum(0)
+    scores /= len(folds)
+    best = np.asarray(alphas)[scores.argmax(0)]
+    coef = np.zeros((X.shape[1], Y.shape[1]))
+    intercept = np.zeros(Y.shape[1])
+    for j, a in enumerate(best):
+        w, b = solve(X, Y[:, j:j + 1], a)
+        coef[:, j], intercept[j] = w[:, 0], np.ravel(b)[0]
+    return scores, coef, intercept
+
+
+def _kfold(n, k, shuffle=False):
+    from sklearn.model_selection import KFold
+
+    return list(KFold(k, shuffle=shuffle, random_state=0 if shuffle else None).split(np.zeros((n, 1))))
+
+
+@pytest.mark.parametrize("shape", [(40, 90), (150, 25)], ids=["n<p", "n>p"])
+@pytest.mark.parametrize("fit_intercept", [True, False], ids=["intercept", "no-intercept"])
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_primal_and_dual_equal_closed_form(rng, shape, fit_intercept, backend):
+    X, Y = _data(rng, *shape, t=7)
+    Y[:, 0] = X[:, 0] + 0.01 * Y[:, 0]  # an almost noiseless target next to noisy ones: different alphas per target
+    alphas = np.logspace(-2, 4, 7)
+    folds = _kfold(len(X), 4)
+    scores, coef, intercept = _closed_form_cv(X, Y, folds, alphas, fit_intercept)
+    fits = {s: RidgeCV(alphas=alphas, cv=4, solver=s, fit_intercept=fit_intercept, backend=backend).fit(X, Y)
+            for s in ("primal", "dual", "auto")}
+    assert len(set(scores.argmax(0))) > 1  # the case really has per-target alphas
+    for name, m in fits.items():
+        np.testing.assert_allclose(m.cv_scores_, scores, atol=5e-5, err_msg=name)
+        np.testing.assert_array_equal(m.alphas_, alphas[scores.argmax(0)].astype(np.float32), err_msg=name)
+        np.testing.assert_allclose(m.coef_, coef, rtol=2e-3, atol=2e-4, err_msg=name)
+        np.testing.assert_allclose(m.intercept_, intercept, rtol=1e-3, atol=2e-3, err_msg=name)
+
+
+@pytest.mark.parametrize("cv", ["shuffled", "uneven"])
+def test_shared_dual_decomposition_handles_any_partition(rng, cv):
+    from engine.models.ridge_kernel import partitions
+
+    X, Y = _data(rng, 53, 80, t=5)
+    folds = _kfold(53, 5, shuffle=True) if cv == "shuffled" else _kfold(53, 3)  # 18/18/17 samples
+    assert partitions(folds, 53)
+    alphas = np.logspace(-1, 3, 5)
+    scores, coef, _ = _closed_form_cv(X, Y, folds, alphas, True)
+    m = RidgeCV(alphas=alphas, cv=folds).fit(X, Y)
+    np.testing.assert_allclose(m.cv_scores_, scores, atol=5e-5)
+    np.testing.assert_allclose(m.coef_, coef, rtol=2e-3, atol=2e-4)
+
+
+def test_folds_that_do_not_partition_use_per_fold_dual(rng):
+    from engine.models.ridge_kernel import partitions
+
+    X, Y = _data(rng, 60, 100, t=3)
+    folds = [(np.arange(0, 40), np.arange(40, 60)), (np.arange(20, 60), np.arange(0, 10))]  # gaps and overlap
+    assert not partitions(folds, 60)
+    alphas = np.logspace(-1, 3, 5)
+    scores, _, _ = _closed_form_cv(X, Y, folds, alphas, True)
+    np.testing.assert_allclose(RidgeCV(alphas=alphas, cv=folds).fit(X, Y).cv_scores_, scores, atol=5e-5)
+
+
+def test_partitions_and_solver_choice():
+    from engine.models.ridge_kernel import partitions, prefer_shared
+
+    n = 20
+    assert partitions(_kfold(n, 4), n) and partitions(_kfold(n, 4, shuffle=True), n)
+    assert not partitions([(np.arange(10, 20), np.arange(10))], n)  # half the samples never validated
+    assert not partitions([(np.arange(5, 20), np.arange(10)), (np.arange(10), np.arange(10, 20))], n)
+    # NSD shape, 5 folds: one shared decomposition beats five; 2 folds of 2,000 do not.
+    assert prefer_shared(_kfold(4000, 5), 4000, 768, 20)
+    assert not prefer_shared(_kfold(4000, 2), 4000, 768, 20)
+
+
+def test_rank_deficient_dual_stays_accurate(rng):
+    """Float32 eigenvalues below the rank tolerance are noise; dividing small alphas by them broke the CV scores."""
+    n, p = 120, 300
+    latent = rng.standard_normal((n, 15)).astype(np.float32)
+    X = 10 * latent @ rng.standard_normal((15, p)).astype(np.float32)
+    X[:, :5] += 1000.0  # a large offset the centring removes
+    Y = (latent[:, :4] @ rng.standard_normal((4, 3)) + rng.standard_normal((n, 3))).astype(np.float32)
+    alphas = np.logspace(-2, 4, 7)
+    scores, coef, intercept = _closed_form_cv(X, Y, _kfold(n, 5), alphas, True)
+    for solver in ("dual", "primal"):
+        m = RidgeCV(alphas=alphas, cv=5, solver=solver).fit(X, Y)
+        np.testing.assert_allclose(m.cv_scores_, scores, atol=1e-4, err_msg=solver)
+        np.testing.assert_allclose(m.predict(X), X.astype(np.float64) @ coef + intercept, rtol=1e-3, atol=1e-2,
+                                   err_msg=solver)
+
+
+def test_solver_is_saved_and_checked(rng, tmp_path):
+    X, Y = _data(rng, 30, 50, t=2)
+    RidgeCV(alphas=[1.0, 10.0], cv=3, solver="primal").fit(X, Y).save(tmp_path / "r")
+    assert RidgeCV.load(tmp_path / "r").solver == "primal"
+    with pytest.raises(ConfigError, match="solver"):
+        RidgeCV(solver="svd").fit(X, Y)
