@@ -66,6 +66,33 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     assert np.array_equal(a, b)
 
 
+def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(lora_decoder, ridge_run,
+                                                                               tiny_subject_s, tmp_path):
+    from engine.metrics.evaluate import evaluate_folders
+
+    kw = dict(samples=1, steps=3, guidance=3.0, seed=1, trials=[200, 204])
+    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "brain", **kw))
+    events = []
+    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "oracle", source="oracle", **kw),
+          events.append)
+    idx = read_index(tmp_path / "oracle")
+    assert idx.method.startswith("oracle: true") and idx.settings["source"] == "oracle"
+    assert all(it.blurry is None for it in idx.items)  # the blurry image would come from the brain
+    z = load_embeddings(tmp_path / "oracle")
+    assert np.array_equal(z["brain"], z["target"])  # conditioned on the targets themselves
+    brain = load_embeddings(tmp_path / "brain")
+    assert np.array_equal(brain["target"], z["target"]) and not np.array_equal(brain["brain"], z["brain"])
+    a = np.asarray(Image.open(tmp_path / "oracle" / idx.items[0].samples[0]))
+    b = np.asarray(Image.open(tmp_path / "brain" / idx.items[0].samples[0]))
+    assert not np.array_equal(a, b)  # same seeds and decoder, another condition
+    # evaluate shows it as its own row, labelled as the oracle.
+    rows = evaluate_folders([tmp_path / "brain", tmp_path / "oracle"]).rows
+    assert any(r["method"].startswith("oracle: true") for r in rows)
+    with pytest.raises(ConfigError, match="oracle"):
+        drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "x", source="oracle",
+                              img2img_strength=0.5, **kw))
+
+
 def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lora_decoder, ridge_run, tiny_subject_s,
                                                                              tmp_path):
     # Guidance 0 is the unconditional branch alone: it must be the null condition fine-tuning trained (the one the
