@@ -4,8 +4,8 @@ Parts (diffusers classes, so the demo runs through exactly the code real generat
 (``DEMO_ARCHITECTURE``):
 
 - VAE: ``AutoencoderKL`` 64×64×3 → 16×16×4 (two downsamplings, no attention), latents scaled to unit variance;
-- UNet: ``UNet2DConditionModel`` on 16×16 latents, channels 64/128/128, attention only at 8×8 and 4×4 (self-attention
-  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 8 tokens of width 128, the
+- UNet: ``UNet2DConditionModel`` on 16×16 latents, channels 32/64/64, attention only at 8×8 and 4×4 (self-attention
+  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of width 64, the
   same tokens also pooled into the timestep embedding (``global_condition``);
 - conditioning: a ``ConditioningAdapter`` from the demo image embedder's pooled 128-d vector to those tokens, with
   the learned null condition, and a spatial condition: a 4×16×16 map predicted from the same vector (trained to be
@@ -16,9 +16,10 @@ Parts (diffusers classes, so the demo runs through exactly the code real generat
 
 Training recipe (``DemoTrainConfig``, fixed seed): render demo stimuli, embed them, train the VAE as a deterministic
 autoencoder (L1 + MSE on the decoded posterior mean, a small penalty on that mean) or reuse one (``vae_from``), encode
-the latents, then train UNet + adapter on ε-prediction with min-SNR-γ weighting (+ the spatial map's regression), the
-condition dropped to the null condition with p = 0.1, and an EMA of the weights, in ``unet_cycles`` warm-restart
-cycles (each from the previous cycle's EMA weights, at a lower peak learning rate).
+the latents, then train the UNet (from scratch, or from an earlier build's UNet: ``init_from``) + adapter on
+ε-prediction with min-SNR-γ weighting (+ the spatial map's regression), the condition dropped to the null condition
+with p = 0.1, and an EMA of the weights, in ``unet_cycles`` warm-restart cycles (each from the previous cycle's EMA
+weights, at a lower peak learning rate).
 ``resources/build/build_demo_generator.py`` runs it and writes the shipped folder ``resources/models/demo-generator/``;
 ``checkpoint_every`` + ``continue_from`` resume a stopped build with the same result as an uninterrupted one.
 """
@@ -84,25 +85,26 @@ class DemoTrainConfig:
     """The fixed recipe that builds the shipped weights (seeded)."""
 
     seed: int = 0
-    n_images: int = 20000
+    n_images: int = 10000
     stimulus_seed: int = 1234
-    # Build 3 (2026-12-04, issue 17): the VAE of build 2 (reused, `vae_from`), the UNet of ``DEMO_ARCHITECTURE``
-    # (wider, with the spatial condition) on 20,000 images in 2 cycles of 2,000 steps. Build 2: 4,000 images, the
-    # 32/64/64 UNet without spatial condition, 3 cycles of 1,500 steps: blobs of roughly the right colour.
+    # Build 3 (2026-12-04, issue 17): build 2's architecture + the spatial condition, its UNet and VAE as the start
+    # (``init_from``; the spatial input channels start at zero), a fresh adapter for the new embedder, 2 cycles of
+    # 1,000 steps on 10,000 images (~50 min on a third of a CPU core). Build 2: 4,000 images, no spatial condition,
+    # VAE 1,500 steps + 3 cycles of 1,500 UNet steps from scratch (lr 1e-3): blobs of roughly the right colour.
     vae_steps: int = 1500
     vae_batch: int = 32
     vae_crop: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
-    unet_steps: int = 2000
+    unet_steps: int = 1000
     unet_batch: int = 32
-    unet_lr: float = 1e-3
+    unet_lr: float = 5e-4
     unet_cycles: int = 2  # warm restarts of the UNet stage, each ``unet_steps`` long
     cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
-    warmup: int = 150
+    warmup: int = 100
     drop_prob: float = 0.1
     min_snr_gamma: float = 5.0
-    ema_decay: float = 0.998
+    ema_decay: float = 0.995
     spatial_weight: float = 1.0  # the spatial map's regression onto the clean latent
     threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads stall each other)
 
@@ -110,9 +112,8 @@ class DemoTrainConfig:
         return asdict(self)
 
 
-# The shipped demo generator's architecture (build 3): the spatial condition and a wider UNet.
-DEMO_ARCHITECTURE = DemoGeneratorConfig(unet_channels=(64, 128, 128), context_dim=128, n_tokens=8,
-                                        spatial_channels=4)
+# The shipped demo generator's architecture (build 3): build 2's + the spatial condition.
+DEMO_ARCHITECTURE = DemoGeneratorConfig(spatial_channels=4)
 
 
 def build_vae(cfg: DemoGeneratorConfig):
@@ -196,7 +197,8 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
                          images: np.ndarray | None = None, embeddings: np.ndarray | None = None,
                          embedder_identity: str | None = None, snapshot_every: int = 0,
                          continue_from: str | Path | None = None, checkpoint_every: int = 0,
-                         vae_from: str | Path | None = None, device: str = "cpu"):
+                         vae_from: str | Path | None = None, init_from: str | Path | None = None,
+                         device: str = "cpu"):
     """Job: train the demo generator and write it to ``out_dir`` (atomically). Returns the folder.
 
     Parameters
@@ -220,6 +222,9 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
         be continued with ``continue_from=out_dir``.
     vae_from : path, optional
         Reuse the VAE of this demo-generator folder instead of training one (stage 1 is skipped).
+    init_from : path, optional
+        Start the UNet from this demo-generator folder's UNet (same block layout; extra input channels of the spatial
+        condition start at zero, as InstructPix2Pix does), and reuse its VAE. The adapter starts fresh.
     device : str
         Torch device of the training ("cpu", "cuda").
     """
@@ -249,6 +254,8 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
 
     state = {"cycle": 0, "step": 0}
     resume = None
+    if init_from is not None and vae_from is None:
+        vae_from = init_from
     if continue_from is not None:
         vae, unet, adapter, state, resume = _load_checkpoint(continue_from, recipe, cfg)
         vae_from = (json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8")).get("vae_from")
@@ -285,6 +292,9 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
 
     if continue_from is None:
         unet = build_unet(cfg)
+        if init_from is not None:
+            _init_unet_from(unet, Path(init_from))
+            yield Log(f"UNet initialised from {init_from}")
         adapter = build_adapter(cfg)
         adapter.set_statistics(embeddings)
     unet.to(dev).train()
@@ -292,8 +302,10 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     sched = build_scheduler()
     emb = torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev)
     params = list(unet.parameters()) + list(adapter.parameters())
+    if continue_from is not None:
+        init_from = json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8")).get("init_from")
     save_kw = dict(vae=vae, unet=unet, adapter=adapter, scheduler=sched, cfg=cfg, recipe=recipe,
-                   embedder_identity=embedder_identity, stimuli=stimuli, vae_from=vae_from)
+                   embedder_identity=embedder_identity, stimuli=stimuli, vae_from=vae_from, init_from=init_from)
     for cycle in range(state["cycle"], recipe.unet_cycles):
         first = state["step"] if cycle == state["cycle"] else 0
         peak = recipe.unet_lr * recipe.cycle_lr_decay ** cycle
@@ -337,6 +349,9 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
             for p, e in zip(params, ema):
                 p.copy_(e)
         if cycle + 1 < recipe.unet_cycles:
+            if checkpoint_every:  # a finished cycle: the next one starts afresh from these weights (exact resume)
+                save_demo_generator(out_dir, **save_kw, train_state={"cycle": cycle + 1, "step": 0,
+                                                                     "complete": False})
             yield Log(f"UNet cycle {cycle + 1} of {recipe.unet_cycles} done")
     unet.cpu()
     adapter.cpu()
@@ -376,6 +391,28 @@ def _train_vae(images: np.ndarray, recipe: DemoTrainConfig, cfg: DemoGeneratorCo
             yield Metric("vae_loss", float(loss.detach()), step=step)
         yield Progress(step + 1, clock.total, eta_s=clock.eta(step + 1), stage="vae")
     return vae
+
+
+def _init_unet_from(unet, folder: Path) -> None:
+    """Copy a trained UNet's weights into ``unet``; input channels it lacks (the spatial condition) start at zero."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from engine.errors import CheckpointError
+
+    src = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True).state_dict()
+    own = unet.state_dict()
+    for k, v in own.items():
+        w = src.get(k)
+        if w is None:
+            raise CheckpointError(f"{folder / 'unet'}: no weight {k}; init_from needs the same UNet layout")
+        if k == "conv_in.weight" and w.shape[1] < v.shape[1] and w.shape[0] == v.shape[0]:
+            w = torch.cat([w, torch.zeros(v.shape[0], v.shape[1] - w.shape[1], *v.shape[2:])], dim=1)
+        if w.shape != v.shape:
+            raise CheckpointError(f"{folder / 'unet'}: weight {k} has shape {tuple(w.shape)}, expected "
+                                  f"{tuple(v.shape)}")
+        own[k] = w
+    unet.load_state_dict(own)
 
 
 def _step_rng(seed: int, cycle: int, step: int):
@@ -490,7 +527,7 @@ def _load_checkpoint(folder, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig):
 def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGeneratorConfig,
                         recipe: DemoTrainConfig | None = None, embedder_identity: str | None = None,
                         stimuli: str | None = None, train_state: dict | None = None, optimizer: dict | None = None,
-                        vae_from: str | Path | None = None) -> Path:
+                        vae_from: str | Path | None = None, init_from: str | Path | None = None) -> Path:
     """Write the generator folder (diffusers layout for vae/unet/scheduler, plus adapter and ``generator.json``).
 
     ``train_state`` (cycle, step, complete) and ``optimizer`` (flat tensors, ``train_state/optimizer.safetensors``)
@@ -515,6 +552,8 @@ def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGene
             manifest["train_state"] = train_state
         if vae_from is not None:
             manifest["vae_from"] = str(vae_from)
+        if init_from is not None:
+            manifest["init_from"] = str(init_from)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
 

@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="write OUT (EMA weights + optimizer state) every N UNet steps, for --continue-from")
     ap.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
                     help="reuse the VAE of this demo-generator folder instead of training one")
+    ap.add_argument("--init-from", type=Path, default=None, metavar="FOLDER",
+                    help="start the UNet (and reuse the VAE) of this demo-generator folder; build 3 starts from build 2")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also write the EMA weights every N UNet steps to OUT.stepN")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
@@ -50,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                                                     snapshot_every=args.snapshot_every,
                                                     continue_from=args.continue_from,
                                                     checkpoint_every=args.checkpoint_every,
-                                                    vae_from=args.vae_from, device=args.device))
+                                                    vae_from=args.vae_from, init_from=args.init_from,
+                                                    device=args.device))
     return 0
 
 

@@ -117,3 +117,19 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     assert null.spatial.shape == (2, 2, 16, 16) and not null.spatial.any()
     lat = sample_latents(gen, cond, null, SamplerConfig(steps=2, guidance=3.0))
     assert lat.shape == (2, 4, 16, 16) and gen.decode(lat).shape == (2, 32, 32, 3)
+
+
+def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_channels(tmp_path):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from engine.recon.demo_generator import _init_unet_from, build_unet
+
+    images, emb, recipe, cfg = _tiny_build(3, unet_steps=1)
+    drive(train_demo_generator(tmp_path / "plain", recipe, cfg, images=images, embeddings=emb))
+    unet = build_unet(dataclasses.replace(cfg, spatial_channels=2))
+    _init_unet_from(unet, tmp_path / "plain")
+    src = UNet2DConditionModel.from_pretrained(tmp_path / "plain" / "unet").state_dict()
+    w = unet.state_dict()["conv_in.weight"]
+    assert torch.equal(w[:, :4], src["conv_in.weight"]) and not w[:, 4:].any()
+    assert torch.equal(unet.state_dict()["conv_out.weight"], src["conv_out.weight"])
