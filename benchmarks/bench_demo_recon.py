@@ -264,7 +264,7 @@ def main(argv=None) -> int:
     result = evaluate_folders(folders)
     times["evaluate_s"] = round(time.perf_counter() - t0, 1)
     table = to_json(result)
-    judge = DemoJudge(n_images=2000 if args.quick else 12000, epochs=1 if args.quick else 4)
+    judge = DemoJudge.load_or_train(work / "judge", **({"n_images": 2000, "epochs": 1} if args.quick else {}))
     colours = true_colours(g3)
     judged = {name: judge_folder(judge, f, colours) for name, f in
               (("oracle", oracle), ("guidance 3", g3), ("guidance 0", g0), (f"from blurry {args.img2img:g}", gb))}

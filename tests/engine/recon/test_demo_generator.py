@@ -29,7 +29,7 @@ def _tiny_build(seed: int, unet_steps: int):
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     emb = rng.standard_normal((16, 12)).astype(np.float32)
     recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=unet_steps, vae_batch=4, unet_batch=4,
-                                 warmup=1, unet_cycles=1)
+                                 warmup=1, unet_cycles=1, spatial_pretrain_steps=3, spatial_pretrain_batch=4)
     return images, emb, recipe, DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
 
 
