@@ -27,6 +27,7 @@ import contextlib
 import io
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -217,6 +218,9 @@ def main(argv=None) -> int:
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--img2img", type=float, default=0.8, help="strength of the from-blurry run")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
+    p.add_argument("--reuse-run", action="store_true",
+                   help="keep the demo subject and trained run of an earlier call in --work (only the decoder stages "
+                        "run again, e.g. after a new generator)")
     p.add_argument("--max-images", type=int, default=0,
                    help="reconstruct only this many test images, spread over the split (0: all 100)")
     p.add_argument("--quick", action="store_true",
@@ -239,8 +243,13 @@ def main(argv=None) -> int:
     if args.quick:
         common = ["--split", "test", "--samples", "2", "--steps", "3", "--seed", "0"]
     subject = work / "demo-sub01.nlsubj"
-    times = {"demo_create_s": _cli(["demo", "create", str(subject), "--overwrite"])}
-    times["train_s"] = _cli(["train", "--data", str(subject), "--preset", args.preset, "--out", str(run)])
+    times = {}
+    if args.reuse_run and (run / "model").is_dir():
+        times["reused_run"] = str(run)  # demo subject and trained run from an earlier call in this work folder
+        shutil.rmtree(run / "decoder", ignore_errors=True)  # the oracle reads the generator's own adapter
+    else:
+        times["demo_create_s"] = _cli(["demo", "create", str(subject), "--overwrite"])
+        times["train_s"] = _cli(["train", "--data", str(subject), "--preset", args.preset, "--out", str(run)])
     if args.max_images:
         common += ["--trials", test_trials(subject, args.max_images)]
     # Before fine-tuning the run's decoder is the demo generator with its own adapter: the generator's ceiling.
