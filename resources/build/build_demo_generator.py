@@ -5,6 +5,8 @@
     python resources/build/build_demo_generator.py --out DIR --checkpoint-every 250   # resumable: then, after a stop,
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR      # ... resume where it stopped
     python resources/build/build_demo_generator.py --device cuda         # the same recipe on a GPU (minutes)
+    python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
+        --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
 
 The recipe (``engine.recon.demo_generator.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
@@ -16,6 +18,7 @@ reuses the VAE of an earlier build (build 3 reuses build 2's: it does not depend
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -44,11 +47,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also write the EMA weights every N UNet steps to OUT.stepN")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
+                    help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
     args = ap.parse_args(argv)
+    recipe = DemoTrainConfig()
+    if args.unet_cycles is not None:
+        recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
     if args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
-        run_job(lambda cancel: train_demo_generator(args.out, DemoTrainConfig(), DEMO_ARCHITECTURE, cancel=cancel,
+        run_job(lambda cancel: train_demo_generator(args.out, recipe, DEMO_ARCHITECTURE, cancel=cancel,
                                                     snapshot_every=args.snapshot_every,
                                                     continue_from=args.continue_from,
                                                     checkpoint_every=args.checkpoint_every,
