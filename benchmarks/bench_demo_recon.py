@@ -2,7 +2,7 @@
 
     neurolens demo create S
     neurolens train --data S --preset P --out R                      (P: --preset, demo-moe by default)
-    neurolens reconstruct R --oracle --out R/recon-oracle             (true image embeddings, the generator's own adapter)
+    neurolens reconstruct R --oracle --out R/recon-oracle    (true image embeddings, the generator's own adapter)
     neurolens finetune R --generator demo
     neurolens reconstruct R --split test --samples 2 --guidance 3 --steps 25 --out R/recon-g3   (and --guidance 0)
     neurolens reconstruct R ... --guidance 3 --img2img-strength 0.8 --out R/recon-g3-blurry0.8  (the window's default)
@@ -81,7 +81,7 @@ def row_values(table: dict, folder: Path, images: str = "samples") -> dict:
 
 
 def judge_folder(judge, folder: Path, true_colours: dict) -> dict:
-    """Share of samples (and of ground-truth and blurry images) the judge reads as the test image's category / colour."""
+    """Share of samples (and ground-truth, blurry images) the judge reads as the test image's category / colour."""
     from PIL import Image
 
     from engine.recon.index import read_index
@@ -308,7 +308,8 @@ def main(argv=None) -> int:
                     "python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
         "generator": {"built": gen_info.get("built"), "recipe": gen_info.get("recipe"),
                       "config": gen_info.get("config"), "train_state": gen_info.get("train_state")},
-        "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps, "guidance": args.guidance, "sampler": "ddim",
+        "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps,
+                     "guidance": args.guidance, "sampler": "ddim",
                      "img2img_strength": args.img2img, "test_images": n_images, "preset": args.preset,
                      "finetune": "defaults (adapter, frozen UNet)", "brain route for the goals": best},
         "times": times,

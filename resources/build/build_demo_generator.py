@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
                     help="reuse the VAE of this demo-generator folder instead of training one")
     ap.add_argument("--init-from", type=Path, default=None, metavar="FOLDER",
-                    help="start the UNet (and reuse the VAE) of this demo-generator folder; build 3 starts from build 2")
+                    help="start the UNet (and reuse the VAE) of this demo-generator folder (build 3: from build 2)")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also write the EMA weights every N UNet steps to OUT.stepN")
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
