@@ -54,6 +54,10 @@ class ConditioningConfig:
         For a pooled input, how many tokens the first projection makes before mixing to ``n_tokens``.
     image_embed_dim : int or None
         Length of the IP-Adapter image embedding (e.g. 1024 for CLIP ViT-H/14), None without an IP-Adapter.
+    spatial_shape : (C, h, w) or None
+        A latent-sized map predicted from the embedding and concatenated to the UNet's noisy latents (as
+        InstructPix2Pix concatenates its image latents), for UNets with ``in_channels`` = latent channels + C; None
+        otherwise. Its null condition is zeros.
     """
 
     input_shape: tuple[int, ...]
@@ -62,10 +66,16 @@ class ConditioningConfig:
     pooled_dim: int | None = None
     pooled_tokens: int = 4
     image_embed_dim: int | None = None
+    spatial_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.input_shape)
         object.__setattr__(self, "input_shape", shape)
+        if self.spatial_shape is not None:
+            spatial = tuple(int(s) for s in self.spatial_shape)
+            if len(spatial) != 3 or any(s <= 0 for s in spatial):
+                raise ConfigError(f"ConditioningConfig: key 'spatial_shape': expected (C, h, w), found {spatial}")
+            object.__setattr__(self, "spatial_shape", spatial)
         if len(shape) not in (1, 2) or any(s <= 0 for s in shape):
             raise ConfigError(f"ConditioningConfig: key 'input_shape': expected (D,) or (T, D), found {shape}")
         for key in ("n_tokens", "context_dim", "pooled_tokens"):
@@ -76,6 +86,10 @@ class ConditioningConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        if self.spatial_shape is None:
+            d.pop("spatial_shape")  # config files of adapters without one stay as they were
+        else:
+            d["spatial_shape"] = list(self.spatial_shape)
         return d
 
     @classmethod
@@ -95,11 +109,14 @@ class Condition:
     tokens : Tensor (batch, n_tokens, context_dim)
     pooled : Tensor (batch, pooled_dim) or None
     image_embeds : Tensor (batch, image_embed_dim) or None
+    spatial : Tensor (batch, C, h, w) or None
+        Concatenated to the noisy latents (``ConditioningConfig.spatial_shape``).
     """
 
     tokens: torch.Tensor
     pooled: torch.Tensor | None = None
     image_embeds: torch.Tensor | None = None
+    spatial: torch.Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -107,7 +124,8 @@ class Condition:
 
     def _map(self, fn) -> "Condition":
         return Condition(fn(self.tokens), None if self.pooled is None else fn(self.pooled),
-                         None if self.image_embeds is None else fn(self.image_embeds))
+                         None if self.image_embeds is None else fn(self.image_embeds),
+                         None if self.spatial is None else fn(self.spatial))
 
     def repeat(self, k: int) -> "Condition":
         """Each item ``k`` times in a row (``k`` samples per trial)."""
@@ -116,7 +134,8 @@ class Condition:
     def cat(self, other: "Condition") -> "Condition":
         pooled = None if self.pooled is None else torch.cat([self.pooled, other.pooled])
         image = None if self.image_embeds is None else torch.cat([self.image_embeds, other.image_embeds])
-        return Condition(torch.cat([self.tokens, other.tokens]), pooled, image)
+        spatial = None if self.spatial is None else torch.cat([self.spatial, other.spatial])
+        return Condition(torch.cat([self.tokens, other.tokens]), pooled, image, spatial)
 
     def to(self, device=None, dtype=None) -> "Condition":
         return self._map(lambda x: x.to(device=device, dtype=dtype))
@@ -149,6 +168,10 @@ class ConditioningAdapter(nn.Module):
         self.image_proj = (nn.Sequential(nn.LayerNorm(int(np.prod(shape))), nn.Linear(int(np.prod(shape)),
                                                                                       config.image_embed_dim))
                            if config.image_embed_dim else None)
+        flat_dim = int(np.prod(shape))
+        self.spatial_proj = (nn.Sequential(nn.LayerNorm(flat_dim), nn.Linear(flat_dim, 512), nn.GELU(),
+                                           nn.Linear(512, int(np.prod(config.spatial_shape))))
+                             if config.spatial_shape else None)
         self.null = NullCondition(config.n_tokens, config.context_dim, config.pooled_dim, config.image_embed_dim)
 
     def set_statistics(self, embeddings) -> None:
@@ -177,11 +200,18 @@ class ConditioningAdapter(nn.Module):
         tokens = self.out_norm(h + self.pos)
         pooled = self.pooled_proj(flat) if self.pooled_proj is not None else None
         image = self.image_proj(flat) if self.image_proj is not None else None
-        return Condition(tokens, pooled, image)
+        spatial = (self.spatial_proj(flat).view(flat.shape[0], *self.config.spatial_shape)
+                   if self.spatial_proj is not None else None)
+        return Condition(tokens, pooled, image, spatial)
 
     def null_condition(self, batch: int) -> Condition:
         tokens, pooled = self.null.expand(batch)
-        return Condition(tokens, pooled, self.null.expand_image(batch))
+        return Condition(tokens, pooled, self.null.expand_image(batch), self._null_spatial(batch))
+
+    def _null_spatial(self, batch: int) -> torch.Tensor | None:
+        if self.config.spatial_shape is None:
+            return None
+        return torch.zeros((batch, *self.config.spatial_shape), device=self.mean.device, dtype=self.mean.dtype)
 
     def drop(self, cond: Condition, mask: torch.Tensor) -> Condition:
         """``cond`` with the items in ``mask`` replaced by the null condition (training's condition dropout)."""
@@ -190,7 +220,11 @@ class ConditioningAdapter(nn.Module):
         if image is not None:
             image = torch.where(mask.view(-1, 1).to(image.device), self.null.expand_image(len(mask)).to(image.dtype),
                                 image)
-        return Condition(tokens, pooled, image)
+        spatial = cond.spatial
+        if spatial is not None:
+            null = self._null_spatial(len(mask)).to(spatial.dtype)
+            spatial = torch.where(mask.view(-1, 1, 1, 1).to(spatial.device), null, spatial)
+        return Condition(tokens, pooled, image, spatial)
 
     # ---- persistence ------------------------------------------------------------------------------------------------
 

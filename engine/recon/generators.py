@@ -121,7 +121,8 @@ class Generator:
 
     @property
     def latent_channels(self) -> int:
-        return int(self.unet.config.in_channels)
+        # out_channels: a UNet with a spatial condition takes it concatenated to the latents (in = latent + C).
+        return int(self.unet.config.out_channels)
 
     @property
     def vae_scale_factor(self) -> int:
@@ -137,9 +138,10 @@ class Generator:
 
     def adapter_config(self, input_shape) -> ConditioningConfig:
         """The config of a fresh conditioning adapter from embeddings of ``input_shape`` to this generator."""
+        spatial = self.adapter.config.spatial_shape if self.adapter is not None else None
         return ConditioningConfig(input_shape=tuple(input_shape), n_tokens=self.n_tokens,
                                   context_dim=self.context_dim, pooled_dim=self.pooled_dim,
-                                  image_embed_dim=self.image_embed_dim)
+                                  image_embed_dim=self.image_embed_dim, spatial_shape=spatial)
 
     # ---- the UNet call ----------------------------------------------------------------------------------------------
 
@@ -177,7 +179,11 @@ class Generator:
 
     def predict_noise(self, latents, t, cond: Condition):
         """The UNet's ε prediction ``(batch, C, h, w)`` for noisy ``latents`` at timestep ``t`` under ``cond``."""
+        import torch
+
         call = self.unet_call or self.unet
+        if cond.spatial is not None:  # the spatial condition map rides along the latents' channels
+            latents = torch.cat([latents.to(self.dtype), cond.spatial.to(latents.device, self.dtype)], dim=1)
         return call(self._layout(latents.to(self.dtype)), t, **self.unet_inputs(cond)).sample
 
     def _layout(self, x):

@@ -170,7 +170,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
                     repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
                     generator: str | None = None, device: str | None = None, dtype: str = "auto",
                     batch_size: int | None = None, preview_every: int = 5, method: str | None = None,
-                    overwrite: bool | None = None, compile: bool | str = False,
+                    overwrite: bool | None = None, compile: bool | str = False, source: str = "brain",
                     cancel: CancelToken | None = None):
     """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
 
@@ -197,6 +197,10 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
         Samples denoised together (images × ``samples``); default ``sampling_batch(generator)``.
     compile : bool or str
         ``torch.compile`` the UNet (``GeneratorConfig.compile``: ``"reduce-overhead"`` adds CUDA graphs).
+    source : {"brain", "oracle"}
+        ``"oracle"``: condition on the TRUE image embeddings of the split (the run's targets) instead of the brain's
+        predictions, through the same decoder (adapter, generator, sampler, seeds; no timestep router, no blurry
+        image): the ceiling of the decoder, so a user sees what the generator can do and what the brain adds.
     """
     import torch
 
@@ -211,6 +215,11 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     from engine.train.run import Run
 
     cancel = ensure_token(cancel)
+    if source not in ("brain", "oracle"):
+        raise ConfigError(f"source: expected 'brain' or 'oracle', found {source!r}")
+    if source == "oracle" and img2img_strength is not None:
+        raise ConfigError("img2img_strength: the oracle starts from noise (its blurry image would come from the "
+                          "brain); leave it unset with source 'oracle'")
     if isinstance(samples, bool) or int(samples) < 1:
         raise ConfigError(f"samples: expected a positive integer, found {samples!r}")
     scfg = SamplerConfig(sampler=sampler, steps=int(steps), guidance=float(guidance), seed=int(seed),
@@ -240,15 +249,19 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     if stale:
         yield Log(stale, level="warning")
     pred = predict_split(run, subj, split, repeat_mode, encoder_dir=decoder.encoder_dir,
-                         want_levels=decoder.router is not None, device=gen.device)
+                         want_levels=decoder.router is not None and source == "brain", device=gen.device)
+    if source == "oracle":
+        pred = BrainPrediction(pred.image_index, pred.trials, pred.targets, pred.targets)
+        yield Log("oracle: conditioning on the true image embeddings of the split, not on the brain")
     keep = _kept_rows(pred, trials, subj, split)
     blurry = pred.blurry
-    if blurry is None and pixel_run:
-        blurry = predicted_images(pred.embeddings, subj.image_shape)
-    if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
-        blurry = embedding_images(gen, pred.embeddings)
-    if blurry is None and decoder.blurry is not None:
-        blurry = decoder.blurry.predict(pred.embeddings)
+    if source == "brain":  # the oracle starts from noise: no low-level image of its own
+        if blurry is None and pixel_run:
+            blurry = predicted_images(pred.embeddings, subj.image_shape)
+        if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
+            blurry = embedding_images(gen, pred.embeddings)
+        if blurry is None and decoder.blurry is not None:
+            blurry = decoder.blurry.predict(pred.embeddings)
     if img2img_strength is not None and blurry is None:
         raise ConfigError("img2img_strength needs a blurry image: the run's encoder has no low-level head and the "
                           "decoder has no blurry ridge (run finetune)")
@@ -271,7 +284,7 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
             emb = torch.from_numpy(pred.embeddings[sel]).to(gen.device)
             null = decoder.adapter.null_condition(len(sel) * k_samples)
             with torch.no_grad():
-                if decoder.router is not None and pred.levels is not None:
+                if decoder.router is not None and pred.levels is not None:  # never for the oracle (no levels)
                     lv = torch.from_numpy(pred.levels[:, sel]).to(gen.device)
 
                     def cond(t, lv=lv):
@@ -313,8 +326,9 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
                                        ground_truth=gt_name(i), blurry=bname, samples=names))
         settings = {"generator": gen.path, "guidance": scfg.guidance, "steps": scfg.steps, "sampler": scfg.sampler,
                     "seed": scfg.seed, "samples": k_samples, "repeat_mode": repeat_mode,
-                    "img2img_strength": img2img_strength, "image_size": gen.image_size}
-        label = method or f"{run.config.name} ({info.get('kind')}) + {gen.kind} generator"
+                    "img2img_strength": img2img_strength, "image_size": gen.image_size, "source": source}
+        label = method or (f"oracle: true {info.get('embedder')} embeddings + {gen.kind} generator"
+                           if source == "oracle" else f"{run.config.name} ({info.get('kind')}) + {gen.kind} generator")
         ReconIndex(subject=str(subj.path) if subj.path else subj.name, run=str(run.path), split=split,
                    method=label, settings=settings, embedder=info.get("embedder"), items=items).save(tmp)
         save_embeddings(tmp, pred.image_index[keep], pred.embeddings[keep], pred.targets[keep])

@@ -11,6 +11,10 @@ Reconstruction needs a decoder: ``neurolens finetune`` (``engine.recon.finetune.
 ``RUN_DIR/decoder/``; runs that predict the demo embedding can also use the demo generator directly. "Fine-tune
 decoder" runs that job from here. Results of single trials go to ``RUN_DIR/recon/gui/image-NNNNN/``, those of
 "Reconstruct all" to ``RUN_DIR/recon/test/``; both are read back when the run is selected again.
+
+"Oracle" (on by default) also decodes the TRUE image embedding of each image through the same decoder
+(``reconstruct_job(source="oracle")``, into ``<folder>.oracle/``) and shows it beside the brain's samples, with its
+metrics in their own column: what the generator can do, so what the brain adds is in plain sight.
 """
 
 from __future__ import annotations
@@ -23,9 +27,10 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Slot
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout, QGroupBox,
-                               QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem, QProgressBar,
-                               QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QGridLayout,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QListWidget, QListWidgetItem,
+                               QProgressBar, QPushButton, QScrollArea, QSpinBox, QTableWidget, QTableWidgetItem,
+                               QVBoxLayout, QWidget)
 
 from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
@@ -40,6 +45,7 @@ from neurolens_app.workers.short_job import submit
 RECON_DIR = "recon"
 GUI_DIR = "gui"  # RUN_DIR/recon/gui/image-NNNNN: single trials reconstructed from the panel
 ALL_DIR = "test"  # RUN_DIR/recon/test: "Reconstruct all" (the CLI's default folder too)
+ORACLE_SUFFIX = ".oracle"  # <folder>.oracle: the same images from their true embeddings (the decoder's ceiling)
 LOWER_IS_BETTER = ("MSE", "corr-dist")
 SETTING_KEYS = ("guidance", "steps", "sampler", "seed", "samples", "img2img_strength")
 # MindEye's low-level route: start the diffusion from the blurry reconstruction and re-run this share of the schedule.
@@ -67,6 +73,8 @@ class TrialRecon:
     settings: dict = field(default_factory=dict)
     folder: str = ""
     features: dict = field(default_factory=dict)  # extractor name -> (gt (D,), samples (K, D)), for the 2-way
+    oracle: np.ndarray | None = None  # (K, H, W, 3) uint8: samples from the true image embedding
+    oracle_metrics: dict = field(default_factory=dict)  # name -> (K,) float
 
     def __post_init__(self) -> None:
         self._summarise()
@@ -125,6 +133,15 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
         features = {e.name: (_features(e, gt[None])[0], _features(e, samples)) for e in ext}
         out.append(TrialRecon(int(it.image_index), list(it.trials), it.category or "", gt, blurry, samples, metrics,
                               settings, str(folder), features))
+    oracle = oracle_folder(folder)
+    if (oracle / "index.json").is_file():
+        by_image = {it.image_index: it for it in read_index(oracle).items}
+        for r in out:
+            it = by_image.get(r.image_index)
+            if it is not None:
+                r.oracle = np.stack([_png(oracle / s) for s in it.samples])
+                r.oracle_metrics = {k: np.asarray(v, np.float64) for k, v in
+                                    per_trial_metrics(r.gt, r.oracle, extractors=ext).items()}
     add_two_way(out)
     return out
 
@@ -159,10 +176,17 @@ def add_two_way(results) -> None:
             start += k
 
 
+def oracle_folder(folder) -> Path:
+    """Where the oracle reconstructions of a reconstruction folder go (beside it)."""
+    folder = Path(folder)
+    return folder.with_name(folder.name + ORACLE_SUFFIX)
+
+
 def recon_folders(run_dir) -> list[Path]:
     """Reconstruction folders of a run, oldest first (so newer single-trial results win)."""
     root = Path(run_dir) / RECON_DIR
-    found = [p for p in [root / ALL_DIR, *sorted((root / GUI_DIR).glob("image-*"))] if (p / "index.json").is_file()]
+    found = [p for p in [root / ALL_DIR, *sorted((root / GUI_DIR).glob("image-*"))]
+             if (p / "index.json").is_file() and not p.name.endswith(ORACLE_SUFFIX)]
     return sorted(found, key=lambda p: (p / "index.json").stat().st_mtime)
 
 
@@ -189,6 +213,17 @@ def reconstruct_trials_job(run_dir, subject, trials, settings: dict, out_dir, de
                                seed=settings["seed"], img2img_strength=settings.get("img2img_strength"),
                                out_dir=out_dir, device=device, cancel=cancel)
     cancel.raise_if_set()
+    if settings.get("oracle"):
+        from engine.events import Log
+
+        try:
+            yield from reconstruct_job(run_dir, subject, split="test", trials=trials, samples=settings["samples"],
+                                       guidance=settings["guidance"], steps=settings["steps"],
+                                       sampler=settings["sampler"], seed=settings["seed"], source="oracle",
+                                       out_dir=oracle_folder(out_dir), device=device, cancel=cancel)
+        except NeuroLensError as exc:  # e.g. no local embedder for the run's targets: the brain result still shows
+            yield Log(f"oracle row unavailable: {exc}", level="warning")
+        cancel.raise_if_set()
     yield Progress(0, 1, stage="metrics", message="computing the metrics")
     results = load_recon_folder(out_dir)
     yield Progress(1, 1, stage="metrics", message="done")
@@ -384,6 +419,11 @@ class ReconstructionPanel(QWidget):
                          ("Seed", self.seed), ("Samples", self.samples), ("From blurry", self.img2img)):
             ctl.addWidget(QLabel(label))
             ctl.addWidget(w)
+        self.oracle_box = QCheckBox("Oracle")
+        self.oracle_box.setChecked(True)
+        self.oracle_box.setToolTip("Also decode the TRUE embedding of each image through the same decoder: what the "
+                                   "generator can do at best, beside what the brain gives")
+        ctl.addWidget(self.oracle_box)
         ctl.addStretch(1)
         self.all_btn = QPushButton("Reconstruct all")
         self.all_btn.setToolTip("Reconstruct every test image with these settings (RUN_DIR/recon/test)")
@@ -418,7 +458,10 @@ class ReconstructionPanel(QWidget):
         self.tiles_row = QHBoxLayout()
         self.gt_tile = ImageTile("Ground truth", tile)
         self.blurry_tile = ImageTile("Blurry", tile)
+        self.oracle_tile = ImageTile("Oracle", tile)
+        self.oracle_tile.setToolTip("Sample 1 decoded from the TRUE image embedding (the decoder's ceiling)")
         self.tiles_row.addWidget(self.gt_tile)
+        self.tiles_row.addWidget(self.oracle_tile)
         self.tiles_row.addWidget(self.blurry_tile)
         self.sample_tiles: list[ImageTile] = []
         self.tile_px = tile
@@ -505,7 +548,8 @@ class ReconstructionPanel(QWidget):
                 "sampler": self.sampler.currentText(), "seed": int(self.seed.value()),
                 "samples": int(self.samples.value()),
                 "img2img_strength": (float(self.img2img.value()) if self.img2img.isEnabled() and self.img2img.value() > 0
-                                     else None)}
+                                     else None),
+                "oracle": self.oracle_box.isChecked()}
 
     def _on_subject_changed(self, subject) -> None:
         self.gallery.clear()
@@ -596,7 +640,8 @@ class ReconstructionPanel(QWidget):
         img = int(subject.trials.image_index[trial])
         self.state.set_trial(trial)
         done = self.results.get(img)
-        if done is not None and done.same_settings(self.settings()):
+        if done is not None and done.same_settings(self.settings()) and (done.oracle is not None
+                                                                         or not self.oracle_box.isChecked()):
             self.show_image(img)
             return None
         if self.run_dir is None or not self.can_reconstruct:
@@ -755,6 +800,7 @@ class ReconstructionPanel(QWidget):
         if r is None:
             self.gt_tile.set_image(None)
             self.blurry_tile.set_image(None)
+            self.oracle_tile.set_image(None)
             for t in self.sample_tiles:
                 t.set_image(None)
             self.trial_metrics.clear()
@@ -770,6 +816,8 @@ class ReconstructionPanel(QWidget):
                            + f"seed {s.get('seed')}")
         self.gt_tile.set_image(r.gt, "Ground truth")
         self.blurry_tile.set_image(r.blurry, "Blurry" if r.blurry is not None else "Blurry (none)")
+        self.oracle_tile.set_image(None if r.oracle is None else r.oracle[0],
+                                   "Oracle (true embedding)" if r.oracle is not None else "Oracle (none)")
         for k, t in enumerate(self.sample_tiles[:len(r.samples)]):
             t.set_image(r.samples[k], f"Sample {k + 1}")
         names = list(r.metrics)
@@ -777,14 +825,18 @@ class ReconstructionPanel(QWidget):
         tm = self.trial_metrics
         tm.clear()
         tm.setRowCount(len(names))
-        tm.setColumnCount(k + 1)
-        tm.setHorizontalHeaderLabels(["mean"] + [f"s{j + 1}" for j in range(k)])
+        oracle = bool(r.oracle_metrics)
+        tm.setColumnCount(k + 1 + oracle)
+        tm.setHorizontalHeaderLabels(["mean"] + [f"s{j + 1}" for j in range(k)] + (["oracle"] if oracle else []))
         tm.setVerticalHeaderLabels([n + (" ↑" if higher_is_better(n) else " ↓") for n in names])
         for i, n in enumerate(names):
             v = r.metrics[n]
             tm.setItem(i, 0, _num(float(np.nanmean(v))))
             for j in range(k):
                 tm.setItem(i, j + 1, _num(float(v[j])))
+            if oracle and n in r.oracle_metrics:
+                with np.errstate(all="ignore"):
+                    tm.setItem(i, k + 1, _num(float(np.nanmean(r.oracle_metrics[n]))))
         tm.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         tm.setFixedHeight(tm.horizontalHeader().height() + sum(tm.rowHeight(i) for i in range(tm.rowCount())) + 4)
 

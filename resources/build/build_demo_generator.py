@@ -1,24 +1,31 @@
 """Build the shipped demo generator (``resources/models/demo-generator/``) with the fixed, seeded recipe.
 
-    python resources/build/build_demo_generator.py                  # full rebuild (~40 min on one idle CPU core)
-    python resources/build/build_demo_generator.py --out DIR        # write elsewhere (e.g. to compare first)
-    python resources/build/build_demo_generator.py --refit-adapter  # after rebuilding the demo image embedder
+    python resources/build/build_demo_generator.py                       # full rebuild on one CPU core
+    python resources/build/build_demo_generator.py --out DIR             # write elsewhere (e.g. to compare first)
+    python resources/build/build_demo_generator.py --out DIR --checkpoint-every 250   # resumable: then, after a stop,
+    python resources/build/build_demo_generator.py --out DIR --continue-from DIR      # ... resume where it stopped
+    python resources/build/build_demo_generator.py --device cuda         # the same recipe on a GPU (minutes)
+    python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
+        --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
+    python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
 
-The recipe (``engine.recon.demo_generator.DemoTrainConfig``) and architecture (``DemoGeneratorConfig``) are the
-defaults of those classes and are recorded in the folder's ``generator.json``. The inputs are the demo stimuli
-(``render_stimuli(n_images, seed=stimulus_seed)``) and the shipped demo image embedder, nothing else.
+The recipe (``engine.recon.demo_generator.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
+the folder's ``generator.json``, with ``train_state`` (cycles and steps done). The inputs are the demo stimuli
+(``render_stimuli(n_images, seed=stimulus_seed)``) and the shipped demo image embedder, nothing else. ``--vae-from``
+reuses the VAE of an earlier build (build 3 reuses build 2's: it does not depend on the embedder).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_generator import (FOLDER_NAME, DemoGeneratorConfig, DemoTrainConfig,  # noqa: E402
+from engine.recon.demo_generator import (DEMO_ARCHITECTURE, FOLDER_NAME, DemoTrainConfig,  # noqa: E402
                                          refit_demo_adapter, train_demo_generator)
 from engine.resources import resource_path  # noqa: E402
 
@@ -30,16 +37,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refit-adapter", action="store_true",
                     help="retrain only the conditioning adapter of the folder, in place")
     ap.add_argument("--continue-from", type=Path, default=None, metavar="FOLDER",
-                    help="reuse the VAE and finished UNet cycles of a folder built with fewer unet_cycles")
+                    help="resume a checkpoint, or add UNet cycles to a finished build (same recipe)")
+    ap.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                    help="write OUT (EMA weights + optimizer state) every N UNet steps, for --continue-from")
+    ap.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
+                    help="reuse the VAE of this demo-generator folder instead of training one")
+    ap.add_argument("--init-from", type=Path, default=None, metavar="FOLDER",
+                    help="start the UNet (and reuse the VAE) of this demo-generator folder (build 3: from build 2)")
     ap.add_argument("--snapshot-every", type=int, default=0,
                     help="also write the EMA weights every N UNet steps to OUT.stepN")
+    ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
+                    help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
     args = ap.parse_args(argv)
+    recipe = DemoTrainConfig()
+    if args.unet_cycles is not None:
+        recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
     if args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
-        run_job(lambda cancel: train_demo_generator(args.out, DemoTrainConfig(), DemoGeneratorConfig(), cancel=cancel,
+        run_job(lambda cancel: train_demo_generator(args.out, recipe, DEMO_ARCHITECTURE, cancel=cancel,
                                                     snapshot_every=args.snapshot_every,
-                                                    continue_from=args.continue_from))
+                                                    continue_from=args.continue_from,
+                                                    checkpoint_every=args.checkpoint_every,
+                                                    vae_from=args.vae_from, init_from=args.init_from,
+                                                    device=args.device))
     return 0
 
 

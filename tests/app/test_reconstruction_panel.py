@@ -116,6 +116,12 @@ def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, 
     assert {r.settings["img2img_strength"] for r in rp.results.values()} == {0.8}  # recorded with each image
     assert "from blurry 0.8" in rp.title.text()
     assert Run.open(tp.run_dir).status()["status"] == "done"
+    # the oracle (on by default): the same images from their true embeddings, beside the brain's, never as results
+    assert rp.settings()["oracle"] and (tp.run_dir / "recon" / "test.oracle" / "index.json").is_file()
+    assert all(r.oracle is not None and r.oracle.shape == r.samples.shape and "PixCorr" in r.oracle_metrics
+               for r in rp.results.values())
+    assert recon_folders(tp.run_dir) == [tp.run_dir / "recon" / "test"]
+    assert rp.oracle_tile.has_image and rp.trial_metrics.horizontalHeaderItem(2).text() == "oracle"
 
 
 def test_reselecting_the_run_shows_the_same_image_again(qtbot, window, tmp_path, rng):

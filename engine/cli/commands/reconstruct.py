@@ -48,6 +48,9 @@ def add_arguments(p) -> None:
     p.add_argument("--img2img-strength", type=float, default=None,
                    help="start from the blurry image, re-running this share of the schedule (0..1]")
     p.add_argument("--generator", default=None, metavar="PATH|demo", help="override the decoder's generator")
+    p.add_argument("--oracle", action="store_true",
+                   help="condition on the true image embeddings instead of the brain (the decoder's ceiling; "
+                        "evaluate shows it as its own row)")
     p.add_argument("--subject", default=None, help="subject path (default: the one recorded in the run)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
@@ -68,7 +71,8 @@ def run(args) -> int:
         repeat_mode=args.repeat_mode, img2img_strength=args.img2img_strength, generator=args.generator,
         device=args.device, dtype=args.dtype, batch_size=args.batch_size,
         overwrite=args.overwrite if args.out else None,
-        compile=False if args.compile == "none" else args.compile, cancel=cancel),
+        compile=False if args.compile == "none" else args.compile,
+        source="oracle" if args.oracle else "brain", cancel=cancel),
         json_events=args.json_events)
     if not args.json_events:
         print(f"{result.n_samples} samples of {result.n_images} images in {result.out_dir}")

@@ -1,9 +1,10 @@
 """The demo image-embedding model: a small conv net trained on the demo stimuli, with CLIP's interface.
 
 It stands in for CLIP on the demo subject so decoding and reconstruction run on a CPU. Trained (see
-``resources/build/build_demo_embedder.py``) with heads for the object's category, colour, position and size, a
-low-resolution reconstruction of the image from the tokens, and a contrastive term between two noisy views, so
-both the pooled vector and the tokens carry what was seen.
+``resources/build/build_demo_embedder.py``) supervised on what the demo world varies: linear heads on the pooled
+vector read the object's category, colour, position, size, rotation and flip and the background's type and colour,
+and a 16×16 thumbnail of the image is decoded linearly from the pooled vector and from the tokens, so both carry what
+was seen and where (held-out figures in ``config.json``'s ``recipe.heldout``).
 
 Shapes: input uint8 ``(N, H, W, 3)`` (resized to 64×64); pooled ``(N, 128)``; tokens ``(N, 16, 128)`` = a 4×4 grid
 of spatial tokens in row-major order (token ``4*i + j`` covers rows ``16i..16i+15`` and columns ``16j..16j+15`` of the
@@ -38,7 +39,7 @@ class DemoEmbedderConfig:
     """Architecture of ``DemoEmbedderNet`` (stored in ``config.json``)."""
 
     input_size: int = 64
-    channels: tuple[int, ...] = (24, 48, 96, 128)
+    channels: tuple[int, ...] = (32, 64, 128, 128)
     token_dim: int = 128
     dim: int = 128
 

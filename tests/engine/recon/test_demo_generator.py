@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 from engine.events import Metric, Progress, drive
 from engine.recon.demo_generator import (DemoGeneratorConfig, DemoTrainConfig, refit_demo_adapter,
@@ -28,7 +29,7 @@ def _tiny_build(seed: int, unet_steps: int):
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     emb = rng.standard_normal((16, 12)).astype(np.float32)
     recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=unet_steps, vae_batch=4, unet_batch=4,
-                                 warmup=1, unet_cycles=1)
+                                 warmup=1, unet_cycles=1, spatial_pretrain_steps=3, spatial_pretrain_batch=4)
     return images, emb, recipe, DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
 
 
@@ -72,3 +73,63 @@ def test_a_build_continued_with_more_unet_cycles_equals_one_from_scratch(tmp_pat
     first, scratch = load_file(str(tmp_path / "first" / unet)), load_file(str(tmp_path / "scratch" / unet))
     assert not all(np.array_equal(first[k].numpy(), scratch[k].numpy()) for k in first)  # cycle 2 did train
     assert load_generator(str(tmp_path / "cont"), device="cpu").info["recipe"]["unet_cycles"] == 2
+
+
+def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp_path):
+    """The spatial condition trains and samples; a checkpoint with its optimizer state resumes bit-identically."""
+    from safetensors.torch import load_file
+
+    from engine.recon.sampler import SamplerConfig, sample_latents
+    import torch
+
+    images, emb, recipe, cfg = _tiny_build(2, unet_steps=4)
+    cfg = dataclasses.replace(cfg, spatial_channels=2)
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    drive(train_demo_generator(tmp_path / "scratch", recipe, cfg, **kw))
+    # Stopped after the checkpoint at step 2 (the cancel token fires on the next step).
+    from engine.events import CancelToken, Cancelled, Log
+
+    token = CancelToken()
+
+    def stop_after_checkpoint(event):
+        if isinstance(event, Log) and event.message.startswith("checkpoint"):
+            token.set()
+
+    with pytest.raises(Cancelled):
+        drive(train_demo_generator(tmp_path / "ckpt", recipe, cfg, checkpoint_every=2, cancel=token, **kw),
+              stop_after_checkpoint)
+    state = load_generator(str(tmp_path / "ckpt"), device="cpu").info["train_state"]
+    assert state == {"cycle": 0, "step": 2, "complete": False}
+    events = []
+    drive(train_demo_generator(tmp_path / "ckpt", recipe, cfg, continue_from=tmp_path / "ckpt", **kw), events.append)
+    assert [e.step for e in events if isinstance(e, Progress)] == [5, 6]  # VAE 2 + 2 UNet steps already done
+    for part in ("unet/diffusion_pytorch_model.safetensors", "adapter/model.safetensors"):
+        a, b = load_file(str(tmp_path / "scratch" / part)), load_file(str(tmp_path / "ckpt" / part))
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), part
+    assert not (tmp_path / "ckpt" / "train_state").exists()  # the finished folder ships without optimizer state
+
+    gen = load_generator(str(tmp_path / "ckpt"), device="cpu")
+    assert gen.unet.config.in_channels == 4 + 2 and gen.latent_channels == 4
+    with torch.no_grad():
+        cond = gen.adapter(torch.from_numpy(emb[:2]))
+    assert cond.spatial.shape == (2, 2, 16, 16)
+    null = gen.adapter.null_condition(2)
+    assert null.spatial.shape == (2, 2, 16, 16) and not null.spatial.any()
+    lat = sample_latents(gen, cond, null, SamplerConfig(steps=2, guidance=3.0))
+    assert lat.shape == (2, 4, 16, 16) and gen.decode(lat).shape == (2, 32, 32, 3)
+
+
+def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_channels(tmp_path):
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from engine.recon.demo_generator import _init_unet_from, build_unet
+
+    images, emb, recipe, cfg = _tiny_build(3, unet_steps=1)
+    drive(train_demo_generator(tmp_path / "plain", recipe, cfg, images=images, embeddings=emb))
+    unet = build_unet(dataclasses.replace(cfg, spatial_channels=2))
+    _init_unet_from(unet, tmp_path / "plain")
+    src = UNet2DConditionModel.from_pretrained(tmp_path / "plain" / "unet").state_dict()
+    w = unet.state_dict()["conv_in.weight"]
+    assert torch.equal(w[:, :4], src["conv_in.weight"]) and not w[:, 4:].any()
+    assert torch.equal(unet.state_dict()["conv_out.weight"], src["conv_out.weight"])

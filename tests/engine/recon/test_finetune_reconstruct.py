@@ -61,9 +61,37 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     again = drive(reconstruct_job(ridge_run, tiny_subject_s, samples=2, steps=3, seed=1, out_dir=tmp_path / "b",
                                   trials=[204], batch_size=2, img2img_strength=None))
     assert again.n_images == 1
-    a = np.asarray(Image.open(out / "samples/img-00201-s1.png"))
-    b = np.asarray(Image.open(tmp_path / "b" / "samples/img-00201-s1.png"))
-    assert np.array_equal(a, b)
+    a = np.asarray(Image.open(out / "samples/img-00201-s1.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "b" / "samples/img-00201-s1.png")).astype(int)
+    # the same noise and condition; only float rounding of the batched convolutions may move a pixel by one level
+    assert np.abs(a - b).max() <= 1 and (a != b).mean() < 0.01
+
+
+def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(lora_decoder, ridge_run,
+                                                                               tiny_subject_s, tmp_path):
+    from engine.metrics.evaluate import evaluate_folders
+
+    kw = dict(samples=1, steps=3, guidance=3.0, seed=1, trials=[200, 204])
+    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "brain", **kw))
+    events = []
+    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "oracle", source="oracle", **kw),
+          events.append)
+    idx = read_index(tmp_path / "oracle")
+    assert idx.method.startswith("oracle: true") and idx.settings["source"] == "oracle"
+    assert all(it.blurry is None for it in idx.items)  # the blurry image would come from the brain
+    z = load_embeddings(tmp_path / "oracle")
+    assert np.array_equal(z["brain"], z["target"])  # conditioned on the targets themselves
+    brain = load_embeddings(tmp_path / "brain")
+    assert np.array_equal(brain["target"], z["target"]) and not np.array_equal(brain["brain"], z["brain"])
+    a = np.asarray(Image.open(tmp_path / "oracle" / idx.items[0].samples[0]))
+    b = np.asarray(Image.open(tmp_path / "brain" / idx.items[0].samples[0]))
+    assert not np.array_equal(a, b)  # same seeds and decoder, another condition
+    # evaluate shows it as its own row, labelled as the oracle.
+    rows = evaluate_folders([tmp_path / "brain", tmp_path / "oracle"]).rows
+    assert any(r["method"].startswith("oracle: true") for r in rows)
+    with pytest.raises(ConfigError, match="oracle"):
+        drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "x", source="oracle",
+                              img2img_strength=0.5, **kw))
 
 
 def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lora_decoder, ridge_run, tiny_subject_s,
