@@ -184,6 +184,20 @@ def min_snr_weights(scheduler, timesteps, gamma: float):
     return torch.minimum(snr, torch.full_like(snr, gamma)) / snr
 
 
+def update_with_ema(opt, params, loss, ema, step: int, ema_decay: float) -> None:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1), then the EMA of ``params`` with the usual
+    warm-up of its decay (``min(ema_decay, (1 + step) / (10 + step))``). Shared by the diffusion builds."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    with torch.no_grad():
+        decay = min(ema_decay, (1 + step) / (10 + step))
+        torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+
+
 def spatial_regression(spatial, latents):
     """MSE of the spatial condition's channels onto the clean latents' first channels (as many as both have)."""
     c = min(spatial.shape[1], latents.shape[1])
@@ -329,13 +343,7 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
                 g["lr"] = _lr_at(step, recipe.unet_steps, peak, recipe.warmup)
             loss, parts = _unet_loss(unet, adapter, sched, lat, emb, recipe, _step_rng(recipe.seed, cycle, step),
                                      drop_mask)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            with torch.no_grad():
-                decay = min(recipe.ema_decay, (1 + step) / (10 + step))
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+            update_with_ema(opt, params, loss, ema, step, recipe.ema_decay)
             if step % 50 == 0 or step == recipe.unet_steps - 1:
                 for name, value in parts.items():
                     yield Metric(name, value, step=done)

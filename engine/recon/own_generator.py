@@ -221,7 +221,7 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     from engine.data import open_subject
     from engine.data.readers.own_images import is_grey
     from engine.models.embedders.pca import PCAImageEmbedder
-    from engine.recon.demo_generator import build_scheduler, min_snr_weights
+    from engine.recon.demo_generator import build_scheduler, min_snr_weights, update_with_ema
     from engine.recon.generators import resolve_device
     from engine.recon.guidance import drop_mask
 
@@ -294,13 +294,7 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
         pred = unet(sched.add_noise(x0, noise, t), t, encoder_hidden_states=cond.tokens).sample
         w = min_snr_weights(sched, t, cfg.min_snr_gamma)
         loss = (w * ((pred - noise) ** 2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        with torch.no_grad():
-            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        update_with_ema(opt, params, loss, ema, step, cfg.ema_decay)
         if step % 50 == 0 or step == cfg.steps - 1:
             yield Metric("diffusion_loss", float(loss.detach()), step=step)
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
