@@ -75,6 +75,7 @@ class TrialRecon:
     features: dict = field(default_factory=dict)  # extractor name -> (gt (D,), samples (K, D)), for the 2-way
     oracle: np.ndarray | None = None  # (K, H, W, 3) uint8: samples from the true image embedding
     oracle_metrics: dict = field(default_factory=dict)  # name -> (K,) float
+    oracle_features: dict = field(default_factory=dict)  # extractor name -> oracle samples' features (K, D)
 
     def __post_init__(self) -> None:
         self._summarise()
@@ -142,6 +143,7 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
                 r.oracle = np.stack([_png(oracle / s) for s in it.samples])
                 r.oracle_metrics = {k: np.asarray(v, np.float64) for k, v in
                                     per_trial_metrics(r.gt, r.oracle, extractors=ext).items()}
+                r.oracle_features = {e.name: _features(e, r.oracle) for e in ext}
     add_two_way(out)
     return out
 
@@ -154,8 +156,8 @@ def _features(ext, images) -> np.ndarray:
 
 def add_two_way(results) -> None:
     """Per sample, the 2-way identification of each image against the other reconstructed images' ground truths (as
-    ``neurolens evaluate`` scores a folder): ``2-way NAME`` per feature extractor. Needs two images or more; call it
-    again when images are added (it recomputes every image's values)."""
+    ``neurolens evaluate`` scores a folder): ``2-way NAME`` per feature extractor, for the oracle's samples too. Needs
+    two images or more; call it again when images are added (it recomputes every image's values)."""
     from engine.metrics.identification import two_way_of_samples
 
     results = list(results)
@@ -174,6 +176,15 @@ def add_two_way(results) -> None:
             k = len(r.features[name][1])
             r.set_metric(f"2-way {name}", scores[start:start + k])
             start += k
+        oracle = [(i, r) for i, r in enumerate(have) if name in r.oracle_features]
+        if oracle:  # the oracle's samples against the same ground truths, so the two columns compare
+            scores = two_way_of_samples(gts, np.concatenate([r.oracle_features[name] for _, r in oracle]),
+                                        np.concatenate([np.full(len(r.oracle_features[name]), i) for i, r in oracle]))
+            start = 0
+            for _, r in oracle:
+                k = len(r.oracle_features[name])
+                r.oracle_metrics[f"2-way {name}"] = scores[start:start + k]
+                start += k
 
 
 def oracle_folder(folder) -> Path:

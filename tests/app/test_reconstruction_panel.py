@@ -120,6 +120,10 @@ def test_finetune_then_reconstruct_all_on_a_small_subject(qtbot, loaded_window, 
     assert rp.settings()["oracle"] and (tp.run_dir / "recon" / "test.oracle" / "index.json").is_file()
     assert all(r.oracle is not None and r.oracle.shape == r.samples.shape and "PixCorr" in r.oracle_metrics
                for r in rp.results.values())
+    two_way = [n for n in next(iter(rp.results.values())).metrics if n.startswith("2-way")]
+    assert two_way and all(set(two_way) <= set(r.oracle_metrics) and all(0 <= v <= 1 for n in two_way
+                                                                          for v in r.oracle_metrics[n])
+                           for r in rp.results.values())  # the oracle's 2-way, against the same ground truths
     assert recon_folders(tp.run_dir) == [tp.run_dir / "recon" / "test"]
     assert rp.oracle_tile.has_image and rp.trial_metrics.horizontalHeaderItem(2).text() == "oracle"
 
