@@ -66,7 +66,12 @@ def _kind_and_name(run: Path) -> tuple[str, str]:
     hit = _CONFIGS.get(run)
     if hit is None or hit[0] != mtime:
         cfg = Run.open(run).config
-        hit = _CONFIGS[run] = (mtime, cfg.model.kind, cfg.name)
+        kind = cfg.model.kind
+        if cfg.data.pixel_basis == "pca":  # a pixel decoder's basis is part of what the model is
+            kind += f" (PCA K={cfg.data.pca_components})"
+        elif cfg.data.pixel_basis == "multiscale":
+            kind += " (multi-scale)"
+        hit = _CONFIGS[run] = (mtime, kind, cfg.name)
     return hit[1], hit[2]
 
 

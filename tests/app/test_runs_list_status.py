@@ -44,3 +44,18 @@ def test_tampered_status_is_listed_as_unreadable(tmp_path):
     (run / "status.json").write_text("[1, 2]")
     s = summarize_run(run)
     assert s.status == "unreadable" and "status.json" in s.error
+
+
+def test_the_model_column_names_a_pixel_decoders_basis(tmp_path):
+    from engine.train.presets import get_preset
+    from tests.helpers import make_tiny_subject
+
+    names = {}
+    for basis in ("pixels", "pca", "multiscale"):
+        run = tmp_path / basis
+        run.mkdir()
+        cfg = get_preset("pixel-ridge", make_tiny_subject())
+        cfg.with_overrides({"data.pixel_basis": basis, "data.pca_components": 16}).save(run / "config.yaml")
+        (run / "status.json").write_text(json.dumps({"status": "done", "step": 1, "total": 1}))
+        names[basis] = summarize_run(run).kind
+    assert names == {"pixels": "ridge", "pca": "ridge (PCA K=16)", "multiscale": "ridge (multi-scale)"}
