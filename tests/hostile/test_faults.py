@@ -141,10 +141,9 @@ def test_killed_training_is_interrupted_and_resumes_bit_identical(base, tmp_path
     assert _same_weights(run, ref)
 
 
-def test_sigint_during_training_saves_and_resumes(base, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "train", "--data", str(base["subject"]),
-                             "--preset", "tiny-mlp", "--epochs", "200", "--out", str(run), "--json-events"],
+def _cli_interrupted_at_progress(argv) -> tuple[int, str]:
+    """Run ``neurolens ARGV --json-events``, send SIGINT (Ctrl-C) at its first Progress event; (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", *map(str, argv), "--json-events"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
     try:
         for line in proc.stdout:
@@ -152,10 +151,15 @@ def test_sigint_during_training_saves_and_resumes(base, tmp_path):
                 proc.send_signal(signal.SIGINT)
                 break
         proc.stdout.read()
-        rc = proc.wait(timeout=120)
-        err = proc.stderr.read()
+        return proc.wait(timeout=120), proc.stderr.read()
     finally:
         proc.kill()
+
+
+def test_sigint_during_training_saves_and_resumes(base, tmp_path):
+    run = tmp_path / "run"
+    rc, err = _cli_interrupted_at_progress(["train", "--data", base["subject"], "--preset", "tiny-mlp", "--epochs",
+                                            "200", "--out", run])
     assert rc == 3 and "Traceback" not in err, err
     assert run_cli("status", run).out.split()[1] == "cancelled"
 
@@ -192,19 +196,8 @@ def test_killed_reconstruct_keeps_the_old_folder(base, tmp_path):
 def test_sigint_during_reconstruct_leaves_no_output(base, tmp_path):
     run = copy_of(base["ridge"], tmp_path / "run")
     out = tmp_path / "new"
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli.main", "reconstruct", str(run), "--subject",
-                             str(base["subject"]), "--out", str(out), "--steps", "40", "--json-events"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
-    try:
-        for line in proc.stdout:
-            if '"Progress"' in line:
-                proc.send_signal(signal.SIGINT)
-                break
-        proc.stdout.read()
-        rc = proc.wait(timeout=120)
-        err = proc.stderr.read()
-    finally:
-        proc.kill()
+    rc, err = _cli_interrupted_at_progress(["reconstruct", run, "--subject", base["subject"], "--out", out, "--steps",
+                                            "40"])
     assert rc == 3 and "Traceback" not in err, err
     assert not out.exists() and _hidden(tmp_path) == []
 
