@@ -118,7 +118,6 @@ def _extractors() -> list:
 
 def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
     """Every image of a reconstruction folder (``index.json``) with its per-trial metrics."""
-    from engine.metrics.evaluate import per_trial_metrics
     from engine.recon.index import read_index
 
     folder = Path(folder)
@@ -129,9 +128,10 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
         gt = _png(folder / it.ground_truth)
         samples = np.stack([_png(folder / s) for s in it.samples])
         blurry = _png(folder / it.blurry) if it.blurry else None
-        metrics = {k: np.asarray(v, np.float64) for k, v in per_trial_metrics(gt, samples, extractors=ext).items()}
+        gt_features = {e.name: _features(e, gt[None])[0] for e in ext}
+        metrics, sample_features = _sample_metrics(gt, samples, ext, gt_features)
         settings = {k: index.settings.get(k) for k in SETTING_KEYS}
-        features = {e.name: (_features(e, gt[None])[0], _features(e, samples)) for e in ext}
+        features = {n: (gt_features[n], sample_features[n]) for n in gt_features}
         out.append(TrialRecon(int(it.image_index), list(it.trials), it.category or "", gt, blurry, samples, metrics,
                               settings, str(folder), features))
     oracle = oracle_folder(folder)
@@ -141,11 +141,26 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
             it = by_image.get(r.image_index)
             if it is not None:
                 r.oracle = np.stack([_png(oracle / s) for s in it.samples])
-                r.oracle_metrics = {k: np.asarray(v, np.float64) for k, v in
-                                    per_trial_metrics(r.gt, r.oracle, extractors=ext).items()}
-                r.oracle_features = {e.name: _features(e, r.oracle) for e in ext}
+                r.oracle_metrics, r.oracle_features = _sample_metrics(r.gt, r.oracle, ext,
+                                                                      {n: f[0] for n, f in r.features.items()})
     add_two_way(out)
     return out
+
+
+def _sample_metrics(gt, samples, ext, gt_features: dict) -> tuple[dict, dict]:
+    """Per-sample metrics (``per_trial_metrics``'s low-level ones and ``corr-dist NAME``) and each extractor's sample
+    features, which the 2-way needs too; ``gt_features`` per extractor name: every image goes through each extractor
+    once."""
+    from engine.metrics.evaluate import per_trial_metrics
+    from engine.metrics.identification import correlation_distance
+
+    metrics = {k: np.asarray(v, np.float64) for k, v in per_trial_metrics(gt, samples).items()}
+    features = {}
+    for e in ext:
+        features[e.name] = f = _features(e, samples)
+        metrics[f"corr-dist {e.name}"] = np.asarray(
+            correlation_distance(np.repeat(gt_features[e.name][None], len(f), 0), f), np.float64)
+    return metrics, features
 
 
 def _features(ext, images) -> np.ndarray:
