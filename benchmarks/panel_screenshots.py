@@ -21,12 +21,12 @@ from pathlib import Path
 PANELS = ("data", "brain", "trials", "log", "training", "reconstruction", "experts")
 
 
-def take(run: Path, out: Path, subject: Path | None, size: str) -> dict:
+def take(run: Path, out: Path, subject: Path | None, size: str, panels=PANELS) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results = {}
     with tempfile.TemporaryDirectory(prefix="neurolens-shots-") as tmp:
         settings = Path(tmp) / "settings.ini"  # a fresh settings file: nothing remembered changes the picture
-        for panel in PANELS:
+        for panel in panels:
             cmd = [sys.executable, "-m", "neurolens_app.main", "--run", str(run), "--panel", panel,
                    "--screenshot", str(out / f"{panel}.png"), "--size", size, "--settings", str(settings),
                    "--theme", "light"]
@@ -38,12 +38,12 @@ def take(run: Path, out: Path, subject: Path | None, size: str) -> dict:
     return results
 
 
-def compare(before: Path, after: Path) -> dict:
+def compare(before: Path, after: Path, panels=PANELS) -> dict:
     from PIL import Image
     import numpy as np
 
     results = {}
-    for panel in PANELS:
+    for panel in panels:
         a, b = before / f"{panel}.png", after / f"{panel}.png"
         if not (a.is_file() and b.is_file()):
             results[panel] = {"missing": [str(p) for p in (a, b) if not p.is_file()]}
@@ -62,15 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subject", type=Path, help="the run's subject, if its provenance path has moved")
     p.add_argument("--out", type=Path, help="folder for the PNGs")
     p.add_argument("--size", default="1500x950")
+    p.add_argument("--panels", nargs="+", choices=PANELS, default=list(PANELS), help="only these panels")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("BEFORE", "AFTER"))
     args = p.parse_args(argv)
     if args.compare:
-        result = compare(*args.compare)
+        result = compare(*args.compare, panels=args.panels)
         ok = all(r.get("pixels_differing") == 0 for r in result.values())
     else:
         if args.run is None or args.out is None:
             p.error("--run and --out are needed to take screenshots")
-        result = take(args.run, args.out, args.subject, args.size)
+        result = take(args.run, args.out, args.subject, args.size, args.panels)
         ok = all(r["returncode"] == 0 for r in result.values())
     print(json.dumps({"panels": result, "ok": ok}, indent=1))
     return 0 if ok else 1
