@@ -138,6 +138,8 @@ def main() -> None:
     ap.add_argument("--pca-components", type=int, default=64, help="K of the pixel-ridge PCA row")
     ap.add_argument("--pixel-only", action="store_true",
                     help="only the pixel decoders (pixel-ridge, PCA, multi-scale) and the numpy reference: no generator")
+    ap.add_argument("--snr-scale", type=float, default=1.0,
+                    help="the simulated subject's signal-to-noise scale (demo create --snr-scale; 1 = NSD-like)")
     ap.add_argument("--pictures", default=str(ROOT / "docs" / "images"), help="folder for the picture grids")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-own-"))
@@ -157,6 +159,7 @@ def main() -> None:
 
     from engine.data.demo.builder import create_demo_subject
     from engine.data.demo.own_stimuli import OwnStimuli
+    from engine.data.demo.simulate import DemoConfig
     from engine.data.native import read_native
     from engine.metrics.evaluate import evaluate_folder
 
@@ -164,7 +167,8 @@ def main() -> None:
     sim_path = work / "sim.nlsubj"
     shutil.rmtree(sim_path, ignore_errors=True)
     create_demo_subject(sim_path, stimuli=OwnStimuli(np.repeat(stim[..., None], 3, -1), labels,
-                                                     [str(k) for k in range(10)], "sklearn digits (28 px)"))
+                                                     [str(k) for k in range(10)], "sklearn digits (28 px)"),
+                        config=DemoConfig(snr_scale=args.snr_scale))
     sim = read_native(sim_path)
     mapping = export_matlab(sim, prior, work)
 
@@ -220,7 +224,7 @@ def main() -> None:
         "machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, load average at start "
                    f"{load0:.1f} (other jobs on the machine)",
         "subject": {"n_trials": s.n_trials, "n_voxels": s.n_voxels, "image_size": SIZE, "n_test_images": n_test,
-                    "n_prior_images": int(s.prior_images.shape[0])},
+                    "n_prior_images": int(s.prior_images.shape[0]), "snr_scale": args.snr_scale},
         "pixel_ridge": pr, f"pixel_ridge_pca_{args.pca_components}": row(res_basis["pca"], "samples"),
         "pixel_ridge_multiscale": row(res_basis["ms"], "samples"),
         "numpy_ridge_pixcorr": round(pixcorr(ref, gt), 4), "pixel_ridge_pixcorr_same_calc": round(pixcorr(mine, gt), 4),
@@ -248,7 +252,8 @@ def main() -> None:
     grid_png(bases, pictures / "own-digits-pixel-bases.png")
     if not args.pixel_only:
         generator_pictures(work, rows, sel, pictures)
-    report(result, "own_images_pixels" if args.pixel_only else "own_images")  # a partial run keeps the full record
+    snr = "" if args.snr_scale == 1 else f"_snr{args.snr_scale:g}"
+    report(result, ("own_images_pixels" if args.pixel_only else "own_images") + snr)  # a partial run keeps the full record
 
 
 def generator_flow(cli, work: Path, subj: Path, steps: int) -> None:

@@ -26,6 +26,9 @@ def add_arguments(p) -> None:
                         "(+ 'labels'), or any subject source (its images and labels)")
     c.add_argument("--test-images", type=int, default=None, metavar="K",
                    help="with --stimuli: images held out as the test set, shown 3 times (default 10%%, 10..100)")
+    c.add_argument("--snr-scale", type=float, default=1.0, metavar="F",
+                   help="multiply every voxel's single-trial signal-to-noise ratio (default 1: NSD-like; lower: a "
+                        "weaker signal, e.g. 0.3)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     c.add_argument("--json-events", action="store_true", help="print one JSON event per line")
 
@@ -33,10 +36,18 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.cli.output import run_job
     from engine.data.demo import create_demo_job
+    from engine.data.demo.simulate import DemoConfig
+    from engine.errors import ConfigError
+
+    try:
+        config = DemoConfig(snr_scale=args.snr_scale)
+    except ValueError as exc:
+        raise ConfigError(f"--snr-scale: {exc}") from None
 
     path = run_job(lambda cancel: create_demo_job(args.dir, seed=args.seed, subject=args.subject,
                                                   overwrite=args.overwrite, cancel=cancel,
-                                                  stimuli=args.stimuli, n_test_images=args.test_images),
+                                                  stimuli=args.stimuli, n_test_images=args.test_images,
+                                                  config=config),
                    json_events=args.json_events)
     if not args.json_events:
         print(path)

@@ -126,7 +126,7 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     layout = cortex.AreaLayout.for_subject(rng(_STREAM_LAYOUT))
     n_vox = config.n_voxels or int(rng(_STREAM_COUNT).integers(3300, 3901))
     vox = cortex.sample_voxels(n_vox, rng(_STREAM_VOXELS), layout)
-    model = simulate.voxel_model(vox, layout, rng(_STREAM_MODEL), rng(_STREAM_COLOUR))
+    model = simulate.voxel_model(vox, layout, rng(_STREAM_MODEL), rng(_STREAM_COLOUR), snr_scale=config.snr_scale)
     step += 1
     yield Progress(step, total, eta_s=clock.eta(step), stage="cortex", message=f"{n_vox} voxels")
 
@@ -210,7 +210,8 @@ def _subject(stim: StimulusSet, trials: TrialTable, betas: np.ndarray, vox: cort
         "preprocessing": [],
         "design": {"n_train_images": config.n_train_images, "n_test_images": config.n_test_images,
                    "test_repeats": config.test_repeats, "n_sessions": config.n_sessions,
-                   "runs_per_session": config.runs_per_session, "test_images": "the last n_test_images"},
+                   "runs_per_session": config.runs_per_session, "test_images": "the last n_test_images",
+                   "snr_scale": config.snr_scale},
         "layout": {"v1_width_mm": layout.v1_width, "v2_width_mm": layout.v2_width, "v3_width_mm": layout.v3_width,
                    "pole_shift_mm": layout.pole_shift},
         "units": "percent signal change (raw single-trial betas, not z-scored)",

@@ -241,6 +241,31 @@ def test_small_creation_deterministic(tmp_path):
     assert {"betas.npy", "images.npy", "voxels.npz"} <= set(_files_equal(a, c))
 
 
+def test_snr_scale_weakens_signal_not_voxels(tmp_path):
+    import dataclasses
+
+    a = open_subject(create_demo_subject(tmp_path / "a.nlsubj", seed=2, subject=1, config=SMALL))
+    weak = dataclasses.replace(SMALL, snr_scale=0.25)
+    b = open_subject(create_demo_subject(tmp_path / "b.nlsubj", seed=2, subject=1, config=weak))
+    # same voxels, receptive fields and noise; only the signal is scaled
+    np.testing.assert_array_equal(a.ground_truth["prf_x"], b.ground_truth["prf_x"])
+    np.testing.assert_array_equal(a.ground_truth["noise_sd"], b.ground_truth["noise_sd"])
+    np.testing.assert_allclose(b.ground_truth["ncsnr_true"], 0.25 * a.ground_truth["ncsnr_true"], rtol=1e-5)
+    assert b.provenance["design"]["snr_scale"] == 0.25
+    assert np.median(b.voxels.noise_ceiling) < np.median(a.voxels.noise_ceiling) - 0.1
+    with pytest.raises(ValueError, match="snr_scale"):
+        DemoConfig(snr_scale=0)
+
+
+def test_cli_refuses_bad_snr_scale(tmp_path, capsys):
+    from engine.cli.main import main
+
+    assert main(["demo", "create", str(tmp_path / "x.nlsubj"), "--snr-scale", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--snr-scale" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x.nlsubj").exists()
+
+
 def test_job_events_and_cancel(tmp_path):
     events = []
     path = drive(create_demo_job(tmp_path / "j.nlsubj", seed=0, subject=1, config=SMALL), events.append)
