@@ -225,6 +225,10 @@ def main(argv=None) -> int:
                    help="reconstruct only this many test images, spread over the split (0: all 100)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test (5 fine-tuning steps, 3 denoising steps, 1 sample), written into --work only")
+    p.add_argument("--snr-scale", type=float, default=1.0,
+                   help="simulate the subject with this signal-to-noise scale (demo create --snr-scale; 1: the "
+                        "shipped NSD-like demo). A high value (e.g. 10) measures what a near-perfect decoder of the "
+                        "simulated voxels reaches; results go to bench_demo_recon_snrF.json and the grid beside them")
     p.add_argument("--grid-only", type=Path, default=None, metavar="RUN_DIR",
                    help="only redraw the grid from the recon folders in RUN_DIR")
     args = p.parse_args(argv)
@@ -248,7 +252,8 @@ def main(argv=None) -> int:
         times["reused_run"] = str(run)  # demo subject and trained run from an earlier call in this work folder
         shutil.rmtree(run / "decoder", ignore_errors=True)  # the oracle reads the generator's own adapter
     else:
-        times["demo_create_s"] = _cli(["demo", "create", str(subject), "--overwrite"])
+        times["demo_create_s"] = _cli(["demo", "create", str(subject), "--overwrite",
+                                       "--snr-scale", str(args.snr_scale)])
         times["train_s"] = _cli(["train", "--data", str(subject), "--preset", args.preset, "--out", str(run)])
     if args.max_images:
         common += ["--trials", test_trials(subject, args.max_images)]
@@ -300,8 +305,10 @@ def main(argv=None) -> int:
     goals["brain samples beat blurry on PixCorr"] = {
         "value": [brain.get("PixCorr"), blurry_row.get("PixCorr")],
         "met": None if not blurry_row else bool(brain.get("PixCorr", 0) > blurry_row.get("PixCorr", 1))}
+    snr = "" if args.snr_scale == 1 else f"_snr{args.snr_scale:g}"
+    grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{snr.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),
-                           work / GRID_PATH.name if args.quick else GRID_PATH)
+                           work / grid_path.name if args.quick else grid_path)
     out = {
         "benchmark": "bench_demo_recon",
         "machine": {"cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
@@ -311,7 +318,8 @@ def main(argv=None) -> int:
         "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps,
                      "guidance": args.guidance, "sampler": "ddim",
                      "img2img_strength": args.img2img, "test_images": n_images, "preset": args.preset,
-                     "finetune": "defaults (adapter, frozen UNet)", "brain route for the goals": best},
+                     "finetune": "defaults (adapter, frozen UNet)", "brain route for the goals": best,
+                     "snr_scale": args.snr_scale},
         "times": times,
         "goals": goals,
         "judge": {**judge.info(), "by_image_set": judged},
@@ -323,7 +331,7 @@ def main(argv=None) -> int:
         "grid": str(grid),
         "work": str(work),
     }
-    report(out, "bench_demo_recon", dest=work / "bench_demo_recon.json" if args.quick else None)
+    report(out, f"bench_demo_recon{snr}", dest=work / f"bench_demo_recon{snr}.json" if args.quick else None)
     return 0
 
 
