@@ -96,6 +96,10 @@ def _build(cls: type, d: Any, prefix: str):
         more = f" (also {unknown[1:]})" if len(unknown) > 1 else ""
         raise ConfigError(f"unknown key{more}", key=join_key(prefix, str(unknown[0])),
                           expected=f"one of {sorted(fields)}", owner=owner)
+    missing = [k for k in _required(cls) if k not in d]
+    if missing:
+        raise ConfigError("missing key", key=join_key(prefix, missing[0]), expected=f"a value for {missing}",
+                          owner=owner)
     kwargs = {k: coerce(v, fields[k], join_key(prefix, k), owner) for k, v in d.items()}
     try:
         return cls(**kwargs)
@@ -109,6 +113,13 @@ def _field_types(cls: type) -> dict[str, Any]:
         raise TypeError(f"{cls.__name__} is not a dataclass")
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+@functools.cache
+def _required(cls: type) -> tuple[str, ...]:
+    """Fields without a default: a mapping must give them."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                 and f.default_factory is dataclasses.MISSING)
 
 
 def join_key(prefix: str, key: str) -> str:

@@ -148,3 +148,18 @@ def test_model_configs_and_evaluation_config_use_the_same_base():
     with pytest.raises(ConfigError) as info:
         EvaluationConfig.from_dict({"retrieval": {"pools": 3}})
     assert info.value.key == "retrieval.pools"
+
+
+def test_a_missing_required_key_is_a_config_error_not_a_type_error():
+    """``X(**saved)`` raised a bare TypeError on a missing or unknown key; ``from_dict`` names it."""
+    from engine.recon.conditioning import ConditioningConfig
+
+    cfg = ConditioningConfig.from_dict({"input_shape": ["16"], "n_tokens": 4, "context_dim": 8})
+    assert cfg.input_shape == (16,) and "spatial_shape" not in cfg.to_dict()  # old adapter files stay as they were
+    assert ConditioningConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ConfigError) as info:
+        ConditioningConfig.from_dict({"n_tokens": 4}, "decoder.adapter")
+    assert info.value.key == "decoder.adapter.input_shape" and "missing" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        ConditioningConfig.from_dict({"input_shape": [16], "spatial_shape": [4, 8]})
+    assert info.value.key == "spatial_shape"
