@@ -110,7 +110,7 @@ def _embedding(maps, index: ReconIndex, encoding_features):
         embedder = load_image_embedder(spec)
     except (ImportError, NeuroLensError, OSError) as exc:
         raise _Unavailable(f"cannot load the embedder {spec!r} the encoding model reads ({exc})") from None
-    from engine.metrics.features import to_uint8
+    from engine.models.embedders.features import to_uint8
 
     tokens = maps.model.features == "tokens"
 

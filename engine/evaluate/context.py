@@ -11,8 +11,9 @@ import numpy as np
 from engine.evaluate.brain_context import brain_context
 from engine.evaluate.config import EvaluationConfig
 from engine.evaluate.result import EvaluationResult
-from engine.metrics.features import (TORCHVISION_ROWS, FeatureExtractor, FeatureUnavailable, ImageClassifier,
-                                     load_classifier, load_feature_extractor, torchvision_unavailable_reason)
+from engine.models.embedders.features import (TORCHVISION_ROWS, FeatureExtractor, FeatureUnavailable,
+                                              ImageClassifier, load_classifier, load_feature_extractor,
+                                              torchvision_unavailable_reason)
 from engine.recon.index import ReconIndex
 
 # The label-based n-way column keeps one name whatever n the items allow (n = min(asked, categories among the items),

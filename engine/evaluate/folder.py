@@ -14,10 +14,10 @@ from engine.evaluate.protocols import add_protocols
 from engine.evaluate.result import EvaluationResult, concat_tables
 from engine.evaluate.scoring import load_png, load_set, score_sets
 from engine.metrics import aggregate
-from engine.metrics.features import (FeatureExtractor, FeatureUnavailable, ImageClassifier, load_classifier,
-                                     load_feature_extractor)
 from engine.metrics.pixel_identification import NSD_PROTOCOL, NativeProtocol
 from engine.metrics.retrieval import DIRECTION_LABELS, top1_retrieval
+from engine.models.embedders.features import (FeatureExtractor, FeatureUnavailable, ImageClassifier, load_classifier,
+                                              load_feature_extractor)
 from engine.recon.index import INDEX_FILE, ReconIndex, read_index
 
 
@@ -33,7 +33,7 @@ def evaluate_folder(path, features: Sequence[str | FeatureExtractor] | None = No
         Folder with ``index.json`` (schema ``neurolens-recon/1``).
     features : list of specs or FeatureExtractor, optional
         Feature extractors for 2-way identification, correlation distance and label-based n-way (see
-        ``engine.metrics.features``). Default: the folder's embedder (``"demo"`` or its CLIP folder).
+        ``engine.models.embedders.features``). Default: the folder's embedder (``"demo"`` or its CLIP folder).
     subject : str, Path or Subject, optional
         The subject, for measured test voxels and ROIs (brain correlation); default: the index's ``subject``.
     classifier : str or ImageClassifier, optional

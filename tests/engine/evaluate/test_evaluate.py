@@ -6,12 +6,12 @@ import pytest
 
 from engine.cli.main import main
 from engine.errors import DataError
-from engine.metrics import aggregate, lowlevel
 from engine.evaluate import EvaluationConfig, evaluate_folder, load_png
-from engine.metrics.features import ImageClassifier
+from engine.metrics import aggregate, lowlevel
 from engine.metrics.trial import per_trial_metrics
 from engine.metrics.retrieval import RetrievalConfig, top1_retrieval
 from engine.metrics.semantic import NWayConfig
+from engine.models.embedders.features import ImageClassifier
 from tests.engine.metrics.recon_folder import pixel_extractor, write_recon_folder
 
 CFG = EvaluationConfig(n_way=NWayConfig(n=10, trials=200), label_n_way=50,
