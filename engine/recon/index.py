@@ -32,6 +32,7 @@ the folder::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +101,10 @@ class ReconIndex:
                 ("img2img_strength", "img2img"), ("seed", "seed")]
         extra = ", ".join(f"{short} {s[k]}" for k, short in keys if s.get(k) is not None)
         return f"{self.method} [{extra}]" if extra else self.method
+
+    def replace(self, **changes) -> "ReconIndex":
+        """A copy with ``changes`` (e.g. ``items=``, ``settings=``), checked like a new index."""
+        return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
         return {"schema": self.schema, "subject": self.subject, "run": self.run, "split": self.split,
