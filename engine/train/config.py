@@ -13,8 +13,9 @@ A run's ``config.yaml`` looks like::
     loss: {contrastive: 1.0, mse: 1.0}
     optim: {lr: 3.0e-4, weight_decay: 0.01, schedule: onecycle}
 
-``TrainConfig.from_dict(cfg.to_dict()) == cfg`` for every config; an unknown key, a wrong type or an invalid value
-raises ``ConfigError`` naming the section and key. ``model.params`` holds the keys of the kind's model config
+``TrainConfig.from_dict(cfg.to_dict()) == cfg`` for every config (``engine.config.Config``); an unknown key, a wrong
+type or an invalid value raises ``ConfigError`` whose ``key`` is the dotted path (``optim.lr``,
+``model.params.hidden``) and whose ``source`` is the file; ``lr: 1e-3``, which PyYAML reads as a string, is a number. ``model.params`` holds the keys of the kind's model config
 (``MLPConfig``, ``MBMConfig``, ``MoEConfig``; for ``ridge``: ``alphas``, ``cv``) and ``loss`` the keys of
 ``engine.models.losses.LossConfig``; both are checked against those classes.
 
@@ -321,11 +322,11 @@ class TrainConfig(Config):
         """Read a YAML (or JSON) config file."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+            raise ConfigError("no such config file", source=path)
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable UTF-8 text file ({type(e).__name__})") from None
+            raise ConfigError(f"not a readable UTF-8 text file ({type(e).__name__})", source=path) from None
         return cls.from_yaml_text(text, source=str(path))
 
     def save(self, path: str | Path) -> Path:
