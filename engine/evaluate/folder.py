@@ -81,7 +81,8 @@ def evaluate_folders(paths, features=None, subject=None, **kwargs) -> Evaluation
         loaded = []
         for spec in features:
             try:
-                loaded.append(spec if isinstance(spec, FeatureExtractor) else load_feature_extractor(spec, device=device))
+                loaded.append(spec if isinstance(spec, FeatureExtractor)
+                              else load_feature_extractor(spec, device=device))
             except FeatureUnavailable:
                 loaded.append(spec)
         features = loaded
@@ -159,7 +160,8 @@ def _assemble(index: ReconIndex, sets, retrieval, res: EvaluationResult, label_n
             res.columns.extend(m for m in row if m not in _ROW_KEYS and m not in res.columns)
         # per-trial block, sample-major: set s, then item i
         sample = np.repeat(np.arange(k), n) if kind in ("samples", "blend") else np.full(k * n, -1)
-        block = {"folder": np.full(k * n, folder), "method": np.full(k * n, index.label), "images": np.full(k * n, kind),
+        block = {"folder": np.full(k * n, folder), "method": np.full(k * n, index.label),
+                 "images": np.full(k * n, kind),
                  "image_index": np.tile([it.image_index for it in index.items], k).astype(np.int64),
                  "sample": sample.astype(np.int64),
                  "trials": np.tile([";".join(map(str, it.trials)) for it in index.items], k),

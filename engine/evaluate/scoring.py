@@ -70,7 +70,8 @@ def score_sets(index: ReconIndex, gt: np.ndarray, ctx: Context, native: NativePr
             cancel.raise_if_set()
         files = [it.samples[s] for it in index.items]
         recon = load_set(index.path, files)
-        sets["samples"].append(score_set(gt, recon, ctx) | (native.score(index.path, files, load_png) if native else {}))
+        own_size = native.score(index.path, files, load_png) if native else {}
+        sets["samples"].append(score_set(gt, recon, ctx) | own_size)
         if cfg.blend and blurry is not None:
             mix = BLEND_WEIGHT * recon + (1 - BLEND_WEIGHT) * blurry
             sets.setdefault("blend", []).append(score_set(gt, mix, ctx) | (native.score_array(mix) if native else {}))

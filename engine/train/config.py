@@ -15,9 +15,10 @@ A run's ``config.yaml`` looks like::
 
 ``TrainConfig.from_dict(cfg.to_dict()) == cfg`` for every config (``engine.config.Config``); an unknown key, a wrong
 type or an invalid value raises ``ConfigError`` whose ``key`` is the dotted path (``optim.lr``,
-``model.params.hidden``) and whose ``source`` is the file; ``lr: 1e-3``, which PyYAML reads as a string, is a number. ``model.params`` holds the keys of the kind's model config
-(``MLPConfig``, ``MBMConfig``, ``MoEConfig``; for ``ridge``: ``alphas``, ``cv``) and ``loss`` the keys of
-``engine.models.losses.LossConfig``; both are checked against those classes.
+``model.params.hidden``) and whose ``source`` is the file; ``lr: 1e-3``, which PyYAML reads as a string, is a number.
+``model.params`` holds the keys of the kind's model config (``MLPConfig``, ``MBMConfig``, ``MoEConfig``; for
+``ridge``: ``alphas``, ``cv``) and ``loss`` the keys of ``engine.models.losses.LossConfig``; both are checked against
+those classes.
 
 This module imports neither torch nor numpy at import time, so a GUI can edit configs cheaply.
 """
