@@ -269,8 +269,8 @@ def main(argv=None) -> int:
     folders = [oracle, g3, g0, gb]
 
     from benchmarks.demo_judge import DemoJudge
-    from engine.metrics.evaluate import evaluate_folders
-    from engine.metrics.table import format_table, to_json
+    from engine.evaluate import evaluate_folders
+    from engine.evaluate.table import format_table, to_json
     from engine.recon.generators import load_generator
     from engine.recon.index import read_index
 

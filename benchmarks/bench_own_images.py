@@ -161,7 +161,7 @@ def main() -> None:
     from engine.data.demo.own_stimuli import OwnStimuli
     from engine.data.demo.simulate import DemoConfig
     from engine.data.native import read_native
-    from engine.metrics.evaluate import evaluate_folder
+    from engine.evaluate import evaluate_folder
 
     stim, labels, prior = digits(args.images)
     sim_path = work / "sim.nlsubj"
@@ -214,7 +214,8 @@ def main() -> None:
     # reference: a plain numpy ridge on the same split
     imgs, ref = numpy_ridge(s, [float(10.0 ** k) for k in np.arange(-1.0, 7.5, 0.5)])
     gt = np.asarray(s.images)[imgs][..., 0].reshape(len(imgs), -1) / 255.0
-    from engine.metrics.evaluate import load_png, read_index
+    from engine.evaluate import load_png
+    from engine.recon.index import read_index
 
     idx = read_index(work / "pr-rec")
 
@@ -269,7 +270,8 @@ def generator_flow(cli, work: Path, subj: Path, steps: int) -> None:
 
 
 def generator_pictures(work: Path, rows: list, sel: list[int], pictures: Path) -> None:
-    from engine.metrics.evaluate import load_png, read_index
+    from engine.evaluate import load_png
+    from engine.recon.index import read_index
 
     gidx, gidx5 = read_index(work / "gr-rec"), read_index(work / "gr-rec5")
     rows = list(rows)

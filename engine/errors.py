@@ -53,8 +53,61 @@ class SubjectFormatError(DataError):
     """A subject folder or dataset file that does not follow its format."""
 
 
+_NOTHING = object()  # "found" not given (None is a value a config can hold)
+
+
 class ConfigError(NeuroLensError, ValueError):
-    """A run or mapping configuration with an unknown key, a wrong type or an invalid value."""
+    """A run or mapping configuration with an unknown key, a wrong type or an invalid value.
+
+    The message is one line, ``"SOURCE: key 'KEY': PROBLEM (expected EXPECTED, found FOUND)"``; the parts stay on
+    the error so a form can mark the field.
+
+    Parameters
+    ----------
+    problem : str
+        One sentence on what is wrong; the whole message when nothing else is given.
+    key : str, optional
+        Dotted path of the field in the whole config, e.g. ``"optim.lr"`` or ``"model.params.hidden"``.
+    source : str or Path, optional
+        The file the config was read from; ``owner`` (the config class, e.g. ``"TrainConfig"``) names it otherwise.
+    expected, found : optional
+        What the field needs, and the value that came in (shown with ``repr``, shortened).
+    """
+
+    def __init__(self, problem: str = "", *, key: str | None = None, source=None, expected=None, found=_NOTHING,
+                 owner: str | None = None):
+        self.problem = problem
+        self.key = key
+        self.source = None if source is None else str(source)
+        self.expected = expected
+        self.found = None if found is _NOTHING else found
+        self._has_found = found is not _NOTHING
+        self.owner = owner
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        head = [p for p in (self.source or self.owner, None if self.key is None else f"key '{self.key}'") if p]
+        detail = self.problem
+        if self.expected is not None or self._has_found:
+            ef = ", ".join(p for p in (None if self.expected is None else f"expected {self.expected}",
+                                       f"found {_short_repr(self.found)}" if self._has_found else None) if p)
+            detail = f"{detail} ({ef})" if detail else ef
+        return ": ".join([*head, detail] if detail else head).replace("\n", " ")
+
+    def located(self, *, key_prefix: str = "", source=None, owner: str | None = None) -> "ConfigError":
+        """The same error seen from an enclosing section (``key_prefix``, ``owner``) or file (``source``)."""
+        key = self.key
+        if key_prefix:
+            key = f"{key_prefix}.{key}" if key else key_prefix
+        err = ConfigError(self.problem, key=key, source=source if source is not None else self.source,
+                          expected=self.expected, found=self.found if self._has_found else _NOTHING,
+                          owner=owner or self.owner)
+        return err
+
+
+def _short_repr(value, limit: int = 100) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class CheckpointError(NeuroLensError, OSError):

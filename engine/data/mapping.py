@@ -96,7 +96,7 @@ _SECTIONS = {
 
 def _err(src: Path, key: str, expected: str, found) -> ConfigError:
     f = short_repr(found)  # never the whole value: an alias-expanded one can be huge
-    return ConfigError(f"{src}: key {str(key)!r}: expected {expected}, found {f}")
+    return ConfigError(f"expected {expected}, found {f}", key=str(key), source=src)
 
 
 def _str(d: dict, k: str, src: Path, where: str) -> str | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.config import Config, check
 from engine.data.normalized import NormalizedBetas
 from engine.data.readers.kernels import column_moments, rows_per_block, shifted_into, shifted_moments
 from engine.data.subject import Subject, TrialTable
@@ -28,7 +29,7 @@ _BLOCK = 512
 
 
 @dataclass(frozen=True)
-class PreprocessConfig:
+class PreprocessConfig(Config):
     """What ``apply`` does, in this order: ``rois`` → ``min_noise_ceiling`` → ``zscore`` → ``average_test_repeats``."""
 
     zscore: str = "voxel"
@@ -38,10 +39,10 @@ class PreprocessConfig:
     average_test_repeats: bool = False
 
     def __post_init__(self):
-        if self.zscore not in ZSCORE_SCOPES:
-            raise ConfigError(f"zscore: expected one of {list(ZSCORE_SCOPES)}, found {self.zscore!r}")
-        if self.min_noise_ceiling is not None and not (0.0 <= float(self.min_noise_ceiling) <= 1.0):
-            raise ConfigError(f"min_noise_ceiling: expected a value in [0, 1], found {self.min_noise_ceiling!r}")
+        check(self.zscore in ZSCORE_SCOPES, "PreprocessConfig", "zscore", f"one of {list(ZSCORE_SCOPES)}", self.zscore)
+        ceiling = self.min_noise_ceiling
+        check(ceiling is None or 0.0 <= float(ceiling) <= 1.0, "PreprocessConfig", "min_noise_ceiling",
+              "a value in [0, 1]", ceiling)
 
 
 def apply(subject: Subject, config: PreprocessConfig) -> Subject:

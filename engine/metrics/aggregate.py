@@ -16,6 +16,13 @@ import numpy as np
 AGGREGATES = ("mean", "best_of_k")
 AGGREGATE_LABELS = {"mean": "mean over k samples", "best_of_k": "best-of-k per item (oracle)",
                     "best_set": "best sample set (MinD-Vis max)"}
+# Metric names (as in evaluation tables) whose smaller values are better; every other metric: larger is better.
+LOWER_IS_BETTER = ("MSE", "corr-dist")
+
+
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of the metric named ``metric`` (``"SSIM"``, ``"corr-dist demo"``...) is better."""
+    return not metric.startswith(LOWER_IS_BETTER)
 
 
 def _as_2d(values) -> np.ndarray:

@@ -17,13 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.config import Config
+
 DIRECTIONS = ("brain_to_image", "image_to_brain")
 DIRECTION_LABELS = {"brain_to_image": "brain → image (image retrieval)",
                     "image_to_brain": "image → brain (brain retrieval)"}
 
 
 @dataclass(frozen=True)
-class RetrievalConfig:
+class RetrievalConfig(Config):
     """Pool size, number of random draws and the seed of the draws."""
 
     pool: int = 300

@@ -23,9 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import gammaln
 
+from engine.config import Config
+
 
 @dataclass(frozen=True)
-class NWayConfig:
+class NWayConfig(Config):
     """n (classes per trial, including the reference), trials per item, seed of the draws."""
 
     n: int = 50

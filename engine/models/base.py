@@ -16,11 +16,8 @@ A saved encoder is a folder::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -31,6 +28,7 @@ from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
 from engine.jsonfile import read_object  # bounded, top-level type checked
+from engine.models.config import ModelConfig
 from engine.models.construction import MODEL_BUILD_LOCK
 
 SCHEMA_VERSION = 1
@@ -39,113 +37,6 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAIN_MODES = ("all", "router_only", "input_only")
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Config dataclasses that round-trip through plain dicts (JSON / YAML)
-# --------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Base of the frozen model configs: ``from_dict(to_dict(c)) == c``; unknown keys raise ``ConfigError``.
-
-    Subclasses list their fields with defaults and may override ``validate`` to check values.
-    """
-
-    def to_dict(self) -> dict:
-        """Plain JSON/YAML-safe dict (tuples become lists)."""
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "ModelConfig":
-        """Build from a dict; missing keys take defaults, unknown keys and wrong types raise ``ConfigError``."""
-        d = dict(d or {})
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-        kwargs = {k: _coerce(cls.__name__, k, v, hints[k]) for k, v in d.items()}
-        return cls(**kwargs)
-
-    def replace(self, **changes) -> "ModelConfig":
-        return type(self).from_dict({**self.to_dict(), **changes})
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check values; raise ``ConfigError`` naming the key. Subclasses extend."""
-
-
-def _plain(v):
-    if isinstance(v, tuple):
-        return [_plain(x) for x in v]
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
-
-
-def _coerce(owner: str, key: str, value, hint):
-    """Turn a JSON value into the annotated type (lists → tuples); refuse what does not fit."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(owner, key, value, a)
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(f"{owner}: key '{key}': expected {hint}, found {value!r}")
-    if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{owner}: key '{key}': expected one of {list(args)}, found {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{owner}: key '{key}': expected a list, found {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(owner, key, v, args[0]) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{owner}: key '{key}': expected {len(args)} values, found {len(value)}")
-        return tuple(_coerce(owner, key, v, a) for v, a in zip(value, args))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{owner}: key '{key}': expected true/false, found {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{owner}: key '{key}': expected an integer, found {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads "1e-3" (no dot) as a string.
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{owner}: key '{key}': expected a number, found {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{owner}: key '{key}': expected a string, found {value!r}")
-        return value
-    return value
-
-
-def check(condition: bool, owner: str, key: str, expected: str, found) -> None:
-    """Raise ``ConfigError`` naming the key when ``condition`` is false."""
-    if not condition:
-        raise ConfigError(f"{owner}: key '{key}': expected {expected}, found {found!r}")
 
 
 # --------------------------------------------------------------------------------------------------------------------

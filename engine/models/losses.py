@@ -21,7 +21,8 @@ from typing import Callable, Literal
 import torch
 import torch.nn.functional as F
 
-from engine.models.base import ModelConfig, check
+from engine.config import check
+from engine.models.config import ModelConfig
 
 
 _PROCESS_SUM: contextvars.ContextVar[Callable | None] = contextvars.ContextVar("process_sum", default=None)

@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.models.base import BrainEncoder, EncoderOutput, ModelConfig, RetrievalProjector, check
+from engine.config import check
+from engine.models.base import BrainEncoder, EncoderOutput, RetrievalProjector
+from engine.models.config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.models.base import (BrainEncoder, EncoderOutput, ModelConfig, ResidualBlock, RetrievalProjector,
-                                check)
+from engine.config import check
+from engine.models.base import BrainEncoder, EncoderOutput, ResidualBlock, RetrievalProjector
+from engine.models.config import ModelConfig
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ConfigError
-from engine.models.base import BrainEncoder, EncoderOutput, ModelConfig, RetrievalProjector, check
+from engine.config import check
+from engine.models.base import BrainEncoder, EncoderOutput, RetrievalProjector
+from engine.models.config import ModelConfig
 from engine.models.losses import batch_mean, batch_sum, load_balance_loss, switch_balance_loss
 
 TOPOLOGIES = ("flat", "multi", "hierarchical")

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Iterable
 
 from engine.errors import ConfigError
-from engine.models.base import BrainEncoder, ModelConfig
+from engine.models.base import BrainEncoder
+from engine.models.config import ModelConfig
 from engine.models.mbm import MBMConfig, MBMEncoder
 from engine.models.mlp import MLPConfig, MLPEncoder
 from engine.models.moe import MoEConfig, MoEEncoder

@@ -20,13 +20,14 @@ Saved as a folder: ``config.json`` (``ConditioningConfig``) + ``model.safetensor
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from engine.config import Config, check
 from engine.errors import CheckpointError, ConfigError
 from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.guidance import NullCondition, apply_drop
@@ -37,7 +38,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
-class ConditioningConfig:
+class ConditioningConfig(Config):
     """Shape of the adapter.
 
     Parameters
@@ -73,31 +74,19 @@ class ConditioningConfig:
         object.__setattr__(self, "input_shape", shape)
         if self.spatial_shape is not None:
             spatial = tuple(int(s) for s in self.spatial_shape)
-            if len(spatial) != 3 or any(s <= 0 for s in spatial):
-                raise ConfigError(f"ConditioningConfig: key 'spatial_shape': expected (C, h, w), found {spatial}")
+            check(len(spatial) == 3 and all(s > 0 for s in spatial), "ConditioningConfig", "spatial_shape",
+                  "(C, h, w)", spatial)
             object.__setattr__(self, "spatial_shape", spatial)
-        if len(shape) not in (1, 2) or any(s <= 0 for s in shape):
-            raise ConfigError(f"ConditioningConfig: key 'input_shape': expected (D,) or (T, D), found {shape}")
+        check(len(shape) in (1, 2) and all(s > 0 for s in shape), "ConditioningConfig", "input_shape",
+              "(D,) or (T, D)", shape)
         for key in ("n_tokens", "context_dim", "pooled_tokens"):
-            if int(getattr(self, key)) <= 0:
-                raise ConfigError(f"ConditioningConfig: key '{key}': expected a positive integer, "
-                                  f"found {getattr(self, key)!r}")
+            check(int(getattr(self, key)) > 0, "ConditioningConfig", key, "a positive integer", getattr(self, key))
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["input_shape"] = list(self.input_shape)
+        d = super().to_dict()
         if self.spatial_shape is None:
             d.pop("spatial_shape")  # config files of adapters without one stay as they were
-        else:
-            d["spatial_shape"] = list(self.spatial_shape)
         return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ConditioningConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"ConditioningConfig: unknown key(s) {sorted(unknown)}")
-        return cls(**d)
 
 
 @dataclass

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from engine.config import Config
+
 
 @dataclass(frozen=True)
-class GuidanceConfig:
+class GuidanceConfig(Config):
     """Classifier-free guidance settings.
 
     Parameters

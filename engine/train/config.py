@@ -13,25 +13,25 @@ A run's ``config.yaml`` looks like::
     loss: {contrastive: 1.0, mse: 1.0}
     optim: {lr: 3.0e-4, weight_decay: 0.01, schedule: onecycle}
 
-``TrainConfig.from_dict(cfg.to_dict()) == cfg`` for every config; an unknown key, a wrong type or an invalid value
-raises ``ConfigError`` naming the section and key. ``model.params`` holds the keys of the kind's model config
-(``MLPConfig``, ``MBMConfig``, ``MoEConfig``; for ``ridge``: ``alphas``, ``cv``) and ``loss`` the keys of
-``engine.models.losses.LossConfig``; both are checked against those classes.
+``TrainConfig.from_dict(cfg.to_dict()) == cfg`` for every config (``engine.config.Config``); an unknown key, a wrong
+type or an invalid value raises ``ConfigError`` whose ``key`` is the dotted path (``optim.lr``,
+``model.params.hidden``) and whose ``source`` is the file; ``lr: 1e-3``, which PyYAML reads as a string, is a number.
+``model.params`` holds the keys of the kind's model config (``MLPConfig``, ``MBMConfig``, ``MoEConfig``; for
+``ridge``: ``alphas``, ``cv``) and ``loss`` the keys of ``engine.models.losses.LossConfig``; both are checked against
+those classes.
 
 This module imports neither torch nor numpy at import time, so a GUI can edit configs cheaply.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from engine.config import Config, check, plain
 from engine.errors import ConfigError
 from engine.safe_yaml import safe_load
 
@@ -42,108 +42,12 @@ REPEAT_MODES = ("average_outputs", "average_voxels")
 RIDGE_PARAMS = {"alphas", "cv", "backend", "rescale"}
 
 
-class _Section:
-    """Mixin: ``to_dict`` / ``from_dict`` for frozen dataclasses with typed fields, nested sections and dicts."""
-
-    def to_dict(self) -> dict:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
-
-    @classmethod
-    def from_dict(cls, d: dict | None, *, where: str = ""):
-        where = where or cls.__name__
-        if d is None:
-            d = {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping of keys, found {type(d).__name__} {d!r}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(names)}")
-        kwargs = {k: _coerce(f"{where}.{k}", v, hints[k]) for k, v in d.items()}
-        return cls(**kwargs)
-
-    def replace(self, **changes):
-        return type(self).from_dict({**self.to_dict(), **{k: _plain(v) for k, v in changes.items()}})
-
-
-def _plain(v):
-    if isinstance(v, _Section):
-        return v.to_dict()
-    if isinstance(v, (tuple, list)):
-        return [_plain(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _plain(x) for k, x in v.items()}
-    return v
-
-
-def _coerce(where: str, value, hint):
-    """Turn a YAML value into the annotated type (lists → tuples, dicts → sections); refuse what does not fit."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if isinstance(hint, type) and issubclass(hint, _Section):
-        return hint.from_dict(value, where=where)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _coerce(where, value, a)
-            except ConfigError:
-                continue
-        raise ConfigError(f"{where}: expected {_describe(hint)}, found {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: expected one of {list(args)}, found {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, found {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(where, v, args[0]) for v in value)
-        if len(args) != len(value):
-            raise ConfigError(f"{where}: expected a list of {len(args)} values, found {list(value)!r}")
-        return tuple(_coerce(where, v, a) for v, a in zip(value, args))
-    if origin is dict or hint is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, found {value!r}")
-        return {str(k): _plain(v) for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, found {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, found {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, found {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, found {value!r}")
-        return value
-    return value
-
-
-def _describe(hint) -> str:
-    return str(hint).replace("typing.", "")
-
-
-def _check(ok: bool, where: str, expected: str, found) -> None:
-    if not ok:
-        raise ConfigError(f"{where}: expected {expected}, found {found!r}")
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # Sections
 
 
 @dataclass(frozen=True)
-class ModelSpec(_Section):
+class ModelSpec(Config):
     """Which encoder to train.
 
     Attributes
@@ -162,7 +66,7 @@ class ModelSpec(_Section):
 
 
 @dataclass(frozen=True)
-class DataConfig(_Section):
+class DataConfig(Config):
     """How betas and targets are prepared.
 
     Attributes
@@ -209,7 +113,7 @@ class DataConfig(_Section):
 
 
 @dataclass(frozen=True)
-class OptimConfig(_Section):
+class OptimConfig(Config):
     """AdamW and the learning-rate schedule (stepped per iteration).
 
     Attributes
@@ -245,7 +149,7 @@ class OptimConfig(_Section):
 
 
 @dataclass(frozen=True)
-class PretrainConfig(_Section):
+class PretrainConfig(Config):
     """The unpaired masked-brain-modelling stage of ``mbm`` runs (MinD-Vis SC-MBM), before fine-tuning.
 
     Attributes
@@ -264,7 +168,7 @@ class PretrainConfig(_Section):
 
 
 @dataclass(frozen=True)
-class TrainConfig(_Section):
+class TrainConfig(Config):
     """Everything a training run needs besides the subject; written to the run folder as ``config.yaml``.
 
     Attributes
@@ -327,48 +231,48 @@ class TrainConfig(_Section):
 
     def _validate_values(self) -> None:
         w = "TrainConfig"
-        _check(self.epochs >= 1, f"{w}.epochs", "an integer >= 1", self.epochs)
-        _check(self.batch_size >= 2, f"{w}.batch_size", "an integer >= 2 (contrastive losses need pairs)",
-               self.batch_size)
-        _check(self.keep_checkpoints >= 1, f"{w}.keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
-        _check(self.checkpoint_every >= 0, f"{w}.checkpoint_every", "an integer >= 0", self.checkpoint_every)
-        _check(self.eval_every >= 1, f"{w}.eval_every", "an integer >= 1", self.eval_every)
-        _check(self.log_every >= 1, f"{w}.log_every", "an integer >= 1", self.log_every)
-        _check(self.num_threads >= 0, f"{w}.num_threads", "an integer >= 0", self.num_threads)
+        check(self.epochs >= 1, w, "epochs", "an integer >= 1", self.epochs)
+        check(self.batch_size >= 2, w, "batch_size", "an integer >= 2 (contrastive losses need pairs)",
+              self.batch_size)
+        check(self.keep_checkpoints >= 1, w, "keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
+        check(self.checkpoint_every >= 0, w, "checkpoint_every", "an integer >= 0", self.checkpoint_every)
+        check(self.eval_every >= 1, w, "eval_every", "an integer >= 1", self.eval_every)
+        check(self.log_every >= 1, w, "log_every", "an integer >= 1", self.log_every)
+        check(self.num_threads >= 0, w, "num_threads", "an integer >= 0", self.num_threads)
         dev = self.device
         ok = dev in ("cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())
-        _check(ok, f"{w}.device", "'cpu', 'cuda', 'cuda:N' or 'mps'", dev)
+        check(ok, w, "device", "'cpu', 'cuda', 'cuda:N' or 'mps'", dev)
         for key, o in (("optim", self.optim), ("pretrain.optim", self.pretrain.optim)):
-            _check(o.lr > 0, f"{w}.{key}.lr", "a number > 0", o.lr)
-            _check(o.weight_decay >= 0, f"{w}.{key}.weight_decay", "a number >= 0", o.weight_decay)
-            _check(0 <= o.warmup < 1, f"{w}.{key}.warmup", "a number in [0, 1)", o.warmup)
-            _check(o.grad_clip >= 0, f"{w}.{key}.grad_clip", "a number >= 0 (0 = off)", o.grad_clip)
-            _check(o.router_lr_scale > 0, f"{w}.{key}.router_lr_scale", "a number > 0", o.router_lr_scale)
-            _check(o.div_factor >= 1 and o.final_div_factor >= 1, f"{w}.{key}.div_factor",
+            check(o.lr > 0, w, f"{key}.lr", "a number > 0", o.lr)
+            check(o.weight_decay >= 0, w, f"{key}.weight_decay", "a number >= 0", o.weight_decay)
+            check(0 <= o.warmup < 1, w, f"{key}.warmup", "a number in [0, 1)", o.warmup)
+            check(o.grad_clip >= 0, w, f"{key}.grad_clip", "a number >= 0 (0 = off)", o.grad_clip)
+            check(o.router_lr_scale > 0, w, f"{key}.router_lr_scale", "a number > 0", o.router_lr_scale)
+            check(o.div_factor >= 1 and o.final_div_factor >= 1, w, f"{key}.div_factor",
                    "div_factor and final_div_factor >= 1", (o.div_factor, o.final_div_factor))
-            _check(all(0 <= b < 1 for b in o.betas), f"{w}.{key}.betas", "two numbers in [0, 1)", o.betas)
+            check(all(0 <= b < 1 for b in o.betas), w, f"{key}.betas", "two numbers in [0, 1)", o.betas)
         cap = self.data.caption_embedder
-        _check(cap is None or bool(cap.strip()), f"{w}.data.caption_embedder",
-               "'demo', a local text-model folder or null (off)", cap)
-        _check(self.data.pca_components >= 1, f"{w}.data.pca_components", "an integer >= 1",
-               self.data.pca_components)
+        check(cap is None or bool(cap.strip()), w, "data.caption_embedder",
+              "'demo', a local text-model folder or null (off)", cap)
+        check(self.data.pca_components >= 1, w, "data.pca_components", "an integer >= 1",
+              self.data.pca_components)
         if self.data.pixel_basis != "pixels":
-            _check(self.data.embedder == "stimulus-pixels" and self.model.kind == "ridge", f"{w}.data.pixel_basis",
+            check(self.data.embedder == "stimulus-pixels" and self.model.kind == "ridge", w, "data.pixel_basis",
                    "'pixels' unless data.embedder is 'stimulus-pixels' and model.kind 'ridge' (the pixel-ridge "
                    "preset)", self.data.pixel_basis)
-            _check(not self.model.params.get("rescale", False), f"{w}.model.params.rescale",
+            check(not self.model.params.get("rescale", False), w, "model.params.rescale",
                    f"false with data.pixel_basis '{self.data.pixel_basis}'", True)
-        _check(self.pretrain.epochs >= 0, f"{w}.pretrain.epochs", "an integer >= 0", self.pretrain.epochs)
-        _check(self.pretrain.batch_size >= 1, f"{w}.pretrain.batch_size", "an integer >= 1",
-               self.pretrain.batch_size)
+        check(self.pretrain.epochs >= 0, w, "pretrain.epochs", "an integer >= 0", self.pretrain.epochs)
+        check(self.pretrain.batch_size >= 1, w, "pretrain.batch_size", "an integer >= 1",
+              self.pretrain.batch_size)
         if self.train_mode != "all":
-            _check(self.init_from is not None, f"{w}.train_mode",
+            check(self.init_from is not None, w, "train_mode",
                    "'all' unless init_from names a previous run to fine-tune", self.train_mode)
         if self.model.kind == "ridge":
             unknown = sorted(set(self.model.params) - RIDGE_PARAMS)
-            _check(not unknown, f"{w}.model.params", f"ridge keys among {sorted(RIDGE_PARAMS)}",
+            check(not unknown, w, "model.params", f"ridge keys among {sorted(RIDGE_PARAMS)}",
                    unknown)
-            _check(self.init_from is None, f"{w}.init_from", "none for kind 'ridge' (closed form)", self.init_from)
+            check(self.init_from is None, w, "init_from", "none for kind 'ridge' (closed form)", self.init_from)
 
     # --- checks that need the model classes (torch) --------------------------------------------------------------
     def model_config(self):
@@ -380,7 +284,7 @@ class TrainConfig(_Section):
         try:
             return config_for(self.model.kind, self.model.params)
         except ConfigError as e:
-            raise ConfigError(f"TrainConfig.model.params: {e}") from None
+            raise e.located(key_prefix="model.params", owner="TrainConfig") from None
 
     def loss_config(self):
         """``engine.models.losses.LossConfig`` from ``loss`` (``ConfigError`` on unknown keys)."""
@@ -389,7 +293,7 @@ class TrainConfig(_Section):
         try:
             return LossConfig.from_dict(self.loss)
         except ConfigError as e:
-            raise ConfigError(f"TrainConfig.loss: {e}") from None
+            raise e.located(key_prefix="loss", owner="TrainConfig") from None
 
     def validate(self) -> "TrainConfig":
         """Check the model and loss sections against their classes too; return self."""
@@ -411,22 +315,19 @@ class TrainConfig(_Section):
             d = safe_load(text)
         except yaml.YAMLError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"{source}: not valid YAML ({first})") from None
-        try:
-            return cls.from_dict(d or {})
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            raise ConfigError(f"not valid YAML ({first})", source=source) from None
+        return cls.from_dict(d, source=source)
 
     @classmethod
     def load(cls, path: str | Path) -> "TrainConfig":
         """Read a YAML (or JSON) config file."""
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: no such config file")
+            raise ConfigError("no such config file", source=path)
         try:
             text = path.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not a readable UTF-8 text file ({type(e).__name__})") from None
+            raise ConfigError(f"not a readable UTF-8 text file ({type(e).__name__})", source=path) from None
         return cls.from_yaml_text(text, source=str(path))
 
     def save(self, path: str | Path) -> Path:
@@ -446,7 +347,7 @@ class TrainConfig(_Section):
             node = d
             for p in parts[:-1]:
                 if not isinstance(node, dict) or not isinstance(node.get(p), dict):
-                    raise ConfigError(f"override '{key}': unknown section '{p}'")
+                    raise ConfigError(f"override: unknown section '{p}'", key=key, owner="TrainConfig")
                 node = node[p]
-            node[parts[-1]] = _plain(value)
+            node[parts[-1]] = plain(value)
         return TrainConfig.from_dict(d)

@@ -22,12 +22,14 @@ PIXEL_BASES = ("pixels", "pca", "multiscale")  # engine.models.pixel_basis.PIXEL
 EMBEDDERS = ("demo", "pixels", "stimulus-pixels")
 LOSS_WEIGHTS = (("contrastive", "Contrastive"), ("mse", "MSE"), ("cosine", "Cosine"), ("load_balance", "Balance"))
 CONTRASTIVE_KINDS = ("mindeye", "infonce", "softclip", "bimixco")
+ERROR_COLOR = "#d9534f"  # border of the field a ConfigError names
 
 
 class TrainConfigForm(QWidget):
     """Signals: ``changed()`` whenever a field is edited."""
 
     changed = Signal()
+    _marked: tuple | None = None  # (widget, its own tooltip) while a ConfigError marks it
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -152,14 +154,24 @@ class TrainConfigForm(QWidget):
         self.changed.emit()
 
     def config(self, device: str | None = None) -> TrainConfig:
-        """The edited config (``ConfigError`` naming the field when a value does not fit)."""
+        """The edited config (``ConfigError`` naming the field when a value does not fit; the field is marked)."""
+        try:
+            cfg = self._edited_config(device)
+        except ConfigError as e:
+            self.mark_error(e)
+            raise
+        self.mark_error(None)
+        return cfg
+
+    def _edited_config(self, device: str | None) -> TrainConfig:
         text = self.params.text().strip()
         try:
             params = safe_load(text) if text else {}
         except yaml.YAMLError as e:
-            raise ConfigError(f"model parameters: not valid YAML ({e})") from None
+            raise ConfigError(f"not valid YAML ({e})", key="model.params", owner="model parameters") from None
         if not isinstance(params, dict):
-            raise ConfigError(f"model parameters: expected a mapping like {{hidden: 256}}, found {text!r}")
+            raise ConfigError(key="model.params", expected="a mapping like {hidden: 256}", found=text,
+                              owner="model parameters")
         loss = dict(self._base.loss)
         loss["contrastive_kind"] = self.contrastive_kind.currentText()
         for key, sb in self.loss_weights.items():
@@ -175,6 +187,39 @@ class TrainConfigForm(QWidget):
         if device:
             overrides["device"] = device
         return self._base.with_overrides(overrides)
+
+    # --- marking the field a ConfigError names --------------------------------------------------------------------
+    def widget_for_key(self, key: str | None) -> QWidget | None:
+        """The widget that edits the config field ``key`` (dotted, e.g. ``"optim.lr"``, ``"model.params.hidden"``:
+        the longest prefix the form shows), or ``None`` when the form does not show it."""
+        widgets = {"name": self.name, "model.kind": self.kind, "model.params": self.params,
+                   "data.embedder": self.embedder, "data.target": self.target, "data.pixel_basis": self.pixel_basis,
+                   "data.pca_components": self.pca_components, "loss.contrastive_kind": self.contrastive_kind,
+                   "epochs": self.epochs, "batch_size": self.batch, "optim.lr": self.lr, "precision": self.precision,
+                   "seed": self.seed, **{f"loss.{k}": sb for k, sb in self.loss_weights.items()}}
+        parts = (key or "").split(".")
+        for n in range(len(parts), 0, -1):
+            w = widgets.get(".".join(parts[:n]))
+            if w is not None:
+                return w
+        return None
+
+    def mark_error(self, error: ConfigError | None) -> QWidget | None:
+        """Red border and the error as tooltip on the field ``error.key`` names (``None``: clear); returns the widget.
+
+        Only the marked widget gets a style sheet, so the unmarked form looks exactly as before."""
+        previous = self._marked
+        w = None if error is None else self.widget_for_key(error.key)
+        if previous is not None and previous[0] is not w:
+            previous[0].setStyleSheet("")
+            previous[0].setToolTip(previous[1])
+            self._marked = previous = None
+        if w is not None:
+            if previous is None:
+                self._marked = (w, w.toolTip())
+            w.setStyleSheet(f"{type(w).__name__} {{ border: 1px solid {ERROR_COLOR}; }}")
+            w.setToolTip(str(error))
+        return w
 
     def _on_kind_changed(self, kind: str) -> None:
         if kind != self._base.model.kind and self.params.text() == _flow_yaml(self._base.model.params):

@@ -38,10 +38,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.metrics.evaluate import EvaluationConfig, evaluate_folders
+    from engine.evaluate import EvaluationConfig, evaluate_folders
+    from engine.evaluate.table import format_table, to_json, write_csv
     from engine.metrics.retrieval import RetrievalConfig
     from engine.metrics.semantic import NWayConfig
-    from engine.metrics.table import format_table, to_json, write_csv
 
     cfg = EvaluationConfig(n_way=NWayConfig(n=args.n_way, trials=args.n_way_trials, seed=args.seed),
                            label_n_way=args.n_way,

@@ -16,7 +16,7 @@ The weights ship in ``resources/models/demo-image-embedder/`` (``config.json`` +
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.errors import CheckpointError, ModelFolderError
+from engine.config import Config
+from engine.errors import CheckpointError, ConfigError, ModelFolderError
 from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.embedders.base import batches, check_images, file_digest, torch_device
 from engine.models.construction import MODEL_BUILD_LOCK
@@ -35,7 +36,7 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)
-class DemoEmbedderConfig:
+class DemoEmbedderConfig(Config):
     """Architecture of ``DemoEmbedderNet`` (stored in ``config.json``)."""
 
     input_size: int = 64
@@ -50,22 +51,6 @@ class DemoEmbedderConfig:
     @property
     def token_shape(self) -> tuple[int, int]:
         return (self.grid * self.grid, self.token_dim)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DemoEmbedderConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise CheckpointError(f"demo embedder config: unknown keys {sorted(unknown)}")
-        d = dict(d)
-        if "channels" in d:
-            d["channels"] = tuple(int(c) for c in d["channels"])
-        return cls(**d)
 
 
 def _conv(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -147,8 +132,12 @@ def load_demo_net(folder=None) -> tuple[DemoEmbedderNet, dict]:
     if meta.get("class") != "DemoEmbedderNet":
         raise CheckpointError(f"{folder / CONFIG_FILE}: key 'class': expected 'DemoEmbedderNet', "
                               f"found {meta.get('class')!r}")
+    try:
+        config = DemoEmbedderConfig.from_dict(meta.get("config", {}), "config", source=folder / CONFIG_FILE)
+    except ConfigError as e:  # a damaged model folder, not a user's config
+        raise CheckpointError(str(e)) from None
     with MODEL_BUILD_LOCK:  # see engine/models/construction.py
-        net = DemoEmbedderNet(DemoEmbedderConfig.from_dict(meta.get("config", {})))
+        net = DemoEmbedderNet(config)
     state = load_file(str(folder / WEIGHTS_FILE))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:

@@ -59,7 +59,7 @@ def write_recon_folder(path, *, n_items: int = 6, k: int = 2, size: int = 32, bl
 
 def pixel_extractor():
     """A deterministic FeatureExtractor (4×4 average-pooled pixels) so tests need no model weights."""
-    from engine.metrics.features import FeatureExtractor
+    from engine.models.embedders.features import FeatureExtractor
 
     def fn(images):
         x = np.asarray(images, np.float64)

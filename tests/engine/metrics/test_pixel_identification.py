@@ -42,8 +42,8 @@ def test_evaluate_names_the_protocol_of_each_row(tmp_path):
     """A folder of 16-px grey stimuli is scored natively; the table says so."""
     from PIL import Image
 
-    from engine.metrics.evaluate import evaluate_folder
-    from engine.metrics.table import format_table
+    from engine.evaluate import evaluate_folder
+    from engine.evaluate.table import format_table
     from engine.recon.index import ReconIndex, ReconItem
 
     gt = (_stimuli(n=6, size=16)[..., 0] * 255).astype(np.uint8)

@@ -47,7 +47,7 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     idx = read_index(out)
     assert idx.split == "test" and idx.settings["samples"] == 2 and idx.settings["image_size"] == 32
     assert [it.image_index for it in idx.items] == [200, 201]
-    assert idx.items[0].trials == [200, 201, 202] and idx.items[0].category == "a"
+    assert idx.items[0].trials == (200, 201, 202) and idx.items[0].category == "a"
     for it in idx.items:
         assert np.asarray(Image.open(out / it.samples[1])).shape == (32, 32, 3)
         assert np.asarray(Image.open(out / it.ground_truth)).shape == (16, 16, 3)
@@ -69,7 +69,7 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
 
 def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(lora_decoder, ridge_run,
                                                                                tiny_subject_s, tmp_path):
-    from engine.metrics.evaluate import evaluate_folders
+    from engine.evaluate import evaluate_folders
 
     kw = dict(samples=1, steps=3, guidance=3.0, seed=1, trials=[200, 204])
     drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "brain", **kw))

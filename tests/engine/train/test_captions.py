@@ -104,7 +104,7 @@ def test_config_round_trips_and_names_bad_keys(text_model):
         cfg.with_overrides({"data.caption_embedder": " "})
     with pytest.raises(ConfigError, match="data.caption_embedder"):
         cfg.with_overrides({"data.caption_embedder": 3})
-    with pytest.raises(ConfigError, match="'caption'"):
+    with pytest.raises(ConfigError, match="key 'loss.caption'"):
         cfg.with_overrides({"loss.caption": -1}).validate()
 
 

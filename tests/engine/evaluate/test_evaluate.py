@@ -6,11 +6,12 @@ import pytest
 
 from engine.cli.main import main
 from engine.errors import DataError
+from engine.evaluate import EvaluationConfig, evaluate_folder, load_png
 from engine.metrics import aggregate, lowlevel
-from engine.metrics.evaluate import EvaluationConfig, evaluate_folder, load_png, per_trial_metrics
-from engine.metrics.features import ImageClassifier
+from engine.metrics.trial import per_trial_metrics
 from engine.metrics.retrieval import RetrievalConfig, top1_retrieval
 from engine.metrics.semantic import NWayConfig
+from engine.models.embedders.features import ImageClassifier
 from tests.engine.metrics.recon_folder import pixel_extractor, write_recon_folder
 
 CFG = EvaluationConfig(n_way=NWayConfig(n=10, trials=200), label_n_way=50,
@@ -124,7 +125,7 @@ def test_cli_two_folders_json_and_csv(tmp_path, capsys):
 
 
 def test_the_table_fits_120_columns_with_the_method_in_the_header(tmp_path):
-    from engine.metrics.table import format_table
+    from engine.evaluate.table import format_table
 
     a = write_recon_folder(tmp_path / "a", n_items=6, k=2, method="a long method name " * 6)
     b = write_recon_folder(tmp_path / "b", n_items=6, k=2, method="m-b", seed=1)

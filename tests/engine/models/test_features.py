@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.metrics.features import (FeatureUnavailable, load_classifier, load_feature_extractor,
-                                     torchvision_unavailable_reason)
+from engine.models.embedders.features import (FeatureUnavailable, load_classifier, load_feature_extractor,
+                                              torchvision_unavailable_reason)
 
 
 @pytest.fixture(scope="module")
