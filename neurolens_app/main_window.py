@@ -10,7 +10,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar,
                                QToolButton, QWidget)
 
-from engine.cli.output import format_eta
+from engine.events import format_eta
 from neurolens_app.context import AppContext
 from neurolens_app.panels import PanelSpec, panel_specs
 from neurolens_app.state.settings import AppSettings

@@ -17,9 +17,8 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPlainTextEdit, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
-from engine.events import Checkpoint, Finished, Started
+from engine.events import Checkpoint, Finished, Started, format_eta
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.config_form import TrainConfigForm
 from neurolens_app.widgets.curves import CurvesWidget, metrics_from_events
