@@ -269,8 +269,9 @@ class MainWindow(QMainWindow):
         self._load_generation += 1
         gen = self._load_generation
         self.statusBar().showMessage(title + "…")
-        worker = self.context.jobs.start(make_job, title, on_result=lambda s: self._on_loaded(gen, s))
+        worker = self.context.jobs.create(make_job, title, on_result=lambda s: self._on_loaded(gen, s))
         self._load_worker = worker
+        worker.start()
         return worker
 
     def _on_job_finished(self, worker) -> None:

@@ -410,11 +410,12 @@ class ImportArraysDialog(QDialog):
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.import_button.setEnabled(False)
-        self.worker = self.context.jobs.start(
+        self.worker = self.context.jobs.create(
             lambda cancel: import_subject(mapping_path, out, format="arrays", cancel=cancel),
             f"Importing {Path(self.file.text()).name}", on_result=self._on_imported)
         self.worker.progress.connect(self._on_progress)
         self.context.jobs.finished.connect(self._on_job_finished)
+        self.worker.start()
 
     def _on_progress(self, ev) -> None:
         if ev.total:

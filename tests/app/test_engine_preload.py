@@ -65,7 +65,7 @@ def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
     import torch
 
     from neurolens_app.workers import engine_preload as ep
-    from neurolens_app.workers.engine_worker import EngineWorker, start_worker
+    from neurolens_app.workers.engine_worker import EngineWorker
 
     monkeypatch.setattr(ep, "gui_torch_threads", lambda cpus=None: 1)
     torch.set_num_threads(2)
@@ -79,7 +79,7 @@ def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
 
     for _ in range(2):  # the second job too: no process-wide "already done" shortcut
         w = EngineWorker(job, "threads")
-        start_worker(w)
+        w.start()
         qtbot.waitUntil(lambda w=w: w.outcome is not None, timeout=10000)
     assert [n for _, n in seen] == [1, 1]
     assert all(t != threading.get_ident() for t, _ in seen)  # in the jobs' worker threads
