@@ -502,7 +502,7 @@ class MainWindow(QMainWindow):
         self.context.runs_folder_override = (self.context.subject.subject, run.parent)
         if "data" in self.panels:
             self.panels["data"].refresh_runs()
-        self.context.subject.set_run(run)
+        self.context.run.select(run)
 
     def start(self, subject: str | None = None, demo: bool = False) -> None:
         """After the window is shown: prepare the flatmap and open a subject (first launch: the demo)."""

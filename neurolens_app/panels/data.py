@@ -112,7 +112,7 @@ class DataPanel(QWidget):
         split.setStretchFactor(2, 1)
 
         self.state.subject_changed.connect(self._on_subject_changed)
-        self.state.run_changed.connect(self._on_run_changed)
+        context.run.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(lambda _w: self.refresh_runs())  # a job may have written a new run folder
         self.refresh_recent()
         self._on_subject_changed(self.state.subject)
@@ -198,12 +198,12 @@ class DataPanel(QWidget):
             it.setData(Qt.ItemDataRole.UserRole, str(run))
             it.setToolTip(str(run))
             self.runs.addItem(it)
-            if self.state.run is not None and Path(str(run)) == self.state.run:
+            if self.context.run.folder is not None and Path(str(run)) == self.context.run.folder:
                 self.runs.setCurrentItem(it)
         self.runs.blockSignals(False)
 
     def _on_run_selected(self, item, _prev=None) -> None:
-        self.state.set_run(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
+        self.context.run.select(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
 
     def _on_run_changed(self, run) -> None:
         self.runs.blockSignals(True)

@@ -3,7 +3,7 @@ the runs list shows every run folder of the subject, its config and final metric
 
 The job is ``engine.train.trainer.train_job`` (or ``resume_job``) run by ``context.jobs`` in an ``EngineWorker`` thread.
 Metric events are only buffered when they arrive; a 10 Hz timer repaints the curves, the progress bar and the ETA.
-When a run finishes it becomes the selected run (``SubjectState.run``), so the other panels show its results.
+When a run finishes it becomes the selected run (``RunState``), so the other panels show its results.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class TrainingPanel(QWidget):
         self.timer.setInterval(REPAINT_MS)
         self.timer.timeout.connect(self.repaint_job)
         self.state.subject_changed.connect(self._on_subject_changed)
-        self.state.run_changed.connect(self._on_run_changed)
+        context.run.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(lambda _w: self._update_buttons())
         context.jobs.busy_changed.connect(lambda _b: self._update_buttons())
         # Device detection imports torch: wait until the engine is loaded (or the first Start), so that importing
@@ -264,7 +264,7 @@ class TrainingPanel(QWidget):
             self.context.show_status(str(e), 8000)
             return
         self.curves.load_events(events)
-        self.state.set_run(run)
+        self.context.run.select(run)
         s = self.runs.summaries.get(str(run))
         if s is not None and self.worker is None:
             self.progress.setRange(0, max(s.total, 1))
@@ -275,7 +275,8 @@ class TrainingPanel(QWidget):
         """Serve the selected run's TensorBoard scalars and open them in the browser (one server per window)."""
         from neurolens_app.workers.tensorboard import TensorBoardServer
 
-        runs = self.runs.selected_runs() or ([self.state.run] if self.state.run is not None else [])
+        selected = self.context.run.folder
+        runs = self.runs.selected_runs() or ([selected] if selected is not None else [])
         if not runs:
             self.context.show_status("Select a run to open in TensorBoard", 5000)
             return
@@ -450,7 +451,7 @@ class TrainingPanel(QWidget):
         self.eta.setText(messages.get(outcome, ""))
         self.refresh_runs()
         if outcome == "result" and self.run_dir is not None:
-            self.state.set_run(self.run_dir)
+            self.context.run.select(self.run_dir)
             self.runs.select_run(self.run_dir)
         self._update_buttons()
 
@@ -467,7 +468,7 @@ class TrainingPanel(QWidget):
         self.compare_btn.setEnabled(len(self.runs.selected_runs()) == 2)
         self.config_btn.setEnabled(bool(self.runs.selected_runs()))
         self.show_btn.setEnabled(bool(self.runs.selected_runs()))
-        self.tensorboard_btn.setEnabled(bool(self.runs.selected_runs()) or self.state.run is not None)
+        self.tensorboard_btn.setEnabled(bool(self.runs.selected_runs()) or self.context.run.folder is not None)
 
 
 class RunConfigDialog(QDialog):
