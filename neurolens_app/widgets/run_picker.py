@@ -56,7 +56,7 @@ class RunPicker(QComboBox):
         if i < 0 and run is not None and relist:
             self.refresh()  # a run this box has not listed yet (just trained, or made by the CLI)
             return
+        self.blockSignals(True)  # showing the selection is no choice (an empty placeholder also moves to item 0)
         self.setPlaceholderText("" if run is None or i >= 0 else self.why_not(Path(run)))
-        self.blockSignals(True)
         self.setCurrentIndex(i)
         self.blockSignals(False)

@@ -5,9 +5,11 @@ panel, a run read again, the CLI's defaults, the progress line, and the one sele
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from PySide6.QtCore import Qt
 
 from engine.recon.results import TrialRecon, comparison_grid, recon_folders
 from tests.engine.recon.test_results import write_recon_folder
@@ -128,3 +130,51 @@ def test_progress_says_estimating_until_the_engine_has_an_estimate(window):
     assert panel.comparison.progress.format() == "reconstruct: %v / %m · 01:05 left"
     window._on_progress("Reconstructing", Progress(1, 10, eta_s=None, stage="reconstruct"))
     assert window.job_label.text() == "Reconstructing: reconstruct, estimating the time left"
+
+
+def _done_run(folder, name, kind, status="done"):
+    from engine.train.config import TrainConfig
+    from engine.train.run import Run
+
+    run = Run.create(folder / name, TrainConfig.from_dict({"name": name, "model": {"kind": kind}}))
+    run.write_status(status, step=2, total=2)
+    return run.path
+
+
+def test_every_panel_follows_the_one_selected_run(qtbot, loaded_window, tmp_path):
+    """One selected run (``RunState``): picking a run in any panel's picker, or in the Data panel's list, selects it in
+    every panel; a picker that cannot list the selected run (another kind, not finished) shows it as placeholder
+    instead of showing a run of its own; a new subject clears the selection everywhere."""
+    win = loaded_window
+    win.settings.set_value("folders/runs", str(tmp_path))
+    mlp, moe, cancelled = (_done_run(tmp_path, "a", "mlp"), _done_run(tmp_path, "m", "moe"),
+                           _done_run(tmp_path, "c", "mlp", status="cancelled"))
+    rp, ep, tp, dp = (win.panels[k] for k in ("reconstruction", "experts", "training", "data"))
+    for panel in (rp, ep, tp, dp):
+        panel.refresh_runs()
+    rbox, ebox = rp.decoder_row.run_box, ep.run_box
+    assert win.context.run.folder is None and rbox.currentIndex() == -1 and ebox.currentIndex() == -1
+    assert rbox.count() == 2 and ebox.count() == 1  # finished runs; the experts panel lists MoE runs only
+
+    def data_selected():
+        it = dp.runs.currentItem()
+        return None if it is None else Path(it.data(Qt.ItemDataRole.UserRole))
+
+    rbox.setCurrentIndex(rbox.findData(str(mlp)))  # picked in the Reconstruction panel
+    assert win.context.run.folder == mlp and rp.run_dir == mlp and "No trained model" in rp.recon.decoder_text
+    assert ep.run_dir == mlp and ebox.currentIndex() == -1 and ebox.placeholderText().startswith("a: not a finished")
+    assert tp.runs.selected_runs() == [mlp] and data_selected() == mlp
+
+    ebox.setCurrentIndex(ebox.findData(str(moe)))  # picked in the Experts panel
+    assert win.context.run.folder == moe and rp.run_dir == moe and rbox.currentData() == str(moe)
+    assert tp.runs.selected_runs() == [moe] and data_selected() == moe and ep.run_dir == moe
+
+    dp.runs.setCurrentItem(next(dp.runs.item(i) for i in range(dp.runs.count())
+                                if Path(dp.runs.item(i).data(Qt.ItemDataRole.UserRole)) == cancelled))
+    assert win.context.run.folder == cancelled and rp.run_dir == cancelled and tp.runs.selected_runs() == [cancelled]
+    assert rbox.currentIndex() == -1 and rbox.placeholderText() == "c (not finished)"
+    assert not rp.settings_row.all_btn.isEnabled()
+
+    win.context.subject.set_subject(win.context.subject.subject)  # a subject opened again: no run is selected
+    assert win.context.run.folder is None and rp.run_dir is None and ep.run_dir is None
+    assert rp.recon.decoder_text.startswith("No run selected") and not rp.results
