@@ -14,10 +14,10 @@ from engine.events import format_eta
 from neurolens_app.context import AppContext
 from neurolens_app.panels import PanelSpec, panel_specs
 from neurolens_app.state.settings import AppSettings
-from neurolens_app.widgets.device_menu import DeviceMenu
+from neurolens_app.widgets.devices import DeviceMenu
 from neurolens_app.workers.engine_preload import start_engine_preload
 from neurolens_app.workers.engine_worker import wait_for_threads
-from neurolens_app.workers.short_job import submit, wait_for_short_jobs
+from neurolens_app.workers.short_job import wait_for_short_jobs
 from neurolens_app.workers.subject_jobs import demo_subject_job, open_subject_job
 
 log = logging.getLogger("neurolens_app")

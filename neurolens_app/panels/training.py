@@ -22,9 +22,9 @@ from engine.events import Checkpoint, Finished, Started, format_eta
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.config_form import TrainConfigForm
 from neurolens_app.widgets.curves import CurvesWidget, metrics_from_events
+from neurolens_app.widgets.devices import DeviceBox
 from neurolens_app.widgets.runs_list import RunsList, list_runs, runs_folder
 from neurolens_app.widgets.splitters import H, V, stretch_splitter
-from neurolens_app.workers.short_job import submit
 
 REPAINT_MS = 100  # progress bar and ETA
 CURVES_EVERY = 3  # ticks between curve redraws (~3 Hz): a pyqtgraph repaint of three plots costs 10-30 ms on CPU
@@ -40,13 +40,6 @@ def new_run_dir(folder: Path, name: str) -> Path:
         k += 1
         path = base.with_name(f"{base.name}-{k}")
     return path
-
-
-def detect_devices() -> list:
-    """``engine.train.device.list_devices()`` (imports torch: call it in a pool thread)."""
-    from engine.train.device import list_devices
-
-    return list_devices()
 
 
 class TrainingPanel(QWidget):
@@ -69,8 +62,7 @@ class TrainingPanel(QWidget):
         context.jobs.busy_changed.connect(lambda _b: self._update_buttons())
         # Device detection imports torch: wait until the engine is loaded (or the first Start), so that importing
         # it does not compete with the window's first paint.
-        self._device_job = None
-        context.engine_loaded.connect(self._detect_devices)
+        context.engine_loaded.connect(self.device.detect)
         self._on_subject_changed(self.state.subject)
 
     # --- layout --------------------------------------------------------------------------------------------------
@@ -79,6 +71,30 @@ class TrainingPanel(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self._build_config_box())
+        ll.addWidget(self._build_job_box())
+        ll.addStretch(1)
+        left.setMinimumWidth(int(22 * em))
+
+        self.curves = CurvesWidget()
+        self.curves.setToolTip("Every logged loss and metric of the run (dashed: the compared run)")
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(3000)
+        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log.setToolTip("Messages of the training job")
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_runs_tab(), "Runs")
+        self.tabs.addTab(self.log, "Log")
+        split = stretch_splitter(H, (left, 0), (stretch_splitter(V, (self.curves, 3), (self.tabs, 2)), 1))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+        self.form.changed.connect(self._check_config)
+        self._update_buttons()
+
+    def _build_config_box(self) -> QGroupBox:
+        """Preset, the config form, the device, and the config's error line."""
         cfg_box = QGroupBox("Configuration")
         cl = QVBoxLayout(cfg_box)
         prow = QFormLayout()
@@ -98,18 +114,18 @@ class TrainingPanel(QWidget):
         self.form = TrainConfigForm()
         cl.addWidget(self.form)
         drow = QFormLayout()
-        self.device = QComboBox()
-        self.device.setToolTip("Where to train: the CPU, a CUDA GPU (with its memory) or Apple MPS")
-        self.device.addItem("cpu", "cpu")
-        self.device.currentIndexChanged.connect(self._on_device_chosen)
+        self.device = DeviceBox(self.context)
+        self.device.detection_failed.connect(lambda why: self.log_line(f"device detection failed: {why}"))
         drow.addRow("Device", self.device)
         cl.addLayout(drow)
         self.config_error = QLabel("")
         self.config_error.setWordWrap(True)
         self.config_error.setStyleSheet("color: #c0392b;")
         cl.addWidget(self.config_error)
-        ll.addWidget(cfg_box)
+        return cfg_box
 
+    def _build_job_box(self) -> QGroupBox:
+        """Start, Cancel, Resume; the progress bar and the time line."""
         job_box = QGroupBox("Job")
         jl = QVBoxLayout(job_box)
         brow = QHBoxLayout()
@@ -133,17 +149,10 @@ class TrainingPanel(QWidget):
         self.eta = QLabel("No job running")
         self.eta.setToolTip("Stage, step, elapsed time and estimated time left")
         jl.addWidget(self.eta)
-        ll.addWidget(job_box)
-        ll.addStretch(1)
-        left.setMinimumWidth(int(22 * em))
+        return job_box
 
-        self.curves = CurvesWidget()
-        self.curves.setToolTip("Every logged loss and metric of the run (dashed: the compared run)")
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(3000)
-        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.log.setToolTip("Messages of the training job")
+    def _build_runs_tab(self) -> QWidget:
+        """The subject's runs, and what can be done with the selected ones."""
         runs_box = QWidget()
         rl = QVBoxLayout(runs_box)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -174,15 +183,7 @@ class TrainingPanel(QWidget):
         for b in (self.refresh_btn, self.show_btn, self.config_btn, self.compare_btn, self.tensorboard_btn):
             rrow.addWidget(b)
         rl.addLayout(rrow)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(runs_box, "Runs")
-        self.tabs.addTab(self.log, "Log")
-        split = stretch_splitter(H, (left, 0), (stretch_splitter(V, (self.curves, 3), (self.tabs, 2)), 1))
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(split)
-        self.form.changed.connect(self._check_config)
-        self._update_buttons()
+        return runs_box
 
     def apply_palette(self) -> None:
         self.curves.apply_palette()
@@ -206,29 +207,6 @@ class TrainingPanel(QWidget):
         except NeuroLensError as e:
             self.config_error.setText(str(e))
         self._update_buttons()
-
-    @Slot(object)
-    def _detect_devices(self) -> None:
-        if self._device_job is None:
-            self._device_job = submit(detect_devices, on_result=self._fill_devices,
-                                      on_error=lambda e, tb: self.log_line(f"device detection failed: {e}"))
-
-    def _fill_devices(self, devices: list) -> None:
-        current = self.context.settings.device
-        self.device.blockSignals(True)
-        self.device.clear()
-        for d in devices:
-            mem = f", {d.memory_gb:g} GB" if d.memory_gb else ""
-            self.device.addItem(f"{d.id} — {d.name}{mem}", d.id)
-        i = self.device.findData(current)
-        self.device.setCurrentIndex(i if i >= 0 else 0)
-        self.device.blockSignals(False)
-
-    def _on_device_chosen(self, _index: int) -> None:
-        dev = self.device.currentData()
-        if dev and dev != self.context.settings.device:
-            self.context.settings.device = dev
-            self.context.show_status(f"Training and reconstruction will run on {dev}", 5000)
 
     # --- subject and runs ----------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:
@@ -333,7 +311,7 @@ class TrainingPanel(QWidget):
             self.config_error.setText(str(e))
             return None
         run_dir = new_run_dir(folder, cfg.name)
-        self._detect_devices()  # when the engine preload is off, the device list is filled from the first Start
+        self.device.detect()  # when the engine preload is off, the device list is filled from the first Start
         return self._start(lambda cancel: train_job(cfg, subject, run_dir, cancel=cancel), run_dir,
                            f"Training {run_dir.name}", [])
 

@@ -16,7 +16,7 @@ def test_import_engine_libraries_reports_each_and_skips_missing(caplog):
 def test_window_is_built_without_torch_work_in_the_gui_thread(qtbot, window):
     """Showing a preset in the Training panel must not validate it against the model classes (that imports torch)."""
     tp = window.panels["training"]
-    assert tp._device_job is None and tp.form.config().model.kind  # a preset is shown, no device job yet
+    assert tp.device.job is None and tp.form.config().model.kind  # a preset is shown, no device job yet
 
 
 def test_window_preloads_once_after_the_first_subject(qtbot, loaded_window, caplog):
@@ -27,7 +27,7 @@ def test_window_preloads_once_after_the_first_subject(qtbot, loaded_window, capl
     assert win._engine_preloaded
     qtbot.waitUntil(lambda: "engine libraries loaded" in caplog.text, timeout=60000)
     assert "diffusers" in sys.modules and "peft" in sys.modules
-    assert win.panels["training"]._device_job is not None  # device detection waited for the engine, then ran
+    assert win.panels["training"].device.job is not None  # device detection waited for the engine, then ran
 
 
 def test_preload_and_jobs_exclude_each_other():
