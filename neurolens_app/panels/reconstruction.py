@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QFileDialog, QGridLayout, QWidget
 
@@ -179,7 +180,7 @@ class ReconstructionPanel(QWidget):
             self.context.show_status(self.recon.decoder_text, 8000)
             self.comparison.show_pending(f"Image {img}: not reconstructed", subject.images[img])
             return None
-        out = self.run_dir / RECON_DIR / GUI_DIR / f"image-{img:05d}"
+        out = self.run_dir / RECON_DIR / GUI_DIR / f"image-{img:05d}"  # MERGE16: A's Run names the recon folders
         return self._start_recon([trial], out, f"Reconstructing image {img}", img)
 
     def reconstruct_all(self):
@@ -194,7 +195,11 @@ class ReconstructionPanel(QWidget):
         def make_job(cancel):
             return reconstruct_trials_job(run, subject, trials, settings, out_dir, device, cancel)
 
-        worker = self._start(make_job, title, on_result=self._on_recon_result)
+        def on_result(results: list) -> None:
+            if self.run_dir == run:  # another run selected meanwhile: its view must not show this run's images
+                self._on_recon_result(results)
+
+        worker = self._start(make_job, title, on_result=on_result)
         if worker is None:
             return None
         self.comparison.set_sample_tiles(settings["samples"])
@@ -227,13 +232,13 @@ class ReconstructionPanel(QWidget):
 
     def start_generator_training(self):
         """Train a generator on the subject's own images (``train_generator_job``); returns the worker or None."""
-        from engine.recon.own_generator import RESUME_SUFFIX, default_generator_folder, train_generator_job
+        from engine.recon.own_generator import can_resume, default_generator_folder, train_generator_job
 
         subject = self.state.subject
         if subject is None or subject.path is None:
             return None
         out = default_generator_folder(subject)
-        resume = (out.with_name(out.name + RESUME_SUFFIX) / "state.json").is_file()
+        resume = can_resume(out)
         if out.exists() and not resume:
             self.context.show_status(f"{out} already holds this subject's generator: train a run with it as the "
                                      f"targets' embedder (data.embedder = {out})", 10000)
@@ -300,8 +305,6 @@ class ReconstructionPanel(QWidget):
 
     def show_extreme(self, best: bool = True) -> int | None:
         """Show the image with the best (or worst) mean of the chosen metric; returns its image index."""
-        import numpy as np
-
         name = self.table_view.rank_metric.currentText()
         scored = [(r.summary().get(name, np.nan), r.image_index) for r in self.results.values()]
         scored = [(v, i) for v, i in scored if np.isfinite(v)]
