@@ -139,8 +139,8 @@ def main(argv=None) -> int:
         tp.preset.setCurrentText("tiny-moe")
         tp.form.embedder.setCurrentText("demo")
         tp.form.epochs.setValue(3)
-        rp.samples.setValue(4)
-        rp.steps.setValue(10)
+        rp.settings_row.samples.setValue(4)
+        rp.settings_row.steps.setValue(10)
         # "cold": the first jobs import torch, the embedder and the generator (C-extension imports hold the GIL);
         # "warm": the same jobs again, what every later job of the session sees.
         for phase in ("cold", "warm"):
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
             win.show_panel("reconstruction")
             rp.seed.setValue(rp.seed.value() + 1)  # new settings: reconstruct again
             settle()
-            trial = int(rp.gallery.item(0).data(0x0100))  # Qt.UserRole
+            trial = int(rp.gallery_view.gallery.item(0).data(0x0100))  # Qt.UserRole
             worker = rp.reconstruct_trial(trial)
             res = probe.run_until(app, lambda: rp.worker is None)
             res["outcome"] = worker.outcome if worker is not None else "not started"
@@ -166,8 +166,8 @@ def main(argv=None) -> int:
 
         # "Reconstruct all": every test image (1 sample, 2 steps: the GUI's part is the same at any quality), ending
         # with the metrics table of all of them
-        rp.samples.setValue(1)
-        rp.steps.setValue(2)
+        rp.settings_row.samples.setValue(1)
+        rp.settings_row.steps.setValue(2)
         settle()
         worker = rp.reconstruct_all()
         finished: list[float] = []
@@ -179,14 +179,14 @@ def main(argv=None) -> int:
 
         res = probe.run_until(app, all_shown)
         res["outcome"] = worker.outcome if worker is not None else "not started"
-        res["images"] = rp.table.rowCount()
+        res["images"] = rp.table_view.table.rowCount()
         out["reconstruct_all"] = res
         probe.run_until(app, lambda: pool.activeThreadCount() == 0)
-        rp.samples.setValue(4)
-        rp.steps.setValue(10)
+        rp.settings_row.samples.setValue(4)
+        rp.settings_row.steps.setValue(10)
 
         # Reference: the same reconstruction in the GUI thread (a fresh folder, same settings).
-        from neurolens_app.panels.reconstruction import reconstruct_trials_job
+        from engine.recon.results import reconstruct_trials_job
 
         t0 = time.perf_counter()
         drive(reconstruct_trials_job(rp.run_dir, win.context.subject.subject, [trial], rp.settings(),

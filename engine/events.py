@@ -191,3 +191,14 @@ class EtaClock:
             return None
         rate = (now - self._mark[1]) / timed
         return max(0.0, rate * (self.total - step))
+
+
+def format_eta(s: float | None) -> str:
+    """Seconds as ``MM:SS`` (``H:MM:SS`` from an hour on); ``--:--`` for no estimate. The CLI and the app print
+    ``EtaClock``'s estimates with it."""
+    if s is None:
+        return "--:--"
+    s = int(round(s))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"

@@ -11,6 +11,7 @@ from PySide6.QtCore import QObject, Signal
 
 from neurolens_app.overlay_sources import OverlaySources
 from neurolens_app.state.overlay_state import OverlayState
+from neurolens_app.state.run_state import RunState
 from neurolens_app.state.settings import AppSettings
 from neurolens_app.state.subject_state import SubjectState
 from neurolens_app.workers.idle_queue import IdleQueue
@@ -24,6 +25,7 @@ class AppContext(QObject):
     ----------
     settings : AppSettings
     subject : SubjectState
+    run : RunState (the one selected run folder; every panel shows it)
     overlays : OverlayState
     sources : OverlaySources (fills ``overlays`` from the subject and the selected run)
     jobs : JobManager
@@ -46,11 +48,13 @@ class AppContext(QObject):
         super().__init__(parent)
         self.settings = settings
         self.subject = SubjectState(self)
+        self.run = RunState(self.subject, self)  # made right after the subject's state: see RunState.__init__
         self.overlays = OverlayState(self)
         self.engine_ready = False  # set when ``engine_loaded`` fires (or when the preload is switched off)
         self._engine_waiters: list[Callable[[], None]] = []
         self.engine_loaded.connect(self._on_engine_loaded)
-        self.sources = OverlaySources(self.subject, self.overlays, self, when_engine_ready=self.when_engine_ready)
+        self.sources = OverlaySources(self.subject, self.run, self.overlays, self,
+                                      when_engine_ready=self.when_engine_ready)
         self.jobs = JobManager(self)
         self.idle = IdleQueue(self)  # follow-up GUI work, one task per event-loop turn (see workers/idle_queue.py)
         self.jobs.failed.connect(self.error_raised)

@@ -6,16 +6,18 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QDockWidget, QFileDialog, QLabel, QMainWindow, QProgressBar,
                                QToolButton, QWidget)
 
-from engine.cli.output import format_eta
+from engine.events import format_eta
 from neurolens_app.context import AppContext
 from neurolens_app.panels import PanelSpec, panel_specs
 from neurolens_app.state.settings import AppSettings
+from neurolens_app.widgets.devices import DeviceMenu
+from neurolens_app.workers.engine_preload import start_engine_preload
 from neurolens_app.workers.engine_worker import wait_for_threads
-from neurolens_app.workers.short_job import submit, wait_for_short_jobs
+from neurolens_app.workers.short_job import wait_for_short_jobs
 from neurolens_app.workers.subject_jobs import demo_subject_job, open_subject_job
 
 log = logging.getLogger("neurolens_app")
@@ -187,12 +189,9 @@ class MainWindow(QMainWindow):
         v.addAction(self.act_reset)
         v.addAction(self.act_theme)
         s = mb.addMenu("&Settings")
-        self.device_menu = s.addMenu("&Device")
-        self.device_menu.setToolTipsVisible(True)
-        self.device_group = QActionGroup(self)
-        self._devices_detected = False
-        self._fill_device_menu(["cpu"])
-        self.device_menu.aboutToShow.connect(self._detect_devices)
+        self.device_menu = DeviceMenu(self.settings, s)
+        self.device_menu.device_chosen.connect(self.set_device)
+        s.addMenu(self.device_menu)
         h = mb.addMenu("&Help")
         h.addActions([self.act_shortcuts, self.act_about])
         for m in (f, v, s, h):
@@ -269,8 +268,9 @@ class MainWindow(QMainWindow):
         self._load_generation += 1
         gen = self._load_generation
         self.statusBar().showMessage(title + "…")
-        worker = self.context.jobs.start(make_job, title, on_result=lambda s: self._on_loaded(gen, s))
+        worker = self.context.jobs.create(make_job, title, on_result=lambda s: self._on_loaded(gen, s))
         self._load_worker = worker
+        worker.start()
         return worker
 
     def _on_job_finished(self, worker) -> None:
@@ -295,29 +295,10 @@ class MainWindow(QMainWindow):
             self._engine_preloaded = True
             from PySide6.QtCore import QTimer
 
-            QTimer.singleShot(1500, self, self._preload_engine)  # after the brain view's first paint has settled
+            QTimer.singleShot(1500, self, lambda: start_engine_preload(self.context))  # after the first paint
 
     def _preload_enabled(self) -> bool:
         return str(self.settings.value("engine/preload", "true")).lower() != "false"
-
-    def _preload_engine(self) -> None:
-        from neurolens_app.workers.engine_preload import import_engine_libraries
-
-        self.context.show_status("Loading the engine libraries (torch, diffusers)…", 0)
-        def done(took: dict) -> None:
-            from shiboken6 import isValid
-
-            log.info("engine libraries loaded: %s", took)
-            if not isValid(self.context):
-                return  # the window was closed while the libraries were loading
-            self.context.show_status("Engine ready", 3000)
-            self.context.engine_loaded.emit()
-
-        def failed(exc, tb: str) -> None:  # work waiting for the engine must not wait forever: it imports itself
-            log.warning("engine preload failed: %s", exc)
-            done({})
-
-        submit(import_engine_libraries, on_result=done, on_error=failed)
 
     def _on_subject_changed(self, subject) -> None:
         if subject is None:
@@ -412,31 +393,6 @@ class MainWindow(QMainWindow):
             if hasattr(p, "apply_palette"):
                 p.apply_palette()
 
-    def _fill_device_menu(self, devices: list[str]) -> None:
-        self.device_menu.clear()
-        current = self.settings.device
-        for d in dict.fromkeys(devices + [current]):
-            a = self.device_menu.addAction(d)
-            a.setCheckable(True)
-            a.setChecked(d == current)
-            a.setToolTip(f"Run training and reconstruction on {d}")
-            self.device_group.addAction(a)
-            a.triggered.connect(lambda _=False, d=d: self.set_device(d))
-
-    def _detect_devices(self) -> None:
-        if self._devices_detected:
-            return
-        self._devices_detected = True
-
-        def detect() -> list[str]:
-            from neurolens_app.workers.engine_preload import ensure_torch
-
-            torch = ensure_torch()  # in a pool thread (never blocks the window), once for the whole app
-
-            return ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
-
-        self._device_job = submit(detect, on_result=self._fill_device_menu)
-
     def set_device(self, device: str) -> None:
         self.settings.device = device
         self.device_label.setText(f"Device: {device}")
@@ -501,7 +457,7 @@ class MainWindow(QMainWindow):
         self.context.runs_folder_override = (self.context.subject.subject, run.parent)
         if "data" in self.panels:
             self.panels["data"].refresh_runs()
-        self.context.subject.set_run(run)
+        self.context.run.select(run)
 
     def start(self, subject: str | None = None, demo: bool = False) -> None:
         """After the window is shown: prepare the flatmap and open a subject (first launch: the demo)."""

@@ -15,6 +15,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from neurolens_app.state.overlay_state import OverlayState
+from neurolens_app.state.run_state import RunState
 from neurolens_app.state.subject_state import SubjectState
 
 log = logging.getLogger(__name__)
@@ -40,15 +41,15 @@ def truth_overlay_name(key: str) -> str:
 
 
 class OverlaySources(QObject):
-    """Keeps the overlay catalogue in step with ``SubjectState`` (subject, trial, run).
+    """Keeps the overlay catalogue in step with ``SubjectState`` (subject, trial) and ``RunState`` (the run).
 
     ``run_maps_changed`` is emitted when the selected run's maps have been read (``run_data``).
     """
 
     run_maps_changed = Signal()
 
-    def __init__(self, subject_state: SubjectState, overlay_state: OverlayState, parent: QObject | None = None,
-                 when_engine_ready=None):
+    def __init__(self, subject_state: SubjectState, run_state: RunState, overlay_state: OverlayState,
+                 parent: QObject | None = None, when_engine_ready=None):
         super().__init__(parent)
         # reading a run's model imports torch: wait for the engine preload when the window provides it
         self._when_engine_ready = when_engine_ready or (lambda fn: fn())
@@ -58,7 +59,7 @@ class OverlaySources(QObject):
         self.run_data: dict = {}  # what the selected run provides: "encoding" (n_voxels,), "routing" (n_voxels, k)
         subject_state.subject_changed.connect(self._on_subject_changed)
         subject_state.trial_changed.connect(self._on_trial_changed)
-        subject_state.run_changed.connect(self._on_run_changed)
+        run_state.run_changed.connect(self._on_run_changed)
 
     # --- subject -------------------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:

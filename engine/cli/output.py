@@ -10,16 +10,8 @@ import signal
 import sys
 import threading
 
-from engine.events import CancelToken, Checkpoint, Event, Finished, Log, Metric, Progress, Started, drive
-
-
-def format_eta(s: float | None) -> str:
-    if s is None:
-        return "--:--"
-    s = int(round(s))
-    h, rem = divmod(s, 3600)
-    m, sec = divmod(rem, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m:02d}:{sec:02d}"
+from engine.events import (CancelToken, Checkpoint, Event, Finished, Log, Metric, Progress, Started, drive,
+                           format_eta)
 
 
 class TerminalPrinter:

@@ -444,6 +444,12 @@ def default_generator_folder(subject) -> Path:
     return p.with_name(f"{p.stem}-generator")
 
 
+def can_resume(out_dir) -> bool:
+    """Whether a cancelled or interrupted training of the generator ``out_dir`` left a state to continue from."""
+    out_dir = Path(out_dir)
+    return (out_dir.with_name(out_dir.name + RESUME_SUFFIX) / "state.json").is_file()
+
+
 def generator_of_embedder(embedder_spec: str | None) -> str | None:
     """The generator folder whose embedder a run predicts (``data.embedder=GEN``), else None."""
     if not embedder_spec:

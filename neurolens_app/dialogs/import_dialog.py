@@ -95,8 +95,19 @@ class ImportArraysDialog(QDialog):
         self._preview_job = None
         self.last_preview: dict = {}
         self.output_path: Path | None = None
-
+        em = self.fontMetrics().height()
         lay = QVBoxLayout(self)
+        lay.addLayout(self._build_file_row())
+        split = QSplitter(Qt.Orientation.Horizontal)
+        lay.addWidget(split, 1)
+        split.addWidget(self._build_arrays_and_mapping(em))
+        split.addWidget(self._build_preview(em))
+        lay.addLayout(self._build_buttons())
+        self.import_button.setEnabled(False)
+        self.resize(60 * em, 40 * em)
+
+    # --- layout --------------------------------------------------------------------------------------------------
+    def _build_file_row(self) -> QHBoxLayout:
         top = QHBoxLayout()
         top.addWidget(QLabel("Arrays file"))
         self.file = QLineEdit()
@@ -108,11 +119,10 @@ class ImportArraysDialog(QDialog):
         browse.setToolTip("Choose the arrays file")
         browse.clicked.connect(self._browse)
         top.addWidget(browse)
-        lay.addLayout(top)
+        return top
 
-        split = QSplitter(Qt.Orientation.Horizontal)
-        lay.addWidget(split, 1)
-        # left: arrays and mapping form
+    def _build_arrays_and_mapping(self, em: int) -> QWidget:
+        """The arrays in the file, and the mapping form."""
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
@@ -122,10 +132,14 @@ class ImportArraysDialog(QDialog):
         self.array_table.verticalHeader().setVisible(False)
         self.array_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.array_table.setToolTip("Arrays in the file, with the shapes the importer will see")
-        em = self.fontMetrics().height()
         self.array_table.setMinimumHeight(8 * em)
         self.array_table.verticalHeader().setDefaultSectionSize(int(1.5 * em))
         ll.addWidget(self.array_table, 1)
+        ll.addWidget(self._build_mapping_form(em))
+        return left
+
+    def _build_mapping_form(self, em: int) -> QGroupBox:
+        """Which array holds what, the image layout, value range, memory order, index base, ROIs, name, output."""
         form_box = QGroupBox("Mapping")
         form = QFormLayout(form_box)
         self.combos: dict[str, QComboBox] = {}
@@ -146,6 +160,31 @@ class ImportArraysDialog(QDialog):
             cb.currentIndexChanged.connect(self._on_mapping_changed)
             self.combos[key] = cb
             form.addRow(label, cb)
+        self._add_array_format_rows(form)
+        self.roi_table = QTableWidget(0, 2)
+        self.roi_table.setHorizontalHeaderLabels(["ROI name", "Mask array"])
+        self.roi_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.roi_table.verticalHeader().setVisible(False)
+        self.roi_table.setToolTip("One boolean mask (n_voxels,) per ROI; edit the names freely")
+        self.roi_table.setMaximumHeight(7 * em)
+        self.roi_table.verticalHeader().setDefaultSectionSize(int(1.5 * em))
+        form.addRow("ROIs", self.roi_table)
+        self.name = QLineEdit()
+        self.name.setToolTip("Name of the imported subject")
+        form.addRow("Subject name", self.name)
+        out_row = QHBoxLayout()
+        self.out = QLineEdit()
+        self.out.setToolTip("The native subject folder to write (*.nlsubj)")
+        out_row.addWidget(self.out, 1)
+        ob = QPushButton("…")
+        ob.setToolTip("Choose the output folder")
+        ob.clicked.connect(self._browse_out)
+        out_row.addWidget(ob)
+        form.addRow("Output", out_row)
+        return form_box
+
+    def _add_array_format_rows(self, form: QFormLayout) -> None:
+        """Image layout, value range, memory order and index base."""
         self.layout_box = QComboBox()
         self.layout_box.addItems(LAYOUTS)
         self.layout_box.setToolTip("Axis order of the image arrays: N images, H height, W width, C colour channels")
@@ -167,29 +206,9 @@ class ImportArraysDialog(QDialog):
         form.addRow("Value range", self.range_box)
         form.addRow("Memory order", self.order_box)
         form.addRow("Index base", self.base_box)
-        self.roi_table = QTableWidget(0, 2)
-        self.roi_table.setHorizontalHeaderLabels(["ROI name", "Mask array"])
-        self.roi_table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.roi_table.verticalHeader().setVisible(False)
-        self.roi_table.setToolTip("One boolean mask (n_voxels,) per ROI; edit the names freely")
-        self.roi_table.setMaximumHeight(7 * em)
-        self.roi_table.verticalHeader().setDefaultSectionSize(int(1.5 * em))
-        form.addRow("ROIs", self.roi_table)
-        self.name = QLineEdit()
-        self.name.setToolTip("Name of the imported subject")
-        form.addRow("Subject name", self.name)
-        out_row = QHBoxLayout()
-        self.out = QLineEdit()
-        self.out.setToolTip("The native subject folder to write (*.nlsubj)")
-        out_row.addWidget(self.out, 1)
-        ob = QPushButton("…")
-        ob.setToolTip("Choose the output folder")
-        ob.clicked.connect(self._browse_out)
-        out_row.addWidget(ob)
-        form.addRow("Output", out_row)
-        ll.addWidget(form_box)
-        split.addWidget(left)
-        # right: preview
+
+    def _build_preview(self, em: int) -> QWidget:
+        """The first images as they will be imported, the histogram of voxel values, the message line."""
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -215,8 +234,9 @@ class ImportArraysDialog(QDialog):
         self.message.setWordWrap(True)
         self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         rl.addWidget(self.message)
-        split.addWidget(right)
+        return right
 
+    def _build_buttons(self) -> QHBoxLayout:
         bottom = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setVisible(False)
@@ -230,9 +250,7 @@ class ImportArraysDialog(QDialog):
         self.import_button.clicked.connect(self.start_import)
         self.cancel_button.clicked.connect(self._cancel)
         bottom.addWidget(self.buttons)
-        lay.addLayout(bottom)
-        self.import_button.setEnabled(False)
-        self.resize(60 * em, 40 * em)
+        return bottom
 
     # --- file ----------------------------------------------------------------------------------------------------
     def _browse(self) -> None:
@@ -410,11 +428,12 @@ class ImportArraysDialog(QDialog):
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.import_button.setEnabled(False)
-        self.worker = self.context.jobs.start(
+        self.worker = self.context.jobs.create(
             lambda cancel: import_subject(mapping_path, out, format="arrays", cancel=cancel),
             f"Importing {Path(self.file.text()).name}", on_result=self._on_imported)
         self.worker.progress.connect(self._on_progress)
         self.context.jobs.finished.connect(self._on_job_finished)
+        self.worker.start()
 
     def _on_progress(self, ev) -> None:
         if ev.total:

@@ -39,7 +39,30 @@ class DataPanel(QWidget):
         self.settings = context.settings
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(self._build_head())
+        lay.addLayout(self._build_buttons())
+        split = QSplitter(Qt.Orientation.Vertical)
+        lay.addWidget(split, 1)
+        self.summary = QTreeWidget()
+        self.summary.setHeaderLabels(["Property", "Value"])
+        self.summary.setToolTip("Summary of the open subject (what `neurolens inspect` prints)")
+        self.summary.setAlternatingRowColors(True)
+        split.addWidget(self.summary)
+        split.addWidget(self._build_recent())
+        split.addWidget(self._build_runs())
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setStretchFactor(2, 1)
 
+        self.state.subject_changed.connect(self._on_subject_changed)
+        context.run.run_changed.connect(self._on_run_changed)
+        context.jobs.finished.connect(lambda _w: self.refresh_runs())  # a job may have written a new run folder
+        self.refresh_recent()
+        self._on_subject_changed(self.state.subject)
+
+    # --- layout --------------------------------------------------------------------------------------------------
+    def _build_head(self) -> QHBoxLayout:
+        """The subject's name, and the SIMULATION label of the demo."""
         head = QHBoxLayout()
         self.name = QLabel("No subject open")
         f = self.name.font()
@@ -54,37 +77,34 @@ class DataPanel(QWidget):
                                    "not real brain data (see docs/demo-subject.md)")
         self.simulation.setVisible(False)
         head.addWidget(self.simulation)
-        lay.addLayout(head)
+        return head
 
+    def _build_buttons(self) -> QHBoxLayout:
+        """The window's Open, Import and Demo actions as buttons."""
         buttons = QHBoxLayout()
         for key in ("open", "import", "demo"):
-            act = context.actions.get(key)
+            act = self.context.actions.get(key)
             if act is not None:
                 b = QToolButton()
                 b.setDefaultAction(act)
                 b.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
                 buttons.addWidget(b)
         buttons.addStretch(1)
-        lay.addLayout(buttons)
+        return buttons
 
-        split = QSplitter(Qt.Orientation.Vertical)
-        lay.addWidget(split, 1)
-        self.summary = QTreeWidget()
-        self.summary.setHeaderLabels(["Property", "Value"])
-        self.summary.setToolTip("Summary of the open subject (what `neurolens inspect` prints)")
-        self.summary.setAlternatingRowColors(True)
-        split.addWidget(self.summary)
-
+    def _build_recent(self) -> QWidget:
         recent_box = QWidget()
         rl = QVBoxLayout(recent_box)
         rl.setContentsMargins(0, 0, 0, 0)
         rl.addWidget(QLabel("Recent subjects"))
         self.recent = QListWidget()
         self.recent.setToolTip("Double-click to open a recent subject")
-        self.recent.itemActivated.connect(lambda it: context.request_open(it.data(Qt.ItemDataRole.UserRole)))
+        self.recent.itemActivated.connect(lambda it: self.context.request_open(it.data(Qt.ItemDataRole.UserRole)))
         rl.addWidget(self.recent)
-        split.addWidget(recent_box)
+        return recent_box
 
+    def _build_runs(self) -> QWidget:
+        """The run folders of the runs folder; selecting one selects it in every panel."""
         runs_box = QWidget()
         ul = QVBoxLayout(runs_box)
         ul.setContentsMargins(0, 0, 0, 0)
@@ -106,16 +126,7 @@ class DataPanel(QWidget):
         self.runs.setToolTip("Select a run to show its encoding accuracy and MoE routing on the brain view")
         self.runs.currentItemChanged.connect(self._on_run_selected)
         ul.addWidget(self.runs)
-        split.addWidget(runs_box)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        split.setStretchFactor(2, 1)
-
-        self.state.subject_changed.connect(self._on_subject_changed)
-        self.state.run_changed.connect(self._on_run_changed)
-        context.jobs.finished.connect(lambda _w: self.refresh_runs())  # a job may have written a new run folder
-        self.refresh_recent()
-        self._on_subject_changed(self.state.subject)
+        return runs_box
 
     # --- subject -------------------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:
@@ -198,12 +209,12 @@ class DataPanel(QWidget):
             it.setData(Qt.ItemDataRole.UserRole, str(run))
             it.setToolTip(str(run))
             self.runs.addItem(it)
-            if self.state.run is not None and Path(str(run)) == self.state.run:
+            if self.context.run.folder is not None and Path(str(run)) == self.context.run.folder:
                 self.runs.setCurrentItem(it)
         self.runs.blockSignals(False)
 
     def _on_run_selected(self, item, _prev=None) -> None:
-        self.state.set_run(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
+        self.context.run.select(item.data(Qt.ItemDataRole.UserRole) if item is not None else None)
 
     def _on_run_changed(self, run) -> None:
         self.runs.blockSignals(True)

@@ -192,15 +192,18 @@ class ExpertsPanel(QWidget):
         self._build()
         # disk work in its own event-loop turn, not part of the subject-change burst
         self.state.subject_changed.connect(lambda _s: self.context.later(self.refresh_runs))
+        context.run.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(self._on_job_finished)
         self.refresh_runs()
+        self._on_run_changed(context.run.folder)
 
     # --- layout --------------------------------------------------------------------------------------------------
     def _build(self) -> None:
         em = self.fontMetrics().height()
         top = QHBoxLayout()
         top.addWidget(QLabel("Run"))
-        self.run_box = RunPicker(self.context, self._on_run_picked, accept=lambda r: r.kind == "moe")
+        self.run_box = RunPicker(self.context, accept=lambda r: r.kind == "moe",
+                                 why_not=lambda run: f"{run.name}: not a finished Mixture-of-Experts run")
         self.run_box.setToolTip("Finished Mixture-of-Experts run to analyse")
         top.addWidget(self.run_box, 1)
         top.addWidget(QLabel("Level"))
@@ -294,13 +297,14 @@ class ExpertsPanel(QWidget):
     def refresh_runs(self) -> None:
         self.run_box.refresh()
 
-    def _on_run_picked(self, run: Path | None, force: bool) -> None:
+    def _on_run_changed(self, run: Path | None) -> None:
+        """The selected run (``RunState``) changed: analyse what its folder holds now."""
         if run is None:
-            self._clear("No finished Mixture-of-Experts run: train one (e.g. the demo-moe preset) in the Training "
-                        "panel")
+            self._clear("No run selected: choose a finished Mixture-of-Experts run above (train one, e.g. the demo-moe "
+                        "preset, in the Training panel)")
             self.run_dir = None
             return
-        self._set_run(run, force=force)  # force: selected on purpose, analyse what the folder holds now
+        self._set_run(Path(run), force=True)
 
     def _on_job_finished(self, worker) -> None:
         """A decoder fine-tuned for the shown run brings a timestep router: analyse again to show it."""

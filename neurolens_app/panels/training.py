@@ -3,7 +3,7 @@ the runs list shows every run folder of the subject, its config and final metric
 
 The job is ``engine.train.trainer.train_job`` (or ``resume_job``) run by ``context.jobs`` in an ``EngineWorker`` thread.
 Metric events are only buffered when they arrive; a 10 Hz timer repaints the curves, the progress bar and the ETA.
-When a run finishes it becomes the selected run (``SubjectState.run``), so the other panels show its results.
+When a run finishes it becomes the selected run (``RunState``), so the other panels show its results.
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QPlainTextEdit, QProgressBar, QPushButton, QTabWidget, QVBoxLayout, QWidget)
 
-from engine.cli.output import format_eta
 from engine.errors import NeuroLensError
-from engine.events import Checkpoint, Finished, Started
+from engine.events import Checkpoint, Finished, Started, format_eta
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.widgets.config_form import TrainConfigForm
 from neurolens_app.widgets.curves import CurvesWidget, metrics_from_events
+from neurolens_app.widgets.devices import DeviceBox
 from neurolens_app.widgets.runs_list import RunsList, list_runs, runs_folder
 from neurolens_app.widgets.splitters import H, V, stretch_splitter
-from neurolens_app.workers.short_job import submit
 
 REPAINT_MS = 100  # progress bar and ETA
 CURVES_EVERY = 3  # ticks between curve redraws (~3 Hz): a pyqtgraph repaint of three plots costs 10-30 ms on CPU
@@ -43,13 +42,6 @@ def new_run_dir(folder: Path, name: str) -> Path:
     return path
 
 
-def detect_devices() -> list:
-    """``engine.train.device.list_devices()`` (imports torch: call it in a pool thread)."""
-    from engine.train.device import list_devices
-
-    return list_devices()
-
-
 class TrainingPanel(QWidget):
     def __init__(self, context, parent=None) -> None:
         super().__init__(parent)
@@ -65,13 +57,12 @@ class TrainingPanel(QWidget):
         self.timer.setInterval(REPAINT_MS)
         self.timer.timeout.connect(self.repaint_job)
         self.state.subject_changed.connect(self._on_subject_changed)
-        self.state.run_changed.connect(self._on_run_changed)
+        context.run.run_changed.connect(self._on_run_changed)
         context.jobs.finished.connect(lambda _w: self._update_buttons())
         context.jobs.busy_changed.connect(lambda _b: self._update_buttons())
         # Device detection imports torch: wait until the engine is loaded (or the first Start), so that importing
         # it does not compete with the window's first paint.
-        self._device_job = None
-        context.engine_loaded.connect(self._detect_devices)
+        context.engine_loaded.connect(self.device.detect)
         self._on_subject_changed(self.state.subject)
 
     # --- layout --------------------------------------------------------------------------------------------------
@@ -80,6 +71,30 @@ class TrainingPanel(QWidget):
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
+        ll.addWidget(self._build_config_box())
+        ll.addWidget(self._build_job_box())
+        ll.addStretch(1)
+        left.setMinimumWidth(int(22 * em))
+
+        self.curves = CurvesWidget()
+        self.curves.setToolTip("Every logged loss and metric of the run (dashed: the compared run)")
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(3000)
+        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
+        self.log.setToolTip("Messages of the training job")
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self._build_runs_tab(), "Runs")
+        self.tabs.addTab(self.log, "Log")
+        split = stretch_splitter(H, (left, 0), (stretch_splitter(V, (self.curves, 3), (self.tabs, 2)), 1))
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(split)
+        self.form.changed.connect(self._check_config)
+        self._update_buttons()
+
+    def _build_config_box(self) -> QGroupBox:
+        """Preset, the config form, the device, and the config's error line."""
         cfg_box = QGroupBox("Configuration")
         cl = QVBoxLayout(cfg_box)
         prow = QFormLayout()
@@ -99,18 +114,18 @@ class TrainingPanel(QWidget):
         self.form = TrainConfigForm()
         cl.addWidget(self.form)
         drow = QFormLayout()
-        self.device = QComboBox()
-        self.device.setToolTip("Where to train: the CPU, a CUDA GPU (with its memory) or Apple MPS")
-        self.device.addItem("cpu", "cpu")
-        self.device.currentIndexChanged.connect(self._on_device_chosen)
+        self.device = DeviceBox(self.context)
+        self.device.detection_failed.connect(lambda why: self.log_line(f"device detection failed: {why}"))
         drow.addRow("Device", self.device)
         cl.addLayout(drow)
         self.config_error = QLabel("")
         self.config_error.setWordWrap(True)
         self.config_error.setStyleSheet("color: #c0392b;")
         cl.addWidget(self.config_error)
-        ll.addWidget(cfg_box)
+        return cfg_box
 
+    def _build_job_box(self) -> QGroupBox:
+        """Start, Cancel, Resume; the progress bar and the time line."""
         job_box = QGroupBox("Job")
         jl = QVBoxLayout(job_box)
         brow = QHBoxLayout()
@@ -134,17 +149,10 @@ class TrainingPanel(QWidget):
         self.eta = QLabel("No job running")
         self.eta.setToolTip("Stage, step, elapsed time and estimated time left")
         jl.addWidget(self.eta)
-        ll.addWidget(job_box)
-        ll.addStretch(1)
-        left.setMinimumWidth(int(22 * em))
+        return job_box
 
-        self.curves = CurvesWidget()
-        self.curves.setToolTip("Every logged loss and metric of the run (dashed: the compared run)")
-        self.log = QPlainTextEdit()
-        self.log.setReadOnly(True)
-        self.log.setMaximumBlockCount(3000)
-        self.log.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
-        self.log.setToolTip("Messages of the training job")
+    def _build_runs_tab(self) -> QWidget:
+        """The subject's runs, and what can be done with the selected ones."""
         runs_box = QWidget()
         rl = QVBoxLayout(runs_box)
         rl.setContentsMargins(0, 0, 0, 0)
@@ -175,15 +183,7 @@ class TrainingPanel(QWidget):
         for b in (self.refresh_btn, self.show_btn, self.config_btn, self.compare_btn, self.tensorboard_btn):
             rrow.addWidget(b)
         rl.addLayout(rrow)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(runs_box, "Runs")
-        self.tabs.addTab(self.log, "Log")
-        split = stretch_splitter(H, (left, 0), (stretch_splitter(V, (self.curves, 3), (self.tabs, 2)), 1))
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(split)
-        self.form.changed.connect(self._check_config)
-        self._update_buttons()
+        return runs_box
 
     def apply_palette(self) -> None:
         self.curves.apply_palette()
@@ -207,29 +207,6 @@ class TrainingPanel(QWidget):
         except NeuroLensError as e:
             self.config_error.setText(str(e))
         self._update_buttons()
-
-    @Slot(object)
-    def _detect_devices(self) -> None:
-        if self._device_job is None:
-            self._device_job = submit(detect_devices, on_result=self._fill_devices,
-                                      on_error=lambda e, tb: self.log_line(f"device detection failed: {e}"))
-
-    def _fill_devices(self, devices: list) -> None:
-        current = self.context.settings.device
-        self.device.blockSignals(True)
-        self.device.clear()
-        for d in devices:
-            mem = f", {d.memory_gb:g} GB" if d.memory_gb else ""
-            self.device.addItem(f"{d.id} — {d.name}{mem}", d.id)
-        i = self.device.findData(current)
-        self.device.setCurrentIndex(i if i >= 0 else 0)
-        self.device.blockSignals(False)
-
-    def _on_device_chosen(self, _index: int) -> None:
-        dev = self.device.currentData()
-        if dev and dev != self.context.settings.device:
-            self.context.settings.device = dev
-            self.context.show_status(f"Training and reconstruction will run on {dev}", 5000)
 
     # --- subject and runs ----------------------------------------------------------------------------------------
     def _on_subject_changed(self, subject) -> None:
@@ -265,7 +242,7 @@ class TrainingPanel(QWidget):
             self.context.show_status(str(e), 8000)
             return
         self.curves.load_events(events)
-        self.state.set_run(run)
+        self.context.run.select(run)
         s = self.runs.summaries.get(str(run))
         if s is not None and self.worker is None:
             self.progress.setRange(0, max(s.total, 1))
@@ -276,7 +253,8 @@ class TrainingPanel(QWidget):
         """Serve the selected run's TensorBoard scalars and open them in the browser (one server per window)."""
         from neurolens_app.workers.tensorboard import TensorBoardServer
 
-        runs = self.runs.selected_runs() or ([self.state.run] if self.state.run is not None else [])
+        selected = self.context.run.folder
+        runs = self.runs.selected_runs() or ([selected] if selected is not None else [])
         if not runs:
             self.context.show_status("Select a run to open in TensorBoard", 5000)
             return
@@ -333,7 +311,7 @@ class TrainingPanel(QWidget):
             self.config_error.setText(str(e))
             return None
         run_dir = new_run_dir(folder, cfg.name)
-        self._detect_devices()  # when the engine preload is off, the device list is filled from the first Start
+        self.device.detect()  # when the engine preload is off, the device list is filled from the first Start
         return self._start(lambda cancel: train_job(cfg, subject, run_dir, cancel=cancel), run_dir,
                            f"Training {run_dir.name}", [])
 
@@ -451,7 +429,7 @@ class TrainingPanel(QWidget):
         self.eta.setText(messages.get(outcome, ""))
         self.refresh_runs()
         if outcome == "result" and self.run_dir is not None:
-            self.state.set_run(self.run_dir)
+            self.context.run.select(self.run_dir)
             self.runs.select_run(self.run_dir)
         self._update_buttons()
 
@@ -468,7 +446,7 @@ class TrainingPanel(QWidget):
         self.compare_btn.setEnabled(len(self.runs.selected_runs()) == 2)
         self.config_btn.setEnabled(bool(self.runs.selected_runs()))
         self.show_btn.setEnabled(bool(self.runs.selected_runs()))
-        self.tensorboard_btn.setEnabled(bool(self.runs.selected_runs()) or self.state.run is not None)
+        self.tensorboard_btn.setEnabled(bool(self.runs.selected_runs()) or self.context.run.folder is not None)
 
 
 class RunConfigDialog(QDialog):

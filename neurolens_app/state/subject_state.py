@@ -1,8 +1,6 @@
-"""``SubjectState``: the open subject, the selected trial, the selected voxel and the selected run folder."""
+"""``SubjectState``: the open subject, the selected trial and the selected voxel (the run is ``RunState``'s)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
@@ -15,20 +13,17 @@ class SubjectState(QObject):
     subject_changed(object)  the ``engine.data.Subject`` (or None)
     trial_changed(int)       selected trial row, -1 for none
     voxel_changed(int)       selected voxel column, -1 for none
-    run_changed(object)      selected run folder (``Path``) or None
     """
 
     subject_changed = Signal(object)
     trial_changed = Signal(int)
     voxel_changed = Signal(int)
-    run_changed = Signal(object)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._subject = None
         self._trial = -1
         self._voxel = -1
-        self._run: Path | None = None
 
     @property
     def subject(self):
@@ -42,20 +37,14 @@ class SubjectState(QObject):
     def voxel(self) -> int:
         return self._voxel
 
-    @property
-    def run(self) -> Path | None:
-        return self._run
-
     def set_subject(self, subject) -> None:
-        """Replace the subject; trial, voxel and run selections are cleared first."""
+        """Replace the subject; trial and voxel selections are cleared first (``RunState`` clears the run)."""
         self._trial = -1
         self._voxel = -1
-        self._run = None
         self._subject = subject
         self.subject_changed.emit(subject)
         self.trial_changed.emit(-1)
         self.voxel_changed.emit(-1)
-        self.run_changed.emit(None)
 
     def set_trial(self, trial: int) -> None:
         trial = int(trial)
@@ -72,9 +61,3 @@ class SubjectState(QObject):
         if voxel != self._voxel:
             self._voxel = voxel
             self.voxel_changed.emit(voxel)
-
-    def set_run(self, run: str | Path | None) -> None:
-        run = None if run is None else Path(run)
-        if run != self._run:
-            self._run = run
-            self.run_changed.emit(run)

@@ -36,6 +36,13 @@ class TrainConfigForm(QWidget):
         self._base = TrainConfig()
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
+        self._add_model_rows(form)
+        self._add_loss_rows(form)
+        self._add_optimisation_rows(form)
+        self._connect_changes()
+
+    def _add_model_rows(self, form: QFormLayout) -> None:
+        """Name, model kind and parameters, targets, pixel basis."""
         self.name = QLineEdit()
         self.name.setToolTip("Name of the run (the run folder is named after it and the start time)")
         form.addRow("Name", self.name)
@@ -75,6 +82,8 @@ class TrainConfigForm(QWidget):
         basis_row.addWidget(self.pixel_basis, 1)
         basis_row.addWidget(self.pca_components)
         form.addRow("Pixel basis", basis_row)
+
+    def _add_loss_rows(self, form: QFormLayout) -> None:
         self.contrastive_kind = QComboBox()
         self.contrastive_kind.addItems(CONTRASTIVE_KINDS)
         self.contrastive_kind.setToolTip("Contrastive loss: 'mindeye' = BiMixCo for the first third, then SoftCLIP")
@@ -92,6 +101,8 @@ class TrainConfigForm(QWidget):
             grid.addWidget(QLabel(label), i // 2, 2 * (i % 2))
             grid.addWidget(sb, i // 2, 2 * (i % 2) + 1)
         form.addRow("Loss weights", grid)
+
+    def _add_optimisation_rows(self, form: QFormLayout) -> None:
         self.epochs = QSpinBox()
         self.epochs.setRange(1, 100000)
         self.epochs.setToolTip("Epochs of the supervised stage (ridge ignores it)")
@@ -112,6 +123,8 @@ class TrainConfigForm(QWidget):
         for label, w in (("Epochs", self.epochs), ("Batch size", self.batch), ("Learning rate", self.lr),
                          ("Precision", self.precision), ("Seed", self.seed)):
             form.addRow(label, w)
+
+    def _connect_changes(self) -> None:
         for w in (self.name, self.params):
             w.textEdited.connect(lambda _=None: self.changed.emit())
         for w in (self.kind, self.target, self.precision, self.contrastive_kind, self.pixel_basis):

@@ -177,3 +177,26 @@ def import_engine_libraries(modules=MODULES) -> dict[str, float]:
     finally:
         _end_preload()
     return took
+
+
+def start_engine_preload(context) -> None:
+    """Import the engine's libraries in a pool thread; ``context.engine_loaded`` fires when they are (or when the
+    import failed: work waiting for the engine must not wait forever, it then imports what it needs itself)."""
+    from neurolens_app.workers.short_job import submit
+
+    context.show_status("Loading the engine libraries (torch, diffusers)…", 0)
+
+    def done(took: dict) -> None:
+        from shiboken6 import isValid
+
+        log.info("engine libraries loaded: %s", took)
+        if not isValid(context):
+            return  # the window was closed while the libraries were loading
+        context.show_status("Engine ready", 3000)
+        context.engine_loaded.emit()
+
+    def failed(exc, tb: str) -> None:
+        log.warning("engine preload failed: %s", exc)
+        done({})
+
+    submit(import_engine_libraries, on_result=done, on_error=failed)

@@ -3,6 +3,9 @@
 The worker is a QObject moved to a QThread whose stack is 8 MB (OpenBLAS overflows the 512 KB default of Qt threads
 on macOS). Each event is re-emitted as a Qt signal (queued to the GUI thread); the worker never touches a widget.
 Cancel is cooperative: ``cancel()`` sets the job's ``CancelToken``, the job raises ``Cancelled`` at its next step.
+
+A worker is created unstarted, as napari's ``create_worker``: connect its signals, then ``start()``; no event can be
+emitted before the receivers are connected.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from engine.events import CancelToken, Event, Log, Metric, Preview, Progress
 STACK_SIZE = 8 * 1024 * 1024
 _PROGRESS_INTERVAL_S = 0.02  # at most 50 progress signals per second; the last one is always sent
 
-# Threads started by ``start_worker`` that have not finished yet (also keeps the Python wrappers alive).
+# Threads started by ``EngineWorker.start`` that have not finished yet (also keeps the Python wrappers alive).
 _THREADS: dict[QThread, "EngineWorker"] = {}
 
 
@@ -62,10 +65,31 @@ class EngineWorker(QObject):
         self.title = title
         self.token = CancelToken()
         self.outcome: str | None = None  # "result", "errored" or "cancelled" once done
+        self.is_started = False
 
     def cancel(self) -> None:
         """Ask the job to stop at its next step boundary (thread-safe)."""
         self.token.set()
+
+    def start(self) -> QThread:
+        """Move the worker to a new 8 MB-stack QThread and start it. Connect the worker's signals before calling this.
+
+        The thread quits when the worker is done; both are deleted afterwards. ``running_threads()`` lists the threads
+        still alive.
+        """
+        if self.is_started:
+            raise RuntimeError(f"worker '{self.title}' was started already")
+        self.is_started = True
+        thread = QThread()
+        thread.setObjectName(f"EngineWorker:{self.title}")
+        thread.setStackSize(STACK_SIZE)
+        self.moveToThread(thread)
+        thread.started.connect(self.run)
+        self.done.connect(thread.quit)
+        thread.finished.connect(_reaper().reap)  # a QObject slot: runs in the GUI thread
+        _THREADS[thread] = self  # keeps both Python wrappers alive until the thread ends
+        thread.start()
+        return thread
 
     @Slot()
     def run(self) -> None:
@@ -121,24 +145,6 @@ class EngineWorker(QObject):
             self.preview.emit(ev)
 
 
-def start_worker(worker: EngineWorker) -> QThread:
-    """Move ``worker`` to a new 8 MB-stack QThread and start it. Connect the worker's signals before calling this.
-
-    The thread quits when the worker is done; both are deleted afterwards. ``running_threads()`` lists the threads
-    still alive.
-    """
-    thread = QThread()
-    thread.setObjectName(f"EngineWorker:{worker.title}")
-    thread.setStackSize(STACK_SIZE)
-    worker.moveToThread(thread)
-    thread.started.connect(worker.run)
-    worker.done.connect(thread.quit)
-    thread.finished.connect(_reaper().reap)  # a QObject slot: runs in the GUI thread
-    _THREADS[thread] = worker  # keeps both Python wrappers alive until the thread ends
-    thread.start()
-    return thread
-
-
 class _Reaper(QObject):
     """Lives in the GUI thread; forgets and deletes a worker and its thread once the thread has finished."""
 
@@ -163,7 +169,7 @@ def _reaper() -> _Reaper:
 
 
 def running_threads() -> list[QThread]:
-    """Worker threads started by ``start_worker`` that have not finished."""
+    """Worker threads started by ``EngineWorker.start`` that have not finished."""
     return [t for t in _THREADS if not t.isFinished()]
 
 

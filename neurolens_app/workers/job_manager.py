@@ -1,8 +1,10 @@
 """``JobManager``: starts engine jobs in ``EngineWorker`` threads and reports them to the window.
 
-Panels call ``context.jobs.start(make_job, title)``; the status bar shows the progress and a Cancel button, errors
-open the error dialog, and engine ``Log`` events go to the log. One job per ``slot`` runs at a time (e.g. one GPU
-job); starting a second in a busy slot raises ``RuntimeError`` so the panel can disable its action instead.
+Panels call ``worker = context.jobs.create(make_job, title)``, connect the worker's signals, then ``worker.start()``
+(as napari's ``create_worker``: created unstarted, so no event is emitted before its receivers are connected). The
+status bar shows the progress and a Cancel button, errors open the error dialog, and engine ``Log`` events go to the
+log. One job per ``slot`` runs at a time (e.g. one GPU job), held from ``create`` on; creating a second in a busy slot
+raises ``RuntimeError`` so the panel can disable its action instead.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Callable, Iterator
 from PySide6.QtCore import QObject, Signal, Slot
 
 from engine.events import CancelToken, Event, Log
-from neurolens_app.workers.engine_worker import EngineWorker, start_worker
+from neurolens_app.workers.engine_worker import EngineWorker
 
 log = logging.getLogger("neurolens_app.jobs")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -34,9 +36,10 @@ class JobManager(QObject):
         self._active: dict[EngineWorker, str] = {}  # worker -> slot
         self._on_result: dict[EngineWorker, Callable[[Any], None] | None] = {}
 
-    def start(self, make_job: Callable[[CancelToken], Iterator[Event]], title: str, *,
-              on_result: Callable[[Any], None] | None = None, slot: str = "") -> EngineWorker:
-        """Run ``make_job(cancel)`` in a worker thread; ``on_result(value)`` runs in the GUI thread at the end."""
+    def create(self, make_job: Callable[[CancelToken], Iterator[Event]], title: str, *,
+               on_result: Callable[[Any], None] | None = None, slot: str = "") -> EngineWorker:
+        """An unstarted worker for ``make_job(cancel)``: connect its signals, then call ``worker.start()`` (or
+        ``discard(worker)`` to give its slot back). ``on_result(value)`` runs in the GUI thread at the end."""
         if slot and slot in self._active.values():
             raise RuntimeError(f"a '{slot}' job is already running; cancel it first")
         worker = EngineWorker(make_job, title)
@@ -50,10 +53,18 @@ class JobManager(QObject):
         worker.cancelled.connect(self._cancelled)
         worker.done.connect(self._done)
         log.info("started: %s", title)
-        start_worker(worker)
         if len(self._active) == 1:
             self.busy_changed.emit(True)
         return worker
+
+    def discard(self, worker: EngineWorker) -> None:
+        """Forget a worker that was created but will not be started (its slot is free again)."""
+        if worker in self._active and not worker.is_started:
+            self._active.pop(worker, None)
+            self._on_result.pop(worker, None)
+            worker.deleteLater()
+            if not self._active:
+                self.busy_changed.emit(False)
 
     def active(self) -> list[EngineWorker]:
         return list(self._active)

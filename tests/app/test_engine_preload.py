@@ -16,7 +16,7 @@ def test_import_engine_libraries_reports_each_and_skips_missing(caplog):
 def test_window_is_built_without_torch_work_in_the_gui_thread(qtbot, window):
     """Showing a preset in the Training panel must not validate it against the model classes (that imports torch)."""
     tp = window.panels["training"]
-    assert tp._device_job is None and tp.form.config().model.kind  # a preset is shown, no device job yet
+    assert tp.device.job is None and tp.form.config().model.kind  # a preset is shown, no device job yet
 
 
 def test_window_preloads_once_after_the_first_subject(qtbot, loaded_window, caplog):
@@ -27,7 +27,7 @@ def test_window_preloads_once_after_the_first_subject(qtbot, loaded_window, capl
     assert win._engine_preloaded
     qtbot.waitUntil(lambda: "engine libraries loaded" in caplog.text, timeout=60000)
     assert "diffusers" in sys.modules and "peft" in sys.modules
-    assert win.panels["training"]._device_job is not None  # device detection waited for the engine, then ran
+    assert win.panels["training"].device.job is not None  # device detection waited for the engine, then ran
 
 
 def test_preload_and_jobs_exclude_each_other():
@@ -65,7 +65,7 @@ def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
     import torch
 
     from neurolens_app.workers import engine_preload as ep
-    from neurolens_app.workers.engine_worker import EngineWorker, start_worker
+    from neurolens_app.workers.engine_worker import EngineWorker
 
     monkeypatch.setattr(ep, "gui_torch_threads", lambda cpus=None: 1)
     torch.set_num_threads(2)
@@ -79,7 +79,7 @@ def test_every_engine_job_runs_with_the_gui_thread_count(qtbot, monkeypatch):
 
     for _ in range(2):  # the second job too: no process-wide "already done" shortcut
         w = EngineWorker(job, "threads")
-        start_worker(w)
+        w.start()
         qtbot.waitUntil(lambda w=w: w.outcome is not None, timeout=10000)
     assert [n for _, n in seen] == [1, 1]
     assert all(t != threading.get_ident() for t, _ in seen)  # in the jobs' worker threads

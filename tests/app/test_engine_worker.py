@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import DataError
 from engine.events import Log, Metric, Progress, Started
-from neurolens_app.workers import EngineWorker, running_threads, start_worker, submit
+from neurolens_app.workers import EngineWorker, running_threads, submit
 from neurolens_app.workers.job_manager import JobManager
 
 
@@ -31,7 +31,7 @@ def test_worker_emits_events_and_result(qtbot):
     w.event.connect(events.append)
     w.metric.connect(metrics.append)
     with qtbot.waitSignal(w.result, timeout=10000) as sig:
-        start_worker(w)
+        w.start()
     assert sig.args == [{"n": 5}]
     qtbot.waitUntil(lambda: not running_threads(), timeout=10000)
     assert isinstance(events[0], Started) and len(metrics) == 5
@@ -43,7 +43,7 @@ def test_worker_cancel_stops_at_next_step(qtbot):
     got = []
     w.progress.connect(got.append)
     with qtbot.waitSignal(w.cancelled, timeout=10000):
-        start_worker(w)
+        w.start()
         qtbot.waitUntil(lambda: len(got) > 0, timeout=10000)
         w.cancel()
     qtbot.waitUntil(lambda: not running_threads(), timeout=10000)
@@ -53,7 +53,7 @@ def test_worker_cancel_stops_at_next_step(qtbot):
 def test_worker_error_carries_exception_and_traceback(qtbot):
     w = EngineWorker(lambda c: _job(c, fail_at=2), "bad")
     with qtbot.waitSignal(w.errored, timeout=10000) as sig:
-        start_worker(w)
+        w.start()
     exc, tb = sig.args
     assert isinstance(exc, DataError) and "key 'betas'" in str(exc) and "Traceback" in tb
     qtbot.waitUntil(lambda: not running_threads(), timeout=10000)
@@ -64,13 +64,13 @@ def test_job_manager_slots_and_callbacks_run_in_gui_thread(qtbot):
 
     mgr = JobManager()
     seen = {}
-    w = mgr.start(lambda c: _job(c, n=50, delay=0.005), "slot job",
-                  on_result=lambda v: seen.update(v=v, main=threading.current_thread() is threading.main_thread()),
-                  slot="gpu")
+    w = mgr.create(lambda c: _job(c, n=50, delay=0.005), "slot job",
+                   on_result=lambda v: seen.update(v=v, main=threading.current_thread() is threading.main_thread()),
+                   slot="gpu")
     with pytest.raises(RuntimeError, match="already running"):
-        mgr.start(lambda c: _job(c), "second", slot="gpu")
+        mgr.create(lambda c: _job(c), "second", slot="gpu")  # the slot is held from creation on
     with qtbot.waitSignal(mgr.finished, timeout=10000):
-        pass
+        w.start()
     assert w.outcome == "result" and seen == {"v": {"n": 50}, "main": True}
     assert not mgr.active()
 
@@ -81,3 +81,32 @@ def test_short_job_result_and_error(qtbot):
     submit(lambda: [][1], on_error=lambda e, tb: errs.append(e))
     qtbot.waitUntil(lambda: bool(res and errs), timeout=5000)
     assert res == [42] and isinstance(errs[0], IndexError)
+
+
+def test_a_worker_is_created_unstarted_so_a_late_connection_gets_the_first_event(qtbot):
+    """As napari's ``create_worker``: nothing runs before ``start()``, so a signal connected after creation (however
+    long after) receives the job's very first event, and a discarded worker frees its slot without running."""
+    mgr = JobManager()
+    ran = []
+
+    def job(cancel):
+        ran.append(True)
+        yield Started(job="first")
+        yield Progress(1, 1)
+
+    w = mgr.create(job, "unstarted", slot="gpu")
+    qtbot.wait(200)  # a thread started at creation would have emitted its events by now
+    assert not ran and not running_threads() and mgr.slot_busy("gpu")
+    events = []
+    w.event.connect(events.append)
+    with qtbot.waitSignal(mgr.finished, timeout=10000):
+        w.start()
+        with pytest.raises(RuntimeError, match="started already"):
+            w.start()
+    assert isinstance(events[0], Started) and events[0].job == "first"
+
+    idle = mgr.create(job, "never started", slot="gpu")
+    assert mgr.slot_busy("gpu")
+    with qtbot.waitSignal(mgr.busy_changed, timeout=1000) as sig:
+        mgr.discard(idle)
+    assert sig.args == [False] and not mgr.slot_busy("gpu") and len(ran) == 1

@@ -64,20 +64,21 @@ def test_train_cancel_resume_reconstruct_and_experts(qtbot, demo_window):
     assert "resuming from step-" in tp.log.toPlainText()
     steps = tp.curves.series()["loss"][0]  # the recorded curve before the cancel, continued live after it
     assert steps.min() <= cancelled_at < steps.max() and steps.max() == pytest.approx(status["total"], abs=2)
-    assert win.context.subject.run == run.path  # the finished run is now everyone's selected run
+    assert win.context.run.folder == run.path  # the finished run is now everyone's selected run
     data_runs = win.panels["data"].runs  # the Data panel lists the new run folder without a manual refresh
     assert run.path.name in [data_runs.item(i).text().split()[0] for i in range(data_runs.count())]
     assert tp.progress.value() == tp.progress.maximum()
 
     # --- click a test trial: reconstruction and its metrics ---------------------------------------------------------
     rp = win.panels["reconstruction"]
-    assert rp.run_dir == run.path and rp.can_reconstruct, rp.decoder_label.text()
-    rp.samples.setValue(2)
-    rp.steps.setValue(4)
-    item = rp.gallery.item(0)
+    assert rp.run_dir == run.path and rp.can_reconstruct, rp.decoder_row.decoder_label.text()
+    rp.settings_row.samples.setValue(2)
+    rp.settings_row.steps.setValue(4)
+    gallery = rp.gallery_view.gallery
+    item = gallery.item(0)
     image = int(item.data(Qt.ItemDataRole.UserRole + 1))
-    rp.gallery.scrollToItem(item)
-    qtbot.mouseClick(rp.gallery.viewport(), Qt.MouseButton.LeftButton, pos=rp.gallery.visualItemRect(item).center())
+    gallery.scrollToItem(item)
+    qtbot.mouseClick(gallery.viewport(), Qt.MouseButton.LeftButton, pos=gallery.visualItemRect(item).center())
     assert rp.worker is not None
     qtbot.waitUntil(lambda: rp.worker is None and image in rp.results, timeout=90000)
     r = rp.results[image]
@@ -85,8 +86,9 @@ def test_train_cancel_resume_reconstruct_and_experts(qtbot, demo_window):
     np.testing.assert_array_equal(r.gt, np.asarray(subject.images[image]))
     assert {"PixCorr", "SSIM", "MSE", "PSNR"} <= set(r.metrics)
     assert all(v.shape == (2,) and np.isfinite(v).all() for v in r.metrics.values())
-    assert rp.gt_tile.has_image and rp.sample_tiles[0].has_image and rp.sample_tiles[1].has_image
-    assert rp.trial_metrics.rowCount() == len(r.metrics) and rp.table.rowCount() == 1
+    tiles = rp.comparison
+    assert tiles.gt_tile.has_image and tiles.sample_tiles[0].has_image and tiles.sample_tiles[1].has_image
+    assert rp.comparison.trial_metrics.rowCount() == len(r.metrics) and rp.table_view.table.rowCount() == 1
     assert win.context.subject.trial == int(item.data(Qt.ItemDataRole.UserRole))
     assert (run.path / "recon" / "gui" / f"image-{image:05d}" / "index.json").is_file()
 

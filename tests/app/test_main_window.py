@@ -325,7 +325,7 @@ def test_unexpected_exception_in_a_job_reaches_the_error_dialog(qtbot, window):
         raise RuntimeError("Expected a 'cuda' device type for generator but found 'cpu'")
 
     with qtbot.waitSignal(window.error_shown, timeout=20000) as sig:
-        window.context.jobs.start(job, "Fine-tune decoder")
+        window.context.jobs.create(job, "Fine-tune decoder").start()
     dlg = sig.args[0]
     assert "Expected a 'cuda' device type for generator" in dlg.message
     dlg.details_button.click()

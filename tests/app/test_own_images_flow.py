@@ -31,8 +31,8 @@ def test_matlab_subject_pixel_ridge_and_generator_training(qtbot, window, tmp_pa
     tp.form.set_config(get_preset("pixel-ridge", s))
     assert tp.start_training() is not None
     qtbot.waitUntil(lambda: tp.worker is None, timeout=90000)
-    assert rp.run_dir == tp.run_dir and rp.can_reconstruct and "pixel decoder" in rp.decoder_label.text()
-    rp.samples.setValue(1)
+    assert rp.run_dir == tp.run_dir and rp.can_reconstruct and "pixel decoder" in rp.decoder_row.decoder_label.text()
+    rp.settings_row.samples.setValue(1)
     assert rp.reconstruct_all() is not None
     qtbot.waitUntil(lambda: rp.worker is None, timeout=120000)
     assert len(rp.results) == 6
@@ -41,14 +41,15 @@ def test_matlab_subject_pixel_ridge_and_generator_training(qtbot, window, tmp_pa
 
     # generator: cancel at the first checkpoint, then the same button continues from it
     out = own_generator.default_generator_folder(s)
-    assert rp.generator_btn.isEnabled()
+    assert rp.decoder_row.generator_btn.isEnabled()
     worker = rp.start_generator_training()
-    assert worker is not None and not rp.generator_btn.isEnabled() and rp.cancel_btn.isEnabled()
+    assert worker is not None and not rp.decoder_row.generator_btn.isEnabled()
+    assert rp.settings_row.cancel_btn.isEnabled()
     worker.event.connect(lambda ev: rp.cancel() if type(ev).__name__ == "Checkpoint" else None)
     qtbot.waitUntil(lambda: rp.worker is None, timeout=120000)
-    assert rp.progress.format() == "Cancelled" and not out.exists()
+    assert rp.comparison.progress.format() == "Cancelled" and not out.exists()
     assert (out.with_name(out.name + own_generator.RESUME_SUFFIX) / "state.json").is_file()
     assert rp.start_generator_training() is not None
-    assert "Continuing" in rp.title.text()
+    assert "Continuing" in rp.comparison.title.text()
     qtbot.waitUntil(lambda: rp.worker is None, timeout=120000)
-    assert (out / "generator.json").is_file() and rp.progress.format() == "Done"
+    assert (out / "generator.json").is_file() and rp.comparison.progress.format() == "Done"

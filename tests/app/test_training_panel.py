@@ -294,7 +294,7 @@ def test_show_run_opens_a_run_outside_the_runs_folder(qtbot, loaded_window, tmp_
     run = _fake_run(tmp_path / "elsewhere", "mine", "done", [1.0, 0.5, 0.25])
     win.show_run(run)
     tp = win.panels["training"]
-    assert win.context.subject.run == run and tp.runs.selected_runs() == [run]
+    assert win.context.run.folder == run and tp.runs.selected_runs() == [run]
     np.testing.assert_array_equal(tp.curves.series()["loss"][1], [1.0, 0.5, 0.25])  # its curves, without a click
     assert [win.panels["data"].runs.item(i).text().split()[0] for i in range(win.panels["data"].runs.count())] \
         == ["mine"]

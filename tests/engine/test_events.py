@@ -107,3 +107,11 @@ def test_the_cli_says_estimating_until_the_clock_has_an_estimate():
     p(Progress(1, 20, eta_s=None, stage="train"))
     p(Progress(20, 20, eta_s=0.0, stage="train"))
     assert out.getvalue().splitlines() == ["[train] 1/20  eta estimating", "[train] 20/20  eta 00:00"]
+
+
+def test_format_eta_prints_minutes_and_hours():
+    from engine.events import format_eta
+
+    assert format_eta(None) == "--:--"
+    assert format_eta(65.4) == "01:05" and format_eta(0) == "00:00"
+    assert format_eta(3725) == "1:02:05"
