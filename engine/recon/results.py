@@ -23,13 +23,8 @@ RECON_DIR = "recon"  # MERGE16: A's Run read side names the reconstruction folde
 GUI_DIR = "gui"  # RUN_DIR/recon/gui/image-NNNNN: single trials reconstructed from the panel
 ALL_DIR = "test"  # RUN_DIR/recon/test: "Reconstruct all" (the CLI's default folder too)
 ORACLE_SUFFIX = ".oracle"  # <folder>.oracle: the same images from their true embeddings (the decoder's ceiling)
-LOWER_IS_BETTER = ("MSE", "corr-dist")  # MERGE16: use B's higher_is_better (engine/metrics)
 # the settings that make two reconstructions of an image comparable; MERGE16: use A's ReconstructConfig
 SETTING_KEYS = ("guidance", "steps", "sampler", "seed", "samples", "img2img_strength")
-
-
-def higher_is_better(metric: str) -> bool:  # MERGE16: use B's higher_is_better
-    return not any(metric.startswith(p) for p in LOWER_IS_BETTER)
 
 
 @dataclass
@@ -81,7 +76,7 @@ def _png(path: Path) -> np.ndarray:
 
 def _extractors() -> list:
     """The demo embedder as feature extractor (correlation distance), when it can be loaded."""
-    from engine.metrics.features import FeatureUnavailable, load_feature_extractor
+    from engine.models.embedders.features import FeatureUnavailable, load_feature_extractor
 
     try:
         return [load_feature_extractor("demo", device="cpu")]
@@ -124,8 +119,7 @@ def _sample_metrics(gt, samples, ext, gt_features: dict) -> tuple[dict, dict]:
     """Per-sample metrics (``per_trial_metrics``'s low-level ones and ``corr-dist NAME``) and each extractor's sample
     features, which the 2-way needs too; ``gt_features`` per extractor name: every image goes through each extractor
     once."""
-    # MERGE16: B moves evaluate to engine/evaluate/ (above recon): per_trial_metrics must stay importable from recon
-    from engine.metrics.evaluate import per_trial_metrics
+    from engine.metrics.trial import per_trial_metrics
     from engine.metrics.identification import correlation_distance
 
     metrics = {k: np.asarray(v, np.float64) for k, v in per_trial_metrics(gt, samples).items()}

@@ -3,7 +3,7 @@
 The gallery shows the test images of the subject. Clicking one runs ``engine.recon.reconstruct.reconstruct_job`` for
 that trial in a worker (per-step progress; ``Preview`` events show the image being denoised), then shows the ground
 truth, the blurry image and the K samples side by side with the trial's metrics
-(``engine.metrics.evaluate.per_trial_metrics``). "Reconstruct all" does the whole test set. The metrics table lists
+(``engine.metrics.trial.per_trial_metrics``). "Reconstruct all" does the whole test set. The metrics table lists
 every reconstructed image of the run (sortable, best and worst one click away) and exports as CSV; the comparison grid
 exports as PNG.
 
@@ -27,8 +27,9 @@ from PySide6.QtCore import Slot
 from PySide6.QtWidgets import QFileDialog, QGridLayout, QWidget
 
 from engine.errors import NeuroLensError
+from engine.metrics.aggregate import higher_is_better
 from engine.recon.results import (ALL_DIR, GUI_DIR, RECON_DIR, TrialRecon, comparison_grid, decoder_state,
-                                  higher_is_better, load_run_recons, reconstruct_trials_job, write_metrics_csv)
+                                  load_run_recons, reconstruct_trials_job, write_metrics_csv)
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.state.recon_state import ReconState
 from neurolens_app.widgets.recon_comparison import ComparisonView

@@ -9,7 +9,8 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from engine.recon.results import higher_is_better, metric_names
+from engine.metrics.aggregate import higher_is_better
+from engine.recon.results import metric_names
 
 
 class _NumItem(QTableWidgetItem):
