@@ -432,14 +432,14 @@ class _Trainer:
     # --- torch encoders -------------------------------------------------------------------------------------------------
     def _build_model(self, data: PreparedData, ckpt):
         from engine.models.base import BrainEncoder
-        from engine.models.registry import build_encoder
+        from engine.models.registry import build_encoder, encoder_from_spec
 
         cfg = self.config
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         random.seed(cfg.seed)
         if ckpt is not None:
-            model = BrainEncoder.from_spec(ckpt.model_spec, source=str(ckpt.path))
+            model = encoder_from_spec(ckpt.model_spec, source=str(ckpt.path))
             model.load_state_dict_checked(ckpt.model_state, source=str(ckpt.path))
         elif cfg.init_from:
             from engine.train.predict import load_encoder
