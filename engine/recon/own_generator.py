@@ -237,9 +237,10 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
         raise ConfigError(f"{out_dir}: already exists; choose another --out or pass --overwrite")
     subj = subject if hasattr(subject, "images") else open_subject(subject)
     if isinstance(extra_images, (str, Path)):
+        from engine.data.demo.builder import resolve_demo_alias
         from engine.data.demo.own_stimuli import load_stimulus_source
 
-        extra_images = load_stimulus_source(extra_images).images
+        extra_images = load_stimulus_source(resolve_demo_alias(extra_images)).images
     images, counts = gather_images(subj, extra_images)
     grey = is_grey(np.asarray(subj.images[training_image_rows(subj)]))
     size = generator_image_size(images.shape[1], images.shape[2])

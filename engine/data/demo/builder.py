@@ -17,7 +17,7 @@ from engine.data.demo import cortex, simulate
 from engine.data.demo.own_stimuli import OwnStimuli, holdout_order, load_stimulus_source, own_categories, own_stimulus_set
 from engine.data.demo.stimuli import StimulusSet, concat_stimuli, render_stimuli
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
-from engine.errors import DataError
+from engine.errors import DataError, SubjectFormatError
 from engine.events import EtaClock, Event, Finished, Log, Progress, Started, drive, ensure_token
 
 GENERATOR = "neurolens demo"
@@ -53,6 +53,21 @@ def ensure_demo_subject(subject: int = 1) -> Path:
     if not native.is_native(path) or cached_model_version(path) != MODEL_VERSION:
         create_demo_subject(path, seed=0, subject=subject, overwrite=path.exists())
     return path
+
+
+DEMO_ALIAS = "demo"
+
+
+def resolve_demo_alias(path: str | Path) -> str | Path:
+    """``"demo"`` / ``"demo:N"`` (when no such file exists) → the cached demo subject N, built on first use."""
+    text = str(path)
+    if Path(text).exists() or not (text == DEMO_ALIAS or text.startswith(DEMO_ALIAS + ":")):
+        return path
+    number = text.partition(":")[2] or "1"
+    if not number.isdigit() or int(number) < 1:
+        raise SubjectFormatError(text, "not a demo subject", expected="'demo' or 'demo:N' with N ≥ 1",
+                                 found=repr(text))
+    return ensure_demo_subject(subject=int(number))
 
 
 def cached_model_version(path) -> int | None:
@@ -225,7 +240,7 @@ def _own_stimuli(stimuli, config: simulate.DemoConfig, seed: int, n_test: int | 
     """(OwnStimuli with the test images last, DemoConfig sized to them) for ``--stimuli``."""
     import dataclasses
 
-    own = stimuli if isinstance(stimuli, OwnStimuli) else load_stimulus_source(stimuli)
+    own = stimuli if isinstance(stimuli, OwnStimuli) else load_stimulus_source(resolve_demo_alias(stimuli))
     n = len(own.images)
     n_test = int(n_test) if n_test is not None else max(10, min(100, n // 10))
     if not 1 <= n_test < n:
