@@ -143,7 +143,12 @@ def import_graph(imports: list[Import], engine: str = "engine") -> dict[str, set
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
-    """One chain ``a -> b -> ... -> a`` per strongly connected component with more than one module (Tarjan)."""
+    """One chain ``a -> b -> ... -> a`` per knot (strongly connected component of more than one module)."""
+    return [_chain(graph, comp) for comp in knots(graph)]
+
+
+def knots(graph: dict[str, set[str]]) -> list[set[str]]:
+    """The strongly connected components of more than one module (Tarjan): every module of one reaches every other."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -179,7 +184,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
                 visit(v)
     finally:
         sys.setrecursionlimit(limit)
-    return [_chain(graph, comp) for comp in components]
+    return components
 
 
 def _chain(graph: dict[str, set[str]], comp: set[str]) -> list[str]:

@@ -12,7 +12,7 @@ are never used. Parts (the diffusers classes real generators use, so ``finetune`
 - conditioning adapter from the PCA scores to 4 tokens, with the learned null condition (classifier-free guidance).
 
 Training: ε-prediction with min-SNR-γ weights, condition dropout, EMA, the demo generator's noise schedule
-(``engine.recon.demo_generator``). Every ``checkpoint_every`` steps and on cancel the state is written to
+(``engine.recon.demo_generator.build_scheduler``). Every ``checkpoint_every`` steps and on cancel the state is written to
 ``OUT.resume/`` (weights, EMA, optimizer, RNG, step); ``resume=True`` continues to the same result. ``generator.json``
 records a fingerprint of the training stimuli: ``finetune``/``reconstruct`` refuse the generator for a subject whose
 training stimuli differ (``check_generator_subject``).
@@ -190,7 +190,7 @@ def images_to_pixels(images_u8: np.ndarray, image_size: int, grey: bool):
     import torch
     from torch.nn import functional as F
 
-    from engine.recon.demo_generator import images_to_tensor
+    from engine.recon.diffusion_training import images_to_tensor
 
     x = images_to_tensor(images_u8)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
@@ -221,8 +221,9 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     from engine.data import open_subject
     from engine.data.readers.own_images import is_grey
     from engine.models.embedders.pca import PCAImageEmbedder
-    from engine.recon.demo_generator import build_scheduler, min_snr_weights, update_with_ema
-    from engine.recon.generators import resolve_device
+    from engine.recon.demo_generator import build_scheduler
+    from engine.recon.diffusion_training import min_snr_weights, update_with_ema
+    from engine.recon.generator import resolve_device
     from engine.recon.guidance import drop_mask
 
     cancel = ensure_token(cancel)
@@ -422,7 +423,8 @@ def load_own_generator(folder, cfg):
 
     from engine.errors import ModelFolderError
     from engine.recon.conditioning import ConditioningAdapter
-    from engine.recon.generators import Generator, _finish, _from_pretrained, _read_scheduler_config, resolve_device
+    from engine.recon.generator import Generator, finish_loading, resolve_device
+    from engine.recon.model_folder import load_part, read_scheduler_config
 
     folder = Path(folder).expanduser()
     for part in ("unet", "scheduler", "adapter", "embedder"):
@@ -430,13 +432,13 @@ def load_own_generator(folder, cfg):
             raise ModelFolderError(folder, f"{part}/", "a generator folder written by 'neurolens generator train'")
     meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    unet = _from_pretrained(UNet2DConditionModel, folder, "unet")
+    unet = load_part(UNet2DConditionModel, folder, "unet")
     adapter = ConditioningAdapter.load(folder / "adapter")
     gen = Generator(kind=KIND, path=str(folder), unet=unet, vae=pixel_space(int(meta["channels"])),
-                    scheduler_config=_read_scheduler_config(folder), image_size=int(meta["image_size"]),
+                    scheduler_config=read_scheduler_config(folder), image_size=int(meta["image_size"]),
                     context_dim=int(unet.config.cross_attention_dim), n_tokens=adapter.config.n_tokens,
                     adapter=adapter, embedder=cfg.spec, device=device, dtype=dtype, info=meta)
-    return _finish(gen, replace(cfg))
+    return finish_loading(gen, replace(cfg))
 
 
 def default_generator_folder(subject) -> Path:

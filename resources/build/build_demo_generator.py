@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_generator import (DEMO_ARCHITECTURE, FOLDER_NAME, DemoTrainConfig,  # noqa: E402
-                                         refit_demo_adapter, train_demo_generator)
+from engine.recon.demo_generator import DEMO_ARCHITECTURE, FOLDER_NAME  # noqa: E402
+from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
+from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
 
 
