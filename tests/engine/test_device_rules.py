@@ -22,7 +22,8 @@ ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # (The demo_*.py modules build the shipped demo generator, on the CPU only.)
 DEVICE_MODULES = [*sorted(p for p in (ENGINE / "recon").glob("*.py") if not p.name.startswith("demo_")), *(ENGINE / "models" / n for n in
                   ("base.py", "mlp.py", "mbm.py", "moe.py", "routing.py", "losses.py")),
-                  *(ENGINE / "train" / n for n in ("trainer.py", "predict.py", "evaluation.py"))]
+                  *(ENGINE / "train" / n for n in ("trainer.py", "steps.py", "stages.py", "encoder_setup.py",
+                                                   "final_model.py", "predict.py", "evaluation.py"))]
 
 
 def _calls(path: Path):
