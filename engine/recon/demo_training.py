@@ -110,8 +110,7 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     yield Log(f"{len(images)} images, embeddings {tuple(embeddings.shape)}")
     gen = torch.Generator().manual_seed(recipe.seed)
 
-    if init_from is not None and vae_from is None:
-        vae_from = init_from
+    vae_from = init_from if vae_from is None else vae_from  # a UNet initialised from a build reuses its VAE
     vae, unet, adapter, state, resume, vae_from = yield from _starting_point(continue_from, vae_from, recipe, cfg)
     fresh_vae = continue_from is None and vae_from is None
     resumed_at = 0 if fresh_vae else recipe.vae_steps + state["cycle"] * recipe.unet_steps + state["step"]
