@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from engine.errors import ConfigError
 from engine.models.registry import load_encoder_folder
 from engine.models.losses import mse_loss
-from engine.models.moe import MoEConfig, MoEEncoder, dispatch_mask, expert_capacity
+from engine.models.moe import MoEConfig, MoEEncoder
+from engine.models.moe_dispatch import dispatch_mask, expert_capacity
 from engine.models.registry import build_encoder
 
 TINY = {"hidden": 16, "n_blocks": 1, "dropout": 0.0}
