@@ -9,7 +9,7 @@
         --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
 
-The recipe (``engine.recon.demo_generator.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
+The recipe (``engine.recon.demo_training.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
 the folder's ``generator.json``, with ``train_state`` (cycles and steps done). The inputs are the demo stimuli
 (``render_stimuli(n_images, seed=stimulus_seed)``) and the shipped demo image embedder, nothing else. ``--vae-from``
 reuses the VAE of an earlier build (build 3 reuses build 2's: it does not depend on the embedder).
