@@ -190,7 +190,7 @@ def grid_rows(run: Path, guidance: float, img2img: float) -> list[tuple[str, Pat
 
 def test_trials(subject_path: Path, n_images: int) -> str:
     """``--trials`` for ``n_images`` test images spread over the split (every trial of each), e.g. "2000,2003"."""
-    from engine.data.formats import open_subject
+    from engine.data.sources import open_subject
 
     subj = open_subject(subject_path)
     test = np.asarray(subj.split_indices("test"))

@@ -157,14 +157,15 @@ def gpu_section(peak_tflops: float, repeats: int, configs=((256, 1), (512, 16), 
     from diffusers import StableDiffusionPipeline
 
     from engine.recon.conditioning import Condition
-    from engine.recon.generators import Generator, GeneratorConfig, _finish
+    from engine.recon.generator import Generator, finish_loading
+    from engine.recon.generators import GeneratorConfig
     from engine.recon.sampler import SamplerConfig, initial_noise, sample_latents
 
     dev, dtype = torch.device("cuda"), torch.bfloat16
     torch.manual_seed(0)
     with dev:  # random initialisation on the GPU (the CPU takes tens of seconds for 860 M parameters)
         unet, vae, sched = sd15_parts()
-    # The default pipeline gets its own copy in diffusers' default layout; ours is converted by _finish.
+    # The default pipeline gets its own copy in diffusers' default layout; ours is converted by finish_loading.
     pipe = StableDiffusionPipeline(vae=copy.deepcopy(vae), text_encoder=None, tokenizer=None,
                                    unet=copy.deepcopy(unet), scheduler=sched, safety_checker=None,
                                    feature_extractor=None, requires_safety_checker=False).to(dev, dtype)
@@ -193,7 +194,7 @@ def gpu_section(peak_tflops: float, repeats: int, configs=((256, 1), (512, 16), 
         row["diffusers_img_per_s"] = round(batch / tp, 3)
         row["diffusers_fraction_of_peak"] = round(flop / tp / (peak_tflops * 1e12), 4)
         for name, mode in variants:
-            gen = _finish(Generator(kind="sd15", path="sd15-config", unet=unet, vae=vae,
+            gen = finish_loading(Generator(kind="sd15", path="sd15-config", unet=unet, vae=vae,
                                     scheduler_config=dict(sched.config), image_size=size, context_dim=768,
                                     n_tokens=77, device=dev, dtype=dtype),
                           GeneratorConfig(spec="sd15-config", device="cuda", compile=mode))

@@ -98,7 +98,7 @@ def run_bare(cfg: TrainConfig, subject: Subject) -> tuple[float, float, dict]:
     from engine.models.registry import build_encoder
     from engine.train.dataset import prepare_data
     from engine.train.schedule import learning_rate
-    from engine.train.trainer import epoch_order
+    from engine.train.stages import epoch_order
 
     data = prepare_data(subject, cfg.data)
     loss_cfg = cfg.loss_config()

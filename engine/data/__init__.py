@@ -4,6 +4,7 @@
 """
 
 from engine.data.subject import Subject, TrialTable, VoxelTable, Stimuli, SPLITS
-from engine.data.formats import open_subject, detect_format, FORMATS
+from engine.data.formats import detect_format, FORMATS
+from engine.data.sources import open_subject
 
 __all__ = ["Subject", "TrialTable", "VoxelTable", "Stimuli", "SPLITS", "open_subject", "detect_format", "FORMATS"]

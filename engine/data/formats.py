@@ -1,4 +1,4 @@
-"""Format registry: detect what a path holds and open it as a ``Subject``.
+"""Format registry: detect what a path holds and read it as a ``Subject``.
 
 Each reader lives in ``engine/data/readers/<name>.py`` and provides ``sniff(path) -> bool`` (cheap: names and headers
 only) and ``read(path, **options) -> Subject``. Readers are imported only when used.
@@ -51,29 +51,11 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-DEMO_ALIAS = "demo"
+def read_subject(path: str | Path, format: str | None = None, **options) -> Subject:
+    """Read the file or folder ``path`` as a ``Subject``; ``format`` overrides detection, ``options`` go to the reader.
 
-
-def resolve_demo_alias(path: str | Path) -> str | Path:
-    """``"demo"`` / ``"demo:N"`` (when no such file exists) → the cached demo subject N, built on first use."""
-    text = str(path)
-    if Path(text).exists() or not (text == DEMO_ALIAS or text.startswith(DEMO_ALIAS + ":")):
-        return path
-    number = text.partition(":")[2] or "1"
-    if not number.isdigit() or int(number) < 1:
-        raise SubjectFormatError(text, "not a demo subject", expected="'demo' or 'demo:N' with N ≥ 1",
-                                 found=repr(text))
-    from engine.data.demo import ensure_demo_subject
-
-    return ensure_demo_subject(subject=int(number))
-
-
-def open_subject(path: str | Path, format: str | None = None, **options) -> Subject:
-    """Open ``path`` as a ``Subject``; ``format`` overrides detection, ``options`` go to the reader.
-
-    ``"demo"`` or ``"demo:N"`` opens the built-in (simulated) demo subject N, creating it on first use.
+    ``engine.data.sources.open_subject`` also opens the demo aliases.
     """
-    path = resolve_demo_alias(path)
     fmt = format or detect_format(path)
     read = native.read_native if fmt == "native" else _reader(fmt).read
     _check_options(read, options, path, fmt)

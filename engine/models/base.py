@@ -11,7 +11,8 @@ A saved encoder is a folder::
                         "target_shape": [1280], "schema": 1}
     model.safetensors  the state dict
 
-``BrainEncoder.load(folder)`` rebuilds the right class from ``config.json`` and never unpickles anything.
+``engine.models.registry.load_encoder_folder(folder)`` rebuilds the right class from ``config.json`` (``MLPEncoder.load``
+rebuilds that class) and never unpickles anything.
 """
 
 from __future__ import annotations
@@ -382,28 +383,18 @@ class BrainEncoder(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: dict, *, source: str = "spec") -> "BrainEncoder":
-        """Build an untrained encoder from ``spec()`` output (the class is looked up by name)."""
-        from engine.models.registry import ENCODER_CLASSES
+        """Build an untrained ``cls`` from ``spec()`` output.
 
-        try:
-            schema = spec["schema"]
-            cls_name = spec["class"]
-            config = spec["config"]
-            subjects = {str(k): int(v) for k, v in spec["subjects"]}
-            target_shape = tuple(spec["target_shape"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: not an encoder config ({type(e).__name__}: {e}); expected keys "
-                                  f"class, config, subjects, target_shape, schema") from None
-        if schema != SCHEMA_VERSION:
-            raise CheckpointError(f"{source}: key 'schema': expected {SCHEMA_VERSION}, found {schema!r}")
-        if cls_name not in ENCODER_CLASSES:
-            raise CheckpointError(f"{source}: key 'class': expected one of {sorted(ENCODER_CLASSES)}, "
-                                  f"found {cls_name!r}")
-        klass = ENCODER_CLASSES[cls_name]
-        if cls is not BrainEncoder and not issubclass(klass, cls):
+        ``engine.models.registry.encoder_from_spec`` builds whichever kind the spec names.
+        """
+        cls_name, config, subjects, target_shape = parse_spec(spec, source=source)
+        if cls is BrainEncoder:
+            raise TypeError("BrainEncoder.from_spec builds one kind; engine.models.registry.encoder_from_spec builds "
+                            "the kind a spec names")
+        if cls_name != cls.__name__:
             raise CheckpointError(f"{source}: key 'class': expected {cls.__name__}, found {cls_name}")
         with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
-            model = klass(klass.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
+            model = cls(cls.config_class.from_dict(config), n_voxels=subjects, target_shape=target_shape)
             if spec.get("caption_dim") is not None:
                 model.add_caption_head(spec["caption_dim"])
         return model
@@ -427,18 +418,12 @@ class BrainEncoder(nn.Module):
 
     @classmethod
     def load(cls, path: str | Path, *, device: str | torch.device = "cpu") -> "BrainEncoder":
-        """Rebuild an encoder saved with ``save``; ``BrainEncoder.load`` picks the class from ``config.json``."""
+        """Rebuild a ``cls`` saved with ``save``; ``engine.models.registry.load_encoder_folder`` loads any kind."""
         from safetensors.torch import load_file
 
         path = Path(path)
+        spec = read_spec(path)
         cfg_path, w_path = path / CONFIG_FILE, path / WEIGHTS_FILE
-        for p in (cfg_path, w_path):
-            if not p.is_file():
-                raise CheckpointError(f"{path}: not an encoder folder: missing {p.name}")
-        try:
-            spec = read_object(cfg_path)
-        except json.JSONDecodeError as e:
-            raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
         try:
             model = cls.from_spec(spec, source=str(cfg_path))
         except ConfigError as e:
@@ -471,3 +456,32 @@ class BrainEncoder(nn.Module):
             raise CheckpointError(f"{source}: {type(self).__name__} was built without storage (meta device) for "
                                   f"{empty[:3]}; was it constructed outside engine.models.construction's lock?")
         self.load_state_dict(state, strict=True)
+
+
+def read_spec(path: str | Path) -> dict:
+    """The ``config.json`` of the encoder folder ``path`` (``CheckpointError`` if a part is missing or unreadable)."""
+    path = Path(path)
+    cfg_path, w_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise CheckpointError(f"{path}: not an encoder folder: missing {p.name}")
+    try:
+        return read_object(cfg_path)
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}: not valid JSON ({e})") from None
+
+
+def parse_spec(spec: dict, *, source: str = "spec") -> tuple[str, dict, dict[str, int], tuple]:
+    """``(class name, config, subjects, target_shape)`` of a ``spec()``, its keys and schema checked."""
+    try:
+        schema = spec["schema"]
+        cls_name = spec["class"]
+        config = spec["config"]
+        subjects = {str(k): int(v) for k, v in spec["subjects"]}
+        target_shape = tuple(spec["target_shape"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{source}: not an encoder config ({type(e).__name__}: {e}); expected keys "
+                              f"class, config, subjects, target_shape, schema") from None
+    if schema != SCHEMA_VERSION:
+        raise CheckpointError(f"{source}: key 'schema': expected {SCHEMA_VERSION}, found {schema!r}")
+    return cls_name, config, subjects, target_shape

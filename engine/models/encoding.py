@@ -1,14 +1,14 @@
 """Encoding models: predict each voxel's response from the image embedding, and map how well it works.
 
-Recipe (``encode_job``)
------------------------
+Recipe (``engine.models.encoding_job.encode_job``)
+--------------------------------------------------
 1. Embed every stimulus image (pooled vector or flattened tokens of the chosen embedder; cached on disk).
 2. Betas as float32, z-scored per voxel within each session (removes per-session offsets and scale).
 3. Standardise the features with the training images' mean and SD, then fit ``RidgeCV`` (one alpha per voxel by
    5-fold CV) on single training trials.
 4. Predict the test images and compare with the repeat-averaged test responses: per-voxel Pearson r, R², and the
    noise-ceiling-normalised accuracy ``r / noise_ceiling`` (where the subject gives a noise ceiling).
-5. On simulated subjects, compare with the ground truth (``ground_truth_checks``).
+5. On simulated subjects, compare with the ground truth (``engine.models.encoding_ground_truth``).
 
 Run folder::
 
@@ -19,16 +19,13 @@ Run folder::
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from engine.atomic import atomic_write_bytes, atomic_write_json
 from engine.errors import CheckpointError, DataError
-from engine.events import EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
 from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.models.ridge import RidgeCV, pearson_per_target, r2_per_target
 
@@ -322,182 +319,3 @@ def roi_summary(subject, r: np.ndarray, normalized: np.ndarray) -> dict:
         out[name] = {"n_voxels": int(m.sum()), "mean_r": float(r[m].mean()), "median_r": float(np.median(r[m])),
                      "mean_normalized_r": _nanmean(normalized[m]), "mean_noise_ceiling": _nanmean(nc[m])}
     return out
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# The job
-
-
-def encode_job(subject, out_dir, *, embedder: str = "demo", features: str = "pooled", backend: str = "numpy",
-               cancel=None, cache_dir=None) -> Iterator:
-    """Fit encoding maps for ``subject`` (a Subject or a path) and write them into ``out_dir``.
-
-    Yields engine events; returns the ``EncodingMaps``. ``features`` is "pooled" or "tokens" (flattened).
-    """
-    from engine.models.embedders import cached_image_embeddings, load_image_embedder
-
-    cancel = ensure_token(cancel)
-    out_dir = Path(out_dir)
-    if features not in ("pooled", "tokens"):
-        raise DataError("--features", "unknown feature kind", expected="'pooled' or 'tokens'", found=repr(features))
-    if isinstance(subject, (str, Path)):
-        from engine.data import open_subject
-
-        subject = open_subject(subject)
-    total = 4
-    clock = EtaClock(total)
-    yield Started(job="encode", run_dir=str(out_dir), total=total)
-    t0 = time.perf_counter()
-
-    yield Progress(0, total, stage="embed", message=f"embedding {subject.n_images} images ({embedder})")
-    emb_model = load_image_embedder(embedder)
-    cancel.raise_if_set()
-    emb = cached_image_embeddings(subject.images, emb_model, tokens=features == "tokens", cache_dir=cache_dir)
-    cancel.raise_if_set()
-    yield Progress(1, total, eta_s=clock.eta(1), stage="fit",
-                   message=f"ridge {emb.reshape(len(emb), -1).shape[1]} features → {subject.n_voxels} voxels")
-    maps = fit_encoding(emb, subject, backend=backend, feature_kind=features)
-    maps.meta.update({"embedder": emb_model.spec, "embedder_identity": emb_model.identity,
-                      "subject": subject.name, "subject_path": None if subject.path is None else str(subject.path)})
-    cancel.raise_if_set()
-    yield Progress(2, total, eta_s=clock.eta(2), stage="evaluate")
-    yield Metric("mean_test_r", maps.meta["summary"]["mean_test_r"], split="test")
-    if maps.meta["summary"]["mean_normalized_r"] is not None:
-        yield Metric("mean_normalized_r", maps.meta["summary"]["mean_normalized_r"], split="test")
-    for name, s in maps.meta["rois"].items():
-        yield Log(f"{name}: {s['n_voxels']} voxels, mean test r {s['mean_r']:.3f}")
-    if subject.ground_truth:
-        checks = ground_truth_checks(subject, maps)
-        maps.meta["ground_truth"] = checks
-        for k, v in checks.items():
-            if isinstance(v, (int, float)):
-                yield Metric(f"gt_{k}", float(v), split="test")
-    cancel.raise_if_set()
-    yield Progress(3, total, eta_s=clock.eta(3), stage="save")
-    maps.meta["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    maps.save(out_dir)
-    yield Progress(4, total, eta_s=0.0, stage="save")
-    yield Finished("done", summary={"run_dir": str(out_dir), **maps.meta["summary"]})
-    return maps
-
-
-# ----------------------------------------------------------------------------------------------------------------------
-# Ground truth (simulated subjects)
-
-
-def contrast_energy(images, *, grid: int = 16, block: int = 256) -> np.ndarray:
-    """Local contrast/colour energy of each image on a ``grid × grid`` map, (n_images, grid, grid) float32.
-
-    Energy = summed absolute RGB difference from the image's background colour (median of its border pixels),
-    averaged over each grid cell. Row 0 is the top of the image, column 0 its left edge.
-    """
-    n, h, w, _ = images.shape
-    out = np.empty((n, grid, grid), np.float32)
-    for s in range(0, n, block):
-        x = np.asarray(images[s : s + block], np.float32) / 255.0
-        border = np.concatenate([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], axis=1)  # (b, 2h+2w, 3)
-        bg = np.median(border, axis=1)[:, None, None, :]
-        e = np.abs(x - bg).sum(-1)  # (b, h, w)
-        hs, ws = h // grid, w // grid
-        e = e[:, : hs * grid, : ws * grid].reshape(len(x), grid, hs, grid, ws).mean((2, 4))
-        out[s : s + block] = e
-    return out
-
-
-def estimate_prf_centres(responses: np.ndarray, energy: np.ndarray, *, top_fraction: float = 0.5) -> np.ndarray:
-    """Receptive-field centre of each voxel from its responses to images' contrast energy.
-
-    Correlates every voxel's responses with the energy in each grid cell and takes the centroid of the cells whose
-    correlation exceeds ``top_fraction`` of that voxel's maximum.
-
-    Parameters
-    ----------
-    responses : (n_images, n_voxels)
-    energy : (n_images, grid, grid)
-
-    Returns
-    -------
-    (n_voxels, 2) float32: (x, y) in grid-cell units scaled to [0, 1] (x to the right, y downwards, cell centres).
-    """
-    n, g, _ = energy.shape
-    e = energy.reshape(n, g * g).astype(np.float64)
-    e = (e - e.mean(0)) / np.where(e.std(0) > 0, e.std(0), 1.0)
-    r = np.asarray(responses, np.float64)
-    r = (r - r.mean(0)) / np.where(r.std(0) > 0, r.std(0), 1.0)
-    corr = e.T @ r / n  # (g², n_voxels)
-    top = corr.max(0, keepdims=True)
-    wgt = np.where(corr >= top_fraction * top, np.clip(corr, 0, None), 0.0)
-    wgt = wgt / np.where(wgt.sum(0) > 0, wgt.sum(0), 1.0)
-    rows, cols = np.divmod(np.arange(g * g), g)
-    x = ((cols + 0.5) / g) @ wgt
-    y = ((rows + 0.5) / g) @ wgt
-    return np.stack([x, y], 1).astype(np.float32)
-
-
-def ground_truth_checks(subject, maps: EncodingMaps) -> dict:
-    """Compare recovered maps with a simulated subject's generating parameters. Empty for real subjects.
-
-    - ``r_vs_true_noise_ceiling``: Spearman correlation, over voxels, of test r with the true noise ceiling.
-    - ``roi_order_spearman_r_vs_true_ceiling``: do ROIs rank the same by mean test r as by mean true ceiling?
-    - ``prf_x_corr``/``prf_y_corr``: Pearson correlation between the true pRF centres of early visual voxels and the
-      centres estimated from their training responses to contrast energy (``estimate_prf_centres``).
-    """
-    gt = subject.ground_truth or {}
-    out: dict = {}
-    nc_true = gt.get("noise_ceiling_true", gt.get("noise_ceiling"))
-    if nc_true is not None:
-        nc_true = np.asarray(nc_true, np.float64)
-        out["r_vs_true_noise_ceiling"] = _spearman(maps.test_r, nc_true)
-        roi_r, roi_nc = [], []
-        for name, mask in subject.rois.items():
-            m = np.asarray(mask, bool)
-            if m.any():
-                roi_r.append(float(maps.test_r[m].mean()))
-                roi_nc.append(float(nc_true[m].mean()))
-        if len(roi_r) >= 3:
-            out["roi_order_spearman_r_vs_true_ceiling"] = _spearman(np.array(roi_r), np.array(roi_nc))
-    if "prf_x" in gt and "prf_y" in gt:
-        out.update(_prf_check(subject, np.asarray(gt["prf_x"], np.float64), np.asarray(gt["prf_y"], np.float64)))
-    return out
-
-
-EARLY_VISUAL = ("V1", "V2", "V3")
-
-
-def _prf_check(subject, true_x: np.ndarray, true_y: np.ndarray) -> dict:
-    early = np.zeros(subject.n_voxels, bool)
-    for name in EARLY_VISUAL:
-        if name in subject.rois:
-            early |= np.asarray(subject.rois[name], bool)
-    early &= np.isfinite(true_x) & np.isfinite(true_y)
-    if early.sum() < 3:
-        return {}
-    train = subject.split_indices("train")
-    image_index = np.asarray(subject.trials.image_index)[train]
-    betas = session_zscore(subject.betas[:, np.flatnonzero(early)], subject.trials.session)[train]
-    # One response per training image (averaging any repeats), against that image's energy map.
-    uniq, inv = np.unique(image_index, return_inverse=True)
-    resp = np.zeros((len(uniq), betas.shape[1]), np.float64)
-    np.add.at(resp, inv, betas)
-    resp /= np.bincount(inv)[:, None]
-    energy = contrast_energy(subject.images[uniq] if len(uniq) < subject.n_images else subject.images)
-    est = estimate_prf_centres(resp, energy)
-    return {"prf_n_voxels": int(early.sum()),
-            "prf_x_corr": float(np.corrcoef(est[:, 0], true_x[early])[0, 1]),
-            "prf_y_corr": float(np.corrcoef(est[:, 1], true_y[early])[0, 1])}
-
-
-def _rank(x: np.ndarray) -> np.ndarray:
-    order = np.argsort(x, kind="stable")
-    r = np.empty(len(x), np.float64)
-    r[order] = np.arange(len(x))
-    return r
-
-
-def _spearman(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    ok = np.isfinite(a) & np.isfinite(b)
-    if ok.sum() < 3:
-        return float("nan")
-    return float(np.corrcoef(_rank(a[ok]), _rank(b[ok]))[0, 1])

@@ -45,7 +45,6 @@ Differences from MoRE-Brain's code, on purpose:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -58,7 +57,7 @@ from engine.errors import ConfigError
 from engine.config import check
 from engine.models.base import BrainEncoder, EncoderOutput, RetrievalProjector
 from engine.models.config import ModelConfig
-from engine.models.losses import batch_mean, batch_sum, load_balance_loss, switch_balance_loss
+from engine.models.moe_experts import ExpertLevel
 
 TOPOLOGIES = ("flat", "multi", "hierarchical")
 ROUTINGS = ("expert_choice", "token_choice")
@@ -159,66 +158,6 @@ class MoEConfig(ModelConfig):
         check(self.projector_hidden >= 0, name, "projector_hidden", "an integer >= 0", self.projector_hidden)
 
 
-# --------------------------------------------------------------------------------------------------------------------
-# Routing
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def expert_capacity(n_units: int, n_experts: int, routing: str, capacity_factor: float, top_k: int = 1) -> int:
-    """Units one expert takes: expert choice ``int(n_units / E × cf)``; token choice ``ceil(cf × n_units × k / E)``;
-    at least 1 and at most ``n_units``."""
-    if routing == "expert_choice":
-        k = int(n_units / n_experts * capacity_factor)
-    else:
-        k = math.ceil(capacity_factor * n_units * min(top_k, n_experts) / n_experts)
-    return max(1, min(n_units, k))
-
-
-def dispatch_mask(probs: torch.Tensor, routing: str, capacity_factor: float, top_k: int = 1) -> torch.Tensor:
-    """Which units go to which expert.
-
-    Parameters
-    ----------
-    probs : Tensor, shape (..., n_units, n_experts)
-        Routing probabilities.
-    routing : {"expert_choice", "token_choice"}
-
-    Returns
-    -------
-    Tensor of bool, shape (..., n_units, n_experts)
-    """
-    n_units, n_experts = probs.shape[-2], probs.shape[-1]
-    cap = expert_capacity(n_units, n_experts, routing, capacity_factor, top_k)
-    if routing == "expert_choice":
-        idx = probs.topk(cap, dim=-2).indices
-        return torch.zeros_like(probs, dtype=torch.bool).scatter_(-2, idx, True)
-    k = min(top_k, n_experts)
-    chosen = torch.zeros_like(probs, dtype=torch.bool).scatter_(-1, probs.topk(k, dim=-1).indices, True)
-    # Units that did not pick an expert score -1 so an expert's capacity goes to its highest-probability choosers.
-    score = torch.where(chosen, probs, torch.full_like(probs, -1.0))
-    keep = torch.zeros_like(chosen).scatter_(-2, score.topk(cap, dim=-2).indices, True)
-    return chosen & keep
-
-
-class UnitRouter(nn.Module):
-    """Routes ``n_units`` scalar tokens among ``n_experts``, independently for ``n_groups`` parents.
-
-    logits[b, g, u, e] = x[b, g, u] · w[g, e] (+ bias[g, u, e]); probabilities = softmax over e.
-    """
-
-    def __init__(self, n_groups: int, n_units: int, n_experts: int, *, init: float, unit_bias: bool) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(n_groups, n_experts).uniform_(-init, init))
-        self.unit_bias = nn.Parameter(torch.zeros(n_groups, n_units, n_experts)) if unit_bias else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x (batch, n_groups, n_units) → probabilities (batch, n_groups, n_units, n_experts)."""
-        logits = x.unsqueeze(-1) * self.weight[:, None, :]
-        if self.unit_bias is not None:
-            logits = logits + self.unit_bias
-        return logits.softmax(dim=-1)
-
-
 class RoiGroupedLinear(nn.Linear):
     """``Linear(n_voxels → hidden)`` whose units are split into ``n_groups`` contiguous blocks; unit u of block g reads
     only the voxels of group g (``voxel_group``, a buffer saved with the weights; -1 = a voxel of no group, read by
@@ -247,108 +186,6 @@ class RoiGroupedLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.effective_weight(), self.bias)
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Experts, batched over the experts of a level
-# --------------------------------------------------------------------------------------------------------------------
-
-
-class GroupedLinear(nn.Module):
-    """``n`` independent Linear layers applied at once: x (batch, n, d_in) → (batch, n, d_out)."""
-
-    def __init__(self, n: int, d_in: int, d_out: int) -> None:
-        super().__init__()
-        bound = 1.0 / math.sqrt(d_in)
-        self.weight = nn.Parameter(torch.empty(n, d_in, d_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n, d_out).uniform_(-bound, bound))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bni,nio->bno", x, self.weight) + self.bias
-
-
-class GroupedLayerNorm(nn.Module):
-    """LayerNorm over the last axis with one affine pair per expert: x (batch, n, d)."""
-
-    def __init__(self, n: int, d: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(n, d))
-        self.bias = nn.Parameter(torch.zeros(n, d))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(x, x.shape[-1:]) * self.weight + self.bias
-
-
-class GroupedResidualBlock(nn.Module):
-    """The MindEyeV2 residual block, one per expert: x + Linear(Dropout(GELU(Linear(LN(x)))))."""
-
-    def __init__(self, n: int, d: int, dropout: float) -> None:
-        super().__init__()
-        self.norm = GroupedLayerNorm(n, d)
-        self.fc1 = GroupedLinear(n, d, d)
-        self.fc2 = GroupedLinear(n, d, d)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.fc2(self.drop(F.gelu(self.fc1(self.norm(x)))))
-
-
-class ExpertLevel(nn.Module):
-    """One level: a router per parent, the level's experts and their output heads.
-
-    Parameters
-    ----------
-    n_parents, units_per_parent : int
-        The level routes ``units_per_parent`` units of each of ``n_parents`` inputs (1 parent: the input layer).
-    children : int
-        Experts per parent; the level has ``n_parents × children`` experts, expert ``p·children + j`` belongs to
-        parent ``p``.
-    width : int
-        Hidden width of each expert.
-    n_blocks : int or None
-        Residual blocks per expert; ``None`` makes each expert a single Linear (MoRE-Brain's child experts).
-    """
-
-    def __init__(self, n_parents: int, units_per_parent: int, children: int, width: int, n_blocks: int | None,
-                 out_dim: int, config: MoEConfig) -> None:
-        super().__init__()
-        self.n_parents, self.units, self.n_children = n_parents, units_per_parent, children
-        self.n_experts = n_parents * children
-        self.width = width
-        self.routing, self.capacity_factor, self.top_k = config.routing, config.capacity_factor, config.top_k
-        self.noise, self.balance = config.router_noise, config.balance
-        self.router = UnitRouter(n_parents, units_per_parent, children, init=config.router_init,
-                                 unit_bias=config.router_unit_bias)
-        self.inp = GroupedLinear(self.n_experts, units_per_parent, width)
-        blocks = n_blocks or 0
-        self.blocks = nn.Sequential(*[GroupedResidualBlock(self.n_experts, width, config.dropout)
-                                      for _ in range(blocks)])
-        self.head = GroupedLinear(self.n_experts, width, out_dim)
-
-    def forward(self, x: torch.Tensor) -> dict:
-        """x (batch, n_parents, units) → dict with ``out`` (batch, out_dim) summed over experts, ``expert_out``
-        (batch, n_experts, out_dim), ``hidden``
-        (batch, n_experts, width), ``weights`` (batch, n_parents, units, children), ``probs``, ``mask``, ``lb``."""
-        probs = self.router(x)
-        if self.training and self.noise > 0:
-            # Drawn on the CPU, then moved: the same noise on every device for the same seed.
-            probs = probs + torch.randn(probs.shape).to(probs.device, probs.dtype) * self.noise
-        mask = dispatch_mask(probs.detach(), self.routing, self.capacity_factor, self.top_k)
-        weights = probs * mask
-        b = x.shape[0]
-        # (batch, parents, units, children) → (batch, experts, units): expert p·children + j sees parent p's units.
-        inp = (x.unsqueeze(-1) * weights).permute(0, 1, 3, 2).reshape(b, self.n_experts, self.units)
-        hidden = self.blocks(self.inp(inp))
-        expert_out = self.head(hidden)  # (batch, experts, out_dim)
-        out = expert_out.sum(dim=1)
-        mean_prob = batch_mean(probs, dim=(0, 2))  # (parents, children), over every process's rows when distributed
-        if self.balance == "mse":
-            lb = load_balance_loss(mean_prob)
-        else:
-            counts = batch_sum(mask.float(), dim=(0, 2))
-            lb = switch_balance_loss(counts / counts.sum(-1, keepdim=True).clamp_min(1e-9), mean_prob)
-        return {"out": out, "expert_out": expert_out, "hidden": hidden, "weights": weights, "probs": probs,
-                "mask": mask, "lb": lb}
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Build a torch brain encoder by kind name ("mlp", "mbm", "moe") from a plain config dict.
+"""The encoder kinds ("mlp", "mbm", "moe"): build one by kind name from a plain config dict, or rebuild the kind a
+saved spec or folder names.
 
 >>> enc = build_encoder("moe", {"hidden": 64, "n_experts": [2, 4]}, n_voxels={"subj01": 500}, target_shape=(32,))
 >>> out = enc(torch.randn(8, 500), subject="subj01")      # EncoderOutput; out.embedding is (8, 32)
@@ -6,10 +7,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterable
 
-from engine.errors import ConfigError
-from engine.models.base import BrainEncoder
+import torch
+
+from engine.errors import CheckpointError, ConfigError
+from engine.models.base import BrainEncoder, parse_spec, read_spec
 from engine.models.config import ModelConfig
 from engine.models.mbm import MBMConfig, MBMEncoder
 from engine.models.mlp import MLPConfig, MLPEncoder
@@ -53,3 +57,21 @@ def build_encoder(kind: str, config: dict | ModelConfig | None = None, *, n_voxe
     cfg = config_for(kind, config)
     with MODEL_BUILD_LOCK:  # never while another thread runs a low-memory from_pretrained
         return ENCODER_KINDS[kind](cfg, n_voxels=n_voxels, target_shape=tuple(target_shape))
+
+
+def encoder_from_spec(spec: dict, *, source: str = "spec") -> BrainEncoder:
+    """An untrained encoder of the class a ``BrainEncoder.spec()`` names."""
+    return _named_class(parse_spec(spec, source=source)[0], source).from_spec(spec, source=source)
+
+
+def load_encoder_folder(path: str | Path, *, device: str | torch.device = "cpu") -> BrainEncoder:
+    """The encoder saved in the folder ``path`` with ``BrainEncoder.save``, whichever kind it is."""
+    source = str(Path(path) / "config.json")
+    return _named_class(parse_spec(read_spec(path), source=source)[0], source).load(path, device=device)
+
+
+def _named_class(cls_name: str, source: str) -> type[BrainEncoder]:
+    if cls_name not in ENCODER_CLASSES:
+        raise CheckpointError(f"{source}: key 'class': expected one of {sorted(ENCODER_CLASSES)}, "
+                              f"found {cls_name!r}")
+    return ENCODER_CLASSES[cls_name]

@@ -531,9 +531,9 @@ def _restore_training_state(decoder_dir: Path, state: dict, *, adapter, router, 
             for k, v in load_file(str(decoder_dir / "unet_cross_attn.safetensors")).items():
                 own[k].copy_(v)
     if encoder is not None:
-        from engine.models.base import BrainEncoder
+        from engine.models.registry import load_encoder_folder
 
-        encoder.load_state_dict(BrainEncoder.load(decoder_dir / "encoder").state_dict())
+        encoder.load_state_dict(load_encoder_folder(decoder_dir / "encoder").state_dict())
     optimizer.load_state_dict(unflatten_optimizer_state(
         load_file(str(decoder_dir / RESUME_DIR / "optimizer.safetensors")), state["optimizer"]))
     restore_rng(state["rng"], load_file(str(decoder_dir / RESUME_DIR / "rng.safetensors")), rng)

@@ -51,7 +51,7 @@ def finetune_loss(parts: FinetuneParts, batch: FinetuneBatch, cfg, rng) -> Finet
     """
     import torch
 
-    from engine.recon.demo_generator import min_snr_weights
+    from engine.recon.diffusion_training import min_snr_weights
     from engine.recon.guidance import drop_mask
     from engine.train.device import to_device
 

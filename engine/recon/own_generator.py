@@ -12,7 +12,7 @@ are never used. Parts (the diffusers classes real generators use, so ``finetune`
 - conditioning adapter from the PCA scores to 4 tokens, with the learned null condition (classifier-free guidance).
 
 Training: ε-prediction with min-SNR-γ weights, condition dropout, EMA, the demo generator's noise schedule
-(``engine.recon.demo_generator``). Every ``checkpoint_every`` steps and on cancel the state is written to
+(``engine.recon.demo_generator.build_scheduler``). Every ``checkpoint_every`` steps and on cancel the state is written to
 ``OUT.resume/`` (weights, EMA, optimizer, RNG, step); ``resume=True`` continues to the same result. ``generator.json``
 records a fingerprint of the training stimuli: ``finetune``/``reconstruct`` refuse the generator for a subject whose
 training stimuli differ (``check_generator_subject``).
@@ -190,7 +190,7 @@ def images_to_pixels(images_u8: np.ndarray, image_size: int, grey: bool):
     import torch
     from torch.nn import functional as F
 
-    from engine.recon.demo_generator import images_to_tensor
+    from engine.recon.diffusion_training import images_to_tensor
 
     x = images_to_tensor(images_u8)
     if x.shape[-1] != image_size or x.shape[-2] != image_size:
@@ -218,12 +218,9 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     """
     import torch
 
-    from engine.data import open_subject
-    from engine.data.readers.own_images import is_grey
     from engine.models.embedders.pca import PCAImageEmbedder
-    from engine.recon.demo_generator import build_scheduler, min_snr_weights, update_with_ema
-    from engine.recon.generators import resolve_device
-    from engine.recon.guidance import drop_mask
+    from engine.recon.demo_generator import build_scheduler
+    from engine.recon.generator import resolve_device
 
     cancel = ensure_token(cancel)
     out_dir = Path(out_dir)
@@ -235,13 +232,7 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
         cfg = OwnGeneratorConfig.from_dict(saved["config"])
     elif out_dir.exists() and not overwrite:
         raise ConfigError(f"{out_dir}: already exists; choose another --out or pass --overwrite")
-    subj = subject if hasattr(subject, "images") else open_subject(subject)
-    if isinstance(extra_images, (str, Path)):
-        from engine.data.demo.own_stimuli import load_stimulus_source
-
-        extra_images = load_stimulus_source(extra_images).images
-    images, counts = gather_images(subj, extra_images)
-    grey = is_grey(np.asarray(subj.images[training_image_rows(subj)]))
+    subj, images, counts, grey = _training_images(subject, extra_images)
     size = generator_image_size(images.shape[1], images.shape[2])
     channels = 1 if grey else 3
     dev, _ = resolve_device(device, "fp32")
@@ -263,6 +254,49 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     adapter.set_statistics(emb.cpu().numpy())
     adapter.to(dev).train()
     sched = build_scheduler()
+    fingerprint = stimuli_fingerprint(subj)
+    loss = yield from _train_diffusion(cfg, unet, adapter, sched, x_all, emb, dev, state_dir=state_dir, saved=saved,
+                                       fingerprint=fingerprint, cancel=cancel)
+    meta = {"kind": KIND, "schema": 1, "config": cfg.to_dict(), "image_size": size, "channels": channels,
+            "stimulus_shape": [int(images.shape[1]), int(images.shape[2])], "grey": grey,
+            "embedder": "embedder", "embedder_identity": embedder.identity, "condition": "pooled",
+            "stimuli_fingerprint": fingerprint, "subject": subj.name,
+            "subject_path": None if subj.path is None else str(subj.path), "images": counts,
+            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    save_own_generator(out_dir, unet=unet, adapter=adapter, scheduler=sched, embedder=embedder, meta=meta)
+    shutil.rmtree(state_dir, ignore_errors=True)
+    yield Log(f"generator written to {out_dir}")
+    yield Finished(status="done", summary={"out_dir": str(out_dir), "steps": cfg.steps, "images": len(images),
+                                           "image_size": size, "loss": float(loss.detach())})
+    return out_dir
+
+
+def _training_images(subject, extra_images):
+    """(subject, images, counts per source, whether the stimuli are grey): the subject's training stimuli and prior
+    images, plus ``extra_images`` (an array, or a PNG folder / ``.npz`` / subject to read them from)."""
+    from engine.data import open_subject
+    from engine.data.readers.own_images import is_grey
+
+    subj = subject if hasattr(subject, "images") else open_subject(subject)
+    if isinstance(extra_images, (str, Path)):
+        from engine.data.demo.builder import resolve_demo_alias
+        from engine.data.demo.own_stimuli import load_stimulus_source
+
+        extra_images = load_stimulus_source(resolve_demo_alias(extra_images)).images
+    images, counts = gather_images(subj, extra_images)
+    grey = is_grey(np.asarray(subj.images[training_image_rows(subj)]))
+    return subj, images, counts, grey
+
+
+def _train_diffusion(cfg: OwnGeneratorConfig, unet, adapter, sched, x_all, emb, dev, *, state_dir: Path, saved,
+                     fingerprint: str, cancel: CancelToken):
+    """Sub-job: ε-prediction training from the saved state (if any) to ``cfg.steps``, checkpointed to ``state_dir``;
+    the weights end as their EMA. Returns the last batch's loss."""
+    import torch
+
+    from engine.recon.diffusion_training import min_snr_weights, update_with_ema
+    from engine.recon.guidance import drop_mask
+
     params = list(unet.parameters()) + list(adapter.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
     ema = [p.detach().clone() for p in params]
@@ -271,13 +305,12 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     if saved is not None:
         start = _restore_state(state_dir, saved, unet, adapter, opt, ema, rng)
         yield Log(f"resuming at step {start} of {cfg.steps} from {state_dir}")
-    fingerprint = stimuli_fingerprint(subj)
 
     def checkpoint(step: int) -> Path:
         return _write_state(state_dir, step, cfg, fingerprint, unet, adapter, opt, ema, rng)
 
     clock = EtaClock(cfg.steps, start_step=start)
-    n = len(images)
+    n = len(x_all)
     for step in range(start, cfg.steps):
         if cancel.is_set():
             path = checkpoint(step)
@@ -303,18 +336,7 @@ def train_generator_job(subject, out_dir, *, extra_images=None, config: OwnGener
     with torch.no_grad():
         for p, e in zip(params, ema):
             p.copy_(e)
-    meta = {"kind": KIND, "schema": 1, "config": cfg.to_dict(), "image_size": size, "channels": channels,
-            "stimulus_shape": [int(images.shape[1]), int(images.shape[2])], "grey": grey,
-            "embedder": "embedder", "embedder_identity": embedder.identity, "condition": "pooled",
-            "stimuli_fingerprint": fingerprint, "subject": subj.name,
-            "subject_path": None if subj.path is None else str(subj.path), "images": counts,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    save_own_generator(out_dir, unet=unet, adapter=adapter, scheduler=sched, embedder=embedder, meta=meta)
-    shutil.rmtree(state_dir, ignore_errors=True)
-    yield Log(f"generator written to {out_dir}")
-    yield Finished(status="done", summary={"out_dir": str(out_dir), "steps": cfg.steps, "images": len(images),
-                                           "image_size": size, "loss": float(loss.detach())})
-    return out_dir
+    return loss
 
 
 def _shift(x, px: int, rng):
@@ -421,7 +443,8 @@ def load_own_generator(folder, cfg):
 
     from engine.errors import ModelFolderError
     from engine.recon.conditioning import ConditioningAdapter
-    from engine.recon.generators import Generator, _finish, _from_pretrained, _read_scheduler_config, resolve_device
+    from engine.recon.generator import Generator, finish_loading, resolve_device
+    from engine.recon.model_folder import load_part, read_scheduler_config
 
     folder = Path(folder).expanduser()
     for part in ("unet", "scheduler", "adapter", "embedder"):
@@ -429,13 +452,13 @@ def load_own_generator(folder, cfg):
             raise ModelFolderError(folder, f"{part}/", "a generator folder written by 'neurolens generator train'")
     meta = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    unet = _from_pretrained(UNet2DConditionModel, folder, "unet")
+    unet = load_part(UNet2DConditionModel, folder, "unet")
     adapter = ConditioningAdapter.load(folder / "adapter")
     gen = Generator(kind=KIND, path=str(folder), unet=unet, vae=pixel_space(int(meta["channels"])),
-                    scheduler_config=_read_scheduler_config(folder), image_size=int(meta["image_size"]),
+                    scheduler_config=read_scheduler_config(folder), image_size=int(meta["image_size"]),
                     context_dim=int(unet.config.cross_attention_dim), n_tokens=adapter.config.n_tokens,
                     adapter=adapter, embedder=cfg.spec, device=device, dtype=dtype, info=meta)
-    return _finish(gen, replace(cfg))
+    return finish_loading(gen, replace(cfg))
 
 
 def default_generator_folder(subject) -> Path:

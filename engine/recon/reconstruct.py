@@ -76,9 +76,9 @@ def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Pa
     from engine.train.targets import target_embeddings
 
     if encoder_dir is not None:
-        from engine.models.base import BrainEncoder
+        from engine.models.registry import load_encoder_folder
 
-        model = BrainEncoder.load(encoder_dir).eval()
+        model = load_encoder_folder(encoder_dir).eval()
     else:
         model = load_encoder(run)
     betas = load_normalizer(run).apply(subject.betas, rows)

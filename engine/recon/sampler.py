@@ -18,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 
 from engine.errors import ConfigError
 from engine.recon import defaults
-from engine.events import CancelToken, ensure_token
+from engine.events import CancelToken, drive, ensure_token
 from engine.recon.conditioning import Condition
 from engine.recon.guidance import combine
 
@@ -193,10 +193,4 @@ def sample_latents(generator, cond: Condition, null: Condition, config: SamplerC
                    callback: Callable[[StepState], None] | None = None):
     """Run ``denoise`` to the end; ``callback(state)`` after every step. Returns latents ``(batch, C, h, w)``."""
     loop = denoise(generator, cond, null, config, seeds=seeds, init_latents=init_latents, cancel=cancel)
-    while True:
-        try:
-            state = next(loop)
-        except StopIteration as stop:
-            return stop.value
-        if callback is not None:
-            callback(state)
+    return drive(loop, callback)

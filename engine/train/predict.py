@@ -98,9 +98,9 @@ def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
 
             return PixelBasisDecoder.load_from(run.model_dir)
         return RidgeCV.load(run.model_dir / "ridge")
-    from engine.models.base import BrainEncoder
+    from engine.models.registry import load_encoder_folder
 
-    return BrainEncoder.load(run.model_dir / "encoder", device=device).eval()
+    return load_encoder_folder(run.model_dir / "encoder", device=device).eval()
 
 
 def _run_subject_split(run: Run, subject, split: str):

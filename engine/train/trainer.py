@@ -30,8 +30,6 @@ learning rate is a pure function of the step.
 from __future__ import annotations
 
 import contextlib
-import platform
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,23 +37,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine._version import __version__
-from engine.atomic import atomic_dir, atomic_write_json
-from engine.errors import Cancelled, CheckpointError, ConfigError, DataError, NeuroLensError
+from engine.errors import Cancelled, CheckpointError, ConfigError, NeuroLensError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
 from engine.train.checkpoint import restore_rng, save_checkpoint
 from engine.train.config import TrainConfig
 from engine.train.dataset import PreparedData, prepare_data
-from engine.train.device import device_name, oom_guard, to_device
+from engine.train.device import oom_guard
 from engine.train.distributed import Distributed
+from engine.train.encoder_setup import build_model, param_groups
 from engine.train.evaluation import embedding_metrics
-from engine.train.predict import CAPTION_RIDGE, MODEL_INFO, NORMALIZATION
+from engine.train.final_model import save_final_model, write_routing_summary
+from engine.train.provenance import write_provenance
+from engine.train.ridge_fit import fit_pixel_basis, new_ridge
 from engine.train.run import Run
 from engine.train.schedule import learning_rate
-from engine.train.targets import array_digest
+from engine.train.stages import Stage, epoch_order, plan_stages
+from engine.train.steps import backward, blurry_shape, pretrain_step, train_step
 
-ROUTING_FILE = "routing.json"
-EVAL_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -83,31 +81,6 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)
     model_dir: str | None = None
     elapsed_s: float = 0.0
-
-
-@dataclass(frozen=True)
-class Stage:
-    """A phase of training with its own optimizer: ``pretrain`` (MBM, unpaired) or ``train`` (supervised)."""
-
-    name: str
-    epochs: int
-    batch_size: int
-    n_rows: int
-    optim: object
-
-    @property
-    def n_batches(self) -> int:
-        return self.n_rows // self.batch_size
-
-    @property
-    def steps(self) -> int:
-        return self.epochs * self.n_batches
-
-
-def epoch_order(seed: int, stage: int, epoch: int, n: int) -> np.ndarray:
-    """The data order of one epoch: a permutation from a generator seeded by (seed, stage, epoch) only."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(stage) * 10_007 + int(epoch))
-    return torch.randperm(n, generator=g).numpy()
 
 
 def train_job(config: TrainConfig, subject, run_dir, *, cancel: CancelToken | None = None, resume: bool = False):
@@ -247,10 +220,11 @@ class _Trainer:
         self.data = data
         self.subject = subject
         self.key = subject.name
-        stages = self._stages(data)
+        stages = plan_stages(cfg, data, self.dist.world_size)
         self.total = sum(s.steps for s in stages) if stages else 1
         if self.dist.is_main:
-            self._write_provenance(subject, data, resumed=ckpt is not None)
+            write_provenance(self.run, cfg, subject, data, self.device, self.dist.world_size,
+                             resumed=ckpt is not None)
         self._open_tensorboard()
         start = int(ckpt.state["step"]) if ckpt is not None else 0
         self.step = start
@@ -276,9 +250,12 @@ class _Trainer:
         metrics = self.metrics
         model_dir = None
         if self.dist.is_main:
-            model_dir = self._save_final(model, data)
+            model_dir = save_final_model(self.run, cfg, model, data, subject_key=self.key, step=self.step,
+                                         metrics=self.metrics, caption_ridge=getattr(self, "caption_ridge", None))
             if cfg.model.kind == "moe":
-                yield from self._routing_summary(model, data)
+                summary = write_routing_summary(self.run, model, data, self.subject)
+                if summary is not None:
+                    yield self.emit(Log(message=summary))
             self.run.write_status("done", step=self.step, total=self.total, metrics=metrics,
                                   elapsed_s=time.perf_counter() - t0)
         self.dist.barrier()
@@ -295,73 +272,6 @@ class _Trainer:
             return self.subject_arg
         return open_subject(self.subject_arg)
 
-    def _stages(self, data: PreparedData) -> list[Stage]:
-        cfg = self.config
-        if cfg.model.kind == "ridge":
-            return []
-        stages = []
-        n_train = data.train_betas.shape[0]
-        if cfg.model.kind == "mbm" and cfg.pretrain.epochs > 0:
-            n_pre = n_train + (data.test_betas.shape[0] if cfg.data.pretrain_on_test else 0)
-            stages.append(Stage("pretrain", cfg.pretrain.epochs, cfg.pretrain.batch_size, n_pre, cfg.pretrain.optim))
-        stages.append(Stage("train", cfg.epochs, cfg.batch_size, n_train, cfg.optim))
-        for s in stages:
-            if s.n_batches < 1:
-                key = "pretrain.batch_size" if s.name == "pretrain" else "batch_size"
-                raise ConfigError(f"TrainConfig.{key}: expected at most the number of training trials ({s.n_rows}), "
-                                  f"found {s.batch_size}")
-            if s.batch_size < 2 * self.dist.world_size and s.name == "train":
-                raise ConfigError(f"TrainConfig.batch_size: expected >= 2 per process ({self.dist.world_size} "
-                                  f"processes), found {s.batch_size}")
-        return stages
-
-    def _write_provenance(self, subject, data: PreparedData, *, resumed: bool) -> None:
-        import safetensors
-
-        prov_path = self.run.path / "provenance.json"
-        sessions = []
-        if prov_path.exists():
-            with contextlib.suppress(Exception):
-                sessions = self.run.provenance().get("sessions", [])
-        data_hash = array_digest(subject.betas, np.asarray(subject.trials.image_index),
-                                 np.asarray(subject.trials.split))
-        if resumed and prov_path.exists():
-            old = self.run.provenance()
-            if old.get("data_hash") not in (None, data_hash):
-                raise DataError(subject.path or subject.name, "the subject's data changed since the run started",
-                                key="betas", expected=old.get("data_hash"), found=data_hash)
-        sessions.append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "resumed": resumed,
-                         "device": str(self.device), "device_name": device_name(self.device),
-                         "world_size": self.dist.world_size})
-        packages = {"neurolens": __version__, "python": platform.python_version(), "torch": torch.__version__,
-                    "numpy": np.__version__, "safetensors": getattr(safetensors, "__version__", "?")}
-        with contextlib.suppress(ImportError):
-            import accelerate
-
-            packages["accelerate"] = accelerate.__version__
-        self.run.write_provenance({
-            "config_hash": self.config.config_hash(),
-            "seed": self.config.seed,
-            "device": {"id": str(self.device), "name": device_name(self.device), "world_size": self.dist.world_size},
-            "packages": packages,
-            "platform": platform.platform(),
-            "subject": {"path": None if subject.path is None else str(Path(subject.path).resolve()),
-                        "name": subject.name, "format": subject.format, "n_trials": subject.n_trials,
-                        "n_voxels": subject.n_voxels, "simulation": subject.is_simulation},
-            "data_hash": data_hash,
-            "targets": {"embedder": self.config.data.embedder, "kind": self.config.data.target,
-                        "shape": list(data.target_shape), "hash": array_digest(data.targets)},
-            **({"caption_targets": {"embedder": self.config.data.caption_embedder,
-                                    "shape": list(data.caption_targets.shape[1:]),
-                                    "hash": array_digest(data.caption_targets)}}
-               if data.caption_targets is not None else {}),
-            "voxels_used": int(data.n_voxels),
-            "trials": {"train": data.train_rows.tolist(), "test": data.test_rows.tolist()},
-            # whether the test trials' betas (not their images) entered MBM pre-training: a reviewer's question
-            "pretrain_on_test": bool(self.config.model.kind == "mbm" and self.config.data.pretrain_on_test),
-            "sessions": sessions,
-        })
-
     def _open_tensorboard(self) -> None:
         if not self.dist.is_main:
             return
@@ -374,18 +284,18 @@ class _Trainer:
 
     # --- ridge ---------------------------------------------------------------------------------------------------------
     def _fit_ridge(self, data: PreparedData):
-        from engine.models.ridge import DEFAULT_ALPHAS, RidgeCV
-
         p = self.config.model.params
         backend = p.get("backend", "torch" if self.device.type == "cuda" else "numpy")
         device = str(self.device) if backend == "torch" else None
-        ridge = RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)), backend=backend,
-                        device=device)
+        ridge = new_ridge(p, backend, device)
         yield self.emit(Progress(step=0, total=1, stage="ridge", message="cross-validating alphas"))
         yield from self._cancel_without_checkpoint()
         n = data.train_betas.shape[0]
         if self.config.data.pixel_basis != "pixels":
-            ridge = yield from self._fit_pixel_basis(data, p, backend, device)
+            from engine.models.pixel_basis import describe_basis
+
+            ridge = fit_pixel_basis(self.config, data, self.subject, self.device, backend=backend, ridge_device=device)
+            yield self.emit(Log(message=describe_basis(ridge.info)))
         else:
             with oom_guard(self.device, what="fitting ridge"):
                 ridge.fit(data.train_betas, data.targets[data.train_image].reshape(n, -1))
@@ -394,8 +304,7 @@ class _Trainer:
         self.caption_ridge = None
         if data.caption_targets is not None:
             # The caption target is a second, independent ridge fit (its own per-target alphas).
-            self.caption_ridge = RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
-                                         backend=backend, device=device)
+            self.caption_ridge = new_ridge(p, backend, device)
             with oom_guard(self.device, what="fitting the caption ridge"):
                 self.caption_ridge.fit(data.train_betas, data.caption_targets[data.train_image])
             if p.get("rescale", False):
@@ -408,109 +317,11 @@ class _Trainer:
         yield from self._evaluate(ridge)
         return ridge
 
-    def _fit_pixel_basis(self, data: PreparedData, p: dict, backend: str, device):
-        """``data.pixel_basis`` pca / multiscale: a ridge onto the basis, decoded to pixels
-        (``engine.models.pixel_basis``). The PCA basis sees the training stimuli and prior images, never a test one."""
-        from engine.models.pixel_basis import describe_basis, fit_pixel_decoder, pca_basis_images
-        from engine.models.ridge import DEFAULT_ALPHAS, RidgeCV
-
-        d = self.config.data
-        y = data.targets[data.train_image].reshape(len(data.train_image), -1)
-        basis_images, source = None, ""
-        if d.pixel_basis == "pca":
-            basis_images, source = pca_basis_images(self.subject, data.targets, data.train_image)
-        h, w = self.subject.image_shape[:2]
-        with oom_guard(self.device, what=f"fitting the {d.pixel_basis} pixel decoder"):
-            model = fit_pixel_decoder(
-                d.pixel_basis, lambda: RidgeCV(alphas=tuple(p.get("alphas", DEFAULT_ALPHAS)), cv=int(p.get("cv", 5)),
-                                               backend=backend, device=device),
-                data.train_betas, y, basis_images=basis_images, n_components=d.pca_components,
-                image_shape=(h, w, y.shape[1] // (h * w)), cv=int(p.get("cv", 5)), basis_source=source)
-        yield self.emit(Log(message=describe_basis(model.info)))
-        return model
-
     # --- torch encoders -------------------------------------------------------------------------------------------------
-    def _build_model(self, data: PreparedData, ckpt):
-        from engine.models.base import BrainEncoder
-        from engine.models.registry import build_encoder
-
-        cfg = self.config
-        torch.manual_seed(cfg.seed)
-        np.random.seed(cfg.seed % 2**32)
-        random.seed(cfg.seed)
-        if ckpt is not None:
-            model = BrainEncoder.from_spec(ckpt.model_spec, source=str(ckpt.path))
-            model.load_state_dict_checked(ckpt.model_state, source=str(ckpt.path))
-        elif cfg.init_from:
-            from engine.train.predict import load_encoder
-
-            model = load_encoder(cfg.init_from)
-            if not isinstance(model, BrainEncoder):
-                raise ConfigError(f"TrainConfig.init_from: {cfg.init_from} holds a ridge model; expected a torch "
-                                  f"encoder run (kind mlp, mbm or moe)")
-            if model.kind != cfg.model.kind:
-                raise ConfigError(f"TrainConfig.init_from: {cfg.init_from} holds a '{model.kind}' encoder, but "
-                                  f"model.kind is '{cfg.model.kind}'")
-            if tuple(model.target_shape) != data.target_shape:
-                raise ConfigError(f"TrainConfig.init_from: {cfg.init_from} predicts targets of shape "
-                                  f"{tuple(model.target_shape)}, this run's targets are {data.target_shape}")
-            if self.key not in model.subjects:
-                model.add_subject(self.key, data.n_voxels)
-            elif model.subjects[self.key] != data.n_voxels:
-                raise ConfigError(f"TrainConfig.init_from: subject '{self.key}' has {model.subjects[self.key]} voxels "
-                                  f"in {cfg.init_from}, {data.n_voxels} here")
-        else:
-            model = build_encoder(cfg.model.kind, cfg.model_config(), n_voxels={self.key: data.n_voxels},
-                                  target_shape=data.target_shape)
-            model.init_output_bias(data.targets[data.train_image].mean(axis=0))
-        self._ensure_caption_head(model, data)
-        if hasattr(model, "set_voxel_groups"):
-            # ROI-aware MoE input layers read each voxel's ROI group from the subject (a no-op without roi_groups).
-            idx = data.normalizer.voxel_index
-            model.set_voxel_groups(self.key, {k: np.asarray(m, bool)[idx] for k, m in self.subject.rois.items()})
-        model = model.to(self.device)
-        self.dist.broadcast_model(model)
-        return model
-
-    def _ensure_caption_head(self, model, data: PreparedData) -> None:
-        """Give the encoder a caption head when the run has caption targets (new model or ``init_from``)."""
-        if data.caption_targets is None:
-            return
-        dim = int(data.caption_targets.shape[1])
-        if model.caption_head is None:
-            if self.config.train_mode != "all":
-                raise ConfigError(f"TrainConfig.train_mode: '{self.config.train_mode}' would leave a new caption "
-                                  f"head untrained; fine-tune with train_mode 'all' or set data.caption_embedder: null")
-            model.add_caption_head(dim)
-        elif model.caption_dim != dim:
-            raise ConfigError(f"TrainConfig.data.caption_embedder: the encoder's caption head predicts "
-                              f"{model.caption_dim} values, the caption embedder gives {dim}")
-
-    def _param_groups(self, model, stage: Stage) -> list[dict]:
-        wd = stage.optim.weight_decay
-        if stage.name == "pretrain":
-            chosen = model.pretrain_parameters()
-            ids = {id(p) for p in chosen.values()}
-            for p in model.parameters():
-                p.requires_grad_(id(p) in ids)
-            decay = [p for n, p in chosen.items() if p.ndim >= 2 and not n.endswith("_token")]
-            no_decay = [p for n, p in chosen.items() if not (p.ndim >= 2 and not n.endswith("_token"))]
-            groups = [{"name": "decay", "params": decay, "weight_decay": wd},
-                      {"name": "no_decay", "params": no_decay, "weight_decay": 0.0}]
-            return [g for g in groups if g["params"]]
-        return model.param_groups(self.config.train_mode, subject=self.key, weight_decay=wd,
-                                  router_lr_scale=stage.optim.router_lr_scale)
-
-    def _autocast(self):
-        if self.device.type == "cuda" and self.config.precision != "fp32":
-            dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-            return torch.autocast(device_type="cuda", dtype=dtype)
-        return contextlib.nullcontext()
-
     def _train_torch(self, data: PreparedData, stages: list[Stage], ckpt):
         cfg = self.config
         loss_cfg = cfg.loss_config()
-        model = self._build_model(data, ckpt)
+        model = build_model(cfg, data, ckpt, self.subject, self.dist)
         gen = torch.Generator().manual_seed(cfg.seed + 1)  # mixup partners/weights and MAE masks
         if ckpt is not None:
             restore_rng(ckpt.rng_json, ckpt.rng_tensors, gen)
@@ -521,13 +332,13 @@ class _Trainer:
             scaler = torch.amp.GradScaler("cuda")
             if ckpt is not None and ckpt.state.get("scaler"):
                 scaler.load_state_dict(ckpt.state["scaler"])
-        blurry = self._blurry_shape(model, loss_cfg)
+        blurry = blurry_shape(model, loss_cfg)
         offset = 0
         for si, stage in enumerate(stages):
             if si < pos["stage"]:
                 offset += stage.steps
                 continue
-            groups = self._param_groups(model, stage)
+            groups = param_groups(model, stage, cfg.train_mode, self.key)
             # One fused kernel per step on CUDA: the step is bound by the optimizer's memory traffic there.
             opt = torch.optim.AdamW(groups, lr=stage.optim.lr, betas=stage.optim.betas,
                                     fused=True if self.device.type == "cuda" else None)
@@ -557,14 +368,15 @@ class _Trainer:
                         g["lr"] = lr * g.get("lr_scale", 1.0)
                     with oom_guard(self.device, batch_size=stage.batch_size, precision=cfg.precision):
                         if stage.name == "pretrain":
-                            loss, parts = self._pretrain_step(model, rows_all, rows, gen)
+                            loss, parts = pretrain_step(model, rows_all, rows, gen, self.dist, self.key, cfg.precision)
                         else:
                             progress = (self.step - offset) / max(1, stage.steps)
-                            loss, parts = self._train_step(model, data, rows, gen, loss_cfg, progress, blurry)
+                            loss, parts = train_step(model, data, rows, gen, loss_cfg, progress, blurry, self.dist,
+                                                     self.subject, cfg.precision)
                         if not torch.isfinite(loss):
                             raise ConfigError(f"training diverged: loss is {float(loss)} at step {self.step}; lower "
                                               f"optim.lr or use precision fp32/bf16")
-                        self._backward(loss, opt, params, scaler, stage.optim.grad_clip)
+                        backward(loss, opt, params, scaler, stage.optim.grad_clip, self.dist)
                     self.step += 1
                     if self.step % cfg.log_every == 0 or self.step == self.total:
                         yield self.emit(Metric(name="loss", value=self.dist.mean(float(loss.detach())), step=self.step,
@@ -586,77 +398,6 @@ class _Trainer:
             offset += stage.steps
         model.eval()
         return model
-
-    def _pretrain_step(self, model, betas: np.ndarray, rows: np.ndarray, gen):
-        x = to_device(betas[self.dist.shard(rows)], self.device)
-        if self.dist.active:
-            # Masks from a per-step generator of this process: the trainer's generator advances alike on every
-            # process (BiMixCo later draws from it for the global batch) whatever the block sizes.
-            seed = int(torch.randint(2**62, (1,), generator=gen)) + self.dist.rank
-            gen = torch.Generator().manual_seed(seed)
-        with self._autocast():
-            loss = model.pretrain_loss(x, subject=self.key, generator=gen) * self.dist.local_weight(len(rows))
-        return loss, {"mae": float(loss.detach())}
-
-    def _train_step(self, model, data: PreparedData, rows: np.ndarray, gen, loss_cfg, progress: float, blurry):
-        from engine.models.losses import encoder_loss, global_batch, mixco_batch
-
-        # ``rows`` is the global batch: this process runs its block, and every process computes the loss of the
-        # global batch from the gathered outputs (engine.train.distributed).
-        local = self.dist.local_slice(len(rows))
-        mix = None
-        if loss_cfg.uses_mixco(progress):
-            # Partners and weights for the global batch, drawn alike on every process (same generator state).
-            x = to_device(data.train_betas[rows], self.device)
-            mix = mixco_batch(x, beta=loss_cfg.mixco_beta, prob=loss_cfg.mixco_prob, generator=gen)
-            x = mix.betas[local]
-        else:
-            x = to_device(data.train_betas[rows[local]], self.device)
-        images = data.train_image[rows]  # every process holds the targets: no need to gather them
-        y = to_device(data.targets[images], self.device)
-        blurry_target = (self.dist.gather_rows(self._blurry_target(images[local], blurry), len(rows))
-                         if blurry is not None else None)
-        caption_target = (to_device(data.caption_targets[images], self.device)
-                          if data.caption_targets is not None else None)
-        in_batch = global_batch(self.dist.sum_over_processes) if self.dist.active else contextlib.nullcontext()
-        with self._autocast(), in_batch:
-            out = self.dist.gather_output(model(x, subject=self.key), len(rows))
-        return encoder_loss(out, y, loss_cfg, progress=progress, mix=mix, blurry_target=blurry_target,
-                            caption_target=caption_target)
-
-    def _blurry_shape(self, model, loss_cfg):
-        shape = getattr(model.config, "blurry_shape", None)
-        if not getattr(model.config, "blurry", False) or loss_cfg.blurry <= 0:
-            return None
-        if shape[0] != 3:
-            raise ConfigError(f"model.params.blurry_shape: the trainer's low-level target is the image itself, "
-                              f"expected 3 channels, found {list(shape)}")
-        return shape
-
-    def _blurry_target(self, images: np.ndarray, shape) -> torch.Tensor:
-        """The seen images, area-downsampled to ``shape`` (3, H, W), in [0, 1]."""
-        order = np.argsort(images, kind="stable")
-        imgs = np.empty((len(images),) + self.subject.image_shape, np.uint8)
-        imgs[order] = np.asarray(self.subject.images[images[order]])
-        x = to_device(imgs, self.device).permute(0, 3, 1, 2).float() / 255.0
-        return torch.nn.functional.interpolate(x, size=tuple(shape[1:]), mode="area")
-
-    def _backward(self, loss, opt, params, scaler, clip: float) -> None:
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            self.dist.average_gradients(params)
-            scaler.unscale_(opt)
-            if clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, clip)
-            scaler.step(opt)
-            scaler.update()
-            return
-        loss.backward()
-        self.dist.average_gradients(params)
-        if clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, clip)
-        opt.step()
 
     # --- checkpoints and cancel ----------------------------------------------------------------------------------------
     def _position(self, si: int, epoch: int, batch: int, stage: Stage) -> dict:
@@ -728,56 +469,6 @@ class _Trainer:
         center = data.caption_targets[data.train_image].mean(axis=0)
         m = embedding_metrics(pred, data.caption_targets[data.test_image_index], center=center)
         return {f"caption_{k}": v for k, v in m.items()}
-
-    def _routing_summary(self, model, data: PreparedData):
-        """Expert × ROI tables of the trained MoE on the test trials, written to ``RUN_DIR/routing.json``."""
-        from engine.models.routing import expert_roi_table, voxel_routing
-
-        rois = {}
-        idx = data.normalizer.voxel_index
-        for name, mask in self.subject.rois.items():
-            m = np.asarray(mask, bool)[idx]
-            if m.any():
-                rois[name] = m
-        if not rois or data.test_betas.shape[0] == 0:
-            return
-        model.cpu()
-        levels = voxel_routing(model, self.key, data.test_betas)
-        tables = [expert_roi_table(v, rois) for v in levels]
-        atomic_write_json(self.run.path / ROUTING_FILE, {
-            "rois": list(rois), "levels": [{"n_experts": int(t.shape[0]),
-                                            "table": np.where(np.isfinite(t), t, -1).tolist()} for t in tables],
-            "note": "table[e][r]: share of ROI r's voxels' routing that goes to expert e (columns sum to 1)",
-        })
-        first = tables[0]
-        top = {name: int(np.nanargmax(first[:, j])) for j, name in enumerate(rois)}
-        yield self.emit(Log(message="MoE level 0, dominant expert per ROI: "
-                            + ", ".join(f"{k}→{v}" for k, v in top.items())))
-
-    # --- final model ---------------------------------------------------------------------------------------------------
-    def _save_final(self, model, data: PreparedData) -> Path:
-        target = self.run.model_dir
-        info = {"kind": self.config.model.kind, "subject": self.key, "n_voxels": int(data.n_voxels),
-                "target_shape": list(data.target_shape), "embedder": self.config.data.embedder,
-                "target": self.config.data.target, "repeat_mode": self.config.data.repeat_mode,
-                "config_hash": self.config.config_hash(), "step": self.step, "metrics": self.metrics}
-        if data.caption_targets is not None:
-            info.update(caption_embedder=self.config.data.caption_embedder,
-                        caption_dim=int(data.caption_targets.shape[1]))
-        with atomic_dir(target, overwrite=True) as tmp:
-            if self.config.model.kind == "ridge":
-                if hasattr(model, "save_into"):  # a pixel decoder through a basis: ridge/ + pixel_basis/
-                    model.save_into(tmp)
-                    info["pixel_basis"] = model.info
-                else:
-                    model.save(tmp / "ridge")
-                if getattr(self, "caption_ridge", None) is not None:
-                    self.caption_ridge.save(tmp / CAPTION_RIDGE)
-            else:
-                model.cpu().save(tmp / "encoder")
-            data.normalizer.save(tmp / NORMALIZATION)
-            atomic_write_json(tmp / MODEL_INFO, info)
-        return target
 
 
 def predict_prepared(model, data: PreparedData, subject_key: str, repeat_mode: str, device="cpu",

@@ -9,7 +9,7 @@
         --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
 
-The recipe (``engine.recon.demo_generator.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
+The recipe (``engine.recon.demo_training.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
 the folder's ``generator.json``, with ``train_state`` (cycles and steps done). The inputs are the demo stimuli
 (``render_stimuli(n_images, seed=stimulus_seed)``) and the shipped demo image embedder, nothing else. ``--vae-from``
 reuses the VAE of an earlier build (build 3 reuses build 2's: it does not depend on the embedder).
@@ -25,8 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_generator import (DEMO_ARCHITECTURE, FOLDER_NAME, DemoTrainConfig,  # noqa: E402
-                                         refit_demo_adapter, train_demo_generator)
+from engine.recon.demo_generator import DEMO_ARCHITECTURE, FOLDER_NAME  # noqa: E402
+from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
+from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
 
 

@@ -246,7 +246,7 @@ def test_demo_subject_opens_labelled_as_simulation(qtbot, window, demo_subject_p
 def test_voxel_inspector_shows_the_selected_runs_encoding_tuning(qtbot, loaded_window, tmp_path):
     """A real `encode` run: clicking a voxel shows its model-predicted response per stimulus category."""
     from engine.events import drive
-    from engine.models.encoding import encode_job
+    from engine.models.encoding_job import encode_job
 
     win = loaded_window
     subject = win.context.subject.subject

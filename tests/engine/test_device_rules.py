@@ -19,10 +19,11 @@ from tests.device_fixtures import RANDOM_FUNCTIONS, meta_device, strict_random  
 
 ENGINE = Path(__file__).resolve().parents[2] / "engine"
 # Modules whose tensors may live on a GPU (data readers, metrics and ridge's numpy side work on host arrays).
-# (demo_generator.py builds the shipped demo generator, on the CPU only.)
-DEVICE_MODULES = [*sorted(p for p in (ENGINE / "recon").glob("*.py") if p.name != "demo_generator.py"), *(ENGINE / "models" / n for n in
+# (The demo_*.py modules build the shipped demo generator, on the CPU only.)
+DEVICE_MODULES = [*sorted(p for p in (ENGINE / "recon").glob("*.py") if not p.name.startswith("demo_")), *(ENGINE / "models" / n for n in
                   ("base.py", "mlp.py", "mbm.py", "moe.py", "routing.py", "losses.py")),
-                  *(ENGINE / "train" / n for n in ("trainer.py", "predict.py", "evaluation.py"))]
+                  *(ENGINE / "train" / n for n in ("trainer.py", "steps.py", "stages.py", "encoder_setup.py",
+                                                   "final_model.py", "predict.py", "evaluation.py"))]
 
 
 def _calls(path: Path):

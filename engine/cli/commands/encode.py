@@ -28,7 +28,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.cli.output import run_job
     from engine.data import open_subject
-    from engine.models.encoding import encode_job
+    from engine.models.encoding_job import encode_job
 
     from pathlib import Path
 

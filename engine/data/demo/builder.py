@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -17,7 +18,7 @@ from engine.data.demo import cortex, simulate
 from engine.data.demo.own_stimuli import OwnStimuli, holdout_order, load_stimulus_source, own_categories, own_stimulus_set
 from engine.data.demo.stimuli import StimulusSet, concat_stimuli, render_stimuli
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
-from engine.errors import DataError
+from engine.errors import DataError, SubjectFormatError
 from engine.events import EtaClock, Event, Finished, Log, Progress, Started, drive, ensure_token
 
 GENERATOR = "neurolens demo"
@@ -53,6 +54,21 @@ def ensure_demo_subject(subject: int = 1) -> Path:
     if not native.is_native(path) or cached_model_version(path) != MODEL_VERSION:
         create_demo_subject(path, seed=0, subject=subject, overwrite=path.exists())
     return path
+
+
+DEMO_ALIAS = "demo"
+
+
+def resolve_demo_alias(path: str | Path) -> str | Path:
+    """``"demo"`` / ``"demo:N"`` (when no such file exists) → the cached demo subject N, built on first use."""
+    text = str(path)
+    if Path(text).exists() or not (text == DEMO_ALIAS or text.startswith(DEMO_ALIAS + ":")):
+        return path
+    number = text.partition(":")[2] or "1"
+    if not number.isdigit() or int(number) < 1:
+        raise SubjectFormatError(text, "not a demo subject", expected="'demo' or 'demo:N' with N ≥ 1",
+                                 found=repr(text))
+    return ensure_demo_subject(subject=int(number))
 
 
 def cached_model_version(path) -> int | None:
@@ -97,11 +113,7 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
         own, config = _own_stimuli(stimuli, config, seed, n_test_images)
     path = Path(path)
     subject, seed = int(subject), int(seed)
-    if subject < 1:
-        raise DataError(path, "invalid demo subject number", key="subject", expected="an integer >= 1", found=subject)
-    if path.exists() and not overwrite:
-        raise DemoExistsError(path, "already exists", expected="a path that does not exist yet (or overwrite)",
-                              found="an existing file or folder")
+    _check_destination(path, subject, overwrite)
     n_chunks = 0 if own is not None else -(-config.n_images // _RENDER_CHUNK)
     total = n_chunks + 5
     clock = EtaClock(total)
@@ -109,19 +121,12 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     yield Started(job="demo-create", run_dir=str(path), total=total)
     yield Log(f"creating {demo_name(subject)} (SIMULATED data, seed {seed}) in {path}")
 
-    parts: list[StimulusSet] = []
-    for k in range(n_chunks):
-        cancel.raise_if_set()
-        start = k * _RENDER_CHUNK
-        parts.append(render_stimuli(min(_RENDER_CHUNK, config.n_images - start), seed, config.image_size, start=start))
-        yield Progress(k + 1, total, eta_s=clock.eta(k + 1), stage="stimuli",
-                       message=f"{start + len(parts[-1].labels)}/{config.n_images} images")
-    stim = concat_stimuli(parts) if own is None else own_stimulus_set(own)
+    if own is None:
+        stim = yield from _render_in_chunks(config, seed, n_chunks, clock, cancel)
+    else:
+        stim = own_stimulus_set(own)
     step = n_chunks
-
-    def rng(stream: int) -> np.random.Generator:
-        return np.random.default_rng([seed, subject, stream])
-
+    rng = functools.partial(_random_stream, seed, subject)
     cancel.raise_if_set()
     layout = cortex.AreaLayout.for_subject(rng(_STREAM_LAYOUT))
     n_vox = config.n_voxels or int(rng(_STREAM_COUNT).integers(3300, 3901))
@@ -147,30 +152,57 @@ def create_demo_job(path, *, seed: int = 0, subject: int = 1, overwrite: bool = 
     s = _subject(stim, trials, betas, vox, model, signal, layout, config, seed=seed, subject=subject)
     if own is not None:
         _show_own_images(s, own)
-    _, groups = s.repeat_groups("test")
-    nc, ncsnr = simulate.estimate_noise_ceiling(betas, schedule.session, groups)
-    s.voxels = VoxelTable(hemi=s.voxels.hemi, vertex=s.voxels.vertex, ijk=s.voxels.ijk, noise_ceiling=nc)
-    s.ground_truth["ncsnr_estimated"] = ncsnr
+    nc = _estimate_noise_ceiling(s, betas, schedule)
     step += 1
     yield Progress(step, total, eta_s=clock.eta(step), stage="noise ceiling",
                    message=f"median {float(np.median(nc)):.2f}")
 
-    def on_block(name, done, n):
-        cancel.raise_if_set()
-
     cancel.raise_if_set()
-    write_subject(s, path, overwrite=overwrite, on_block=on_block)
+    write_subject(s, path, overwrite=overwrite, on_block=lambda name, done, n: cancel.raise_if_set())
     step += 1
     yield Progress(step, total, eta_s=0.0, stage="write")
-    summary = s.summary()
-    summary["path"] = str(path)
-    summary["elapsed_s"] = round(time.perf_counter() - t0, 2)
-    summary["noise_ceiling_median"] = float(np.median(nc))
+    summary = {**s.summary(), "path": str(path), "elapsed_s": round(time.perf_counter() - t0, 2),
+               "noise_ceiling_median": float(np.median(nc))}
     yield Log(f"wrote {summary['n_trials']} trials × {summary['n_voxels']} voxels, {summary['n_images']} images "
               f"in {summary['elapsed_s']:.1f} s")
     yield Finished("done", summary={k: summary[k] for k in ("path", "name", "n_trials", "n_voxels", "n_images",
                                                              "rois", "elapsed_s", "noise_ceiling_median")})
     return path
+
+
+def _random_stream(seed: int, subject: int, stream: int) -> np.random.Generator:
+    """The generator of one part of the simulation (layout, voxels, model, schedule, noise...)."""
+    return np.random.default_rng([seed, subject, stream])
+
+
+def _check_destination(path: Path, subject: int, overwrite: bool) -> None:
+    if subject < 1:
+        raise DataError(path, "invalid demo subject number", key="subject", expected="an integer >= 1", found=subject)
+    if path.exists() and not overwrite:
+        raise DemoExistsError(path, "already exists", expected="a path that does not exist yet (or overwrite)",
+                              found="an existing file or folder")
+
+
+def _estimate_noise_ceiling(s: Subject, betas: np.ndarray, schedule) -> np.ndarray:
+    """The noise ceiling estimated from the test repeats (NSD method) into ``s.voxels``, its ncsnr into the ground
+    truth; returns it."""
+    _, groups = s.repeat_groups("test")
+    nc, ncsnr = simulate.estimate_noise_ceiling(betas, schedule.session, groups)
+    s.voxels = VoxelTable(hemi=s.voxels.hemi, vertex=s.voxels.vertex, ijk=s.voxels.ijk, noise_ceiling=nc)
+    s.ground_truth["ncsnr_estimated"] = ncsnr
+    return nc
+
+
+def _render_in_chunks(config: simulate.DemoConfig, seed: int, n_chunks: int, clock: EtaClock, cancel):
+    """Sub-job: the seed's procedural stimuli, rendered ``_RENDER_CHUNK`` at a time (one progress step each)."""
+    parts: list[StimulusSet] = []
+    for k in range(n_chunks):
+        cancel.raise_if_set()
+        start = k * _RENDER_CHUNK
+        parts.append(render_stimuli(min(_RENDER_CHUNK, config.n_images - start), seed, config.image_size, start=start))
+        yield Progress(k + 1, clock.total, eta_s=clock.eta(k + 1), stage="stimuli",
+                       message=f"{start + len(parts[-1].labels)}/{config.n_images} images")
+    return concat_stimuli(parts)
 
 
 def _subject(stim: StimulusSet, trials: TrialTable, betas: np.ndarray, vox: cortex.CorticalVoxels,
@@ -226,7 +258,7 @@ def _own_stimuli(stimuli, config: simulate.DemoConfig, seed: int, n_test: int | 
     """(OwnStimuli with the test images last, DemoConfig sized to them) for ``--stimuli``."""
     import dataclasses
 
-    own = stimuli if isinstance(stimuli, OwnStimuli) else load_stimulus_source(stimuli)
+    own = stimuli if isinstance(stimuli, OwnStimuli) else load_stimulus_source(resolve_demo_alias(stimuli))
     n = len(own.images)
     n_test = int(n_test) if n_test is not None else max(10, min(100, n // 10))
     if not 1 <= n_test < n:

@@ -66,9 +66,9 @@ def load_stimulus_source(src) -> OwnStimuli:
             raise DataError(src, "labels do not match the images", key="labels", expected=f"{len(images)} labels",
                             found=len(labels))
         return OwnStimuli(images, labels, [], str(src))
-    from engine.data import open_subject
+    from engine.data.formats import read_subject
 
-    s = open_subject(src)
+    s = read_subject(src)
     return OwnStimuli(np.asarray(s.images), None if s.stimuli.labels is None else np.asarray(s.stimuli.labels),
                       list(s.stimuli.categories), str(src))
 

@@ -129,7 +129,46 @@ def _to_nhwc(a: np.ndarray, layout: str) -> np.ndarray:
 
 def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ignored) -> Subject:
     """Open plain arrays described by a mapping file (``path`` may be the mapping file itself)."""
-    path = Path(path)
+    m, src = _mapping_and_file(Path(path), mapping)
+    base = m.source.parent
+    sources = [src.path, m.source]
+    X, split, n_train = _betas_and_split(m, src)
+    n_trials, n_vox = X.shape
+    images, n_tr_img, channels = _images(m, base, src, sources)
+    image_index = _image_index(m, src, n_trials, n_train, len(images), n_tr_img)
+    session = check_int_vector(src.get(m.session), src.path, m.session, n=n_trials) if m.session else np.ones(n_trials, np.int64)
+    run = check_int_vector(src.get(m.run), src.path, m.run, n=n_trials) if m.run else np.ones(n_trials, np.int64)
+
+    rois = {name: check_mask(src.get(key), src.path, key, n_vox) for name, key in m.rois.items()}
+    if not rois:
+        rois = {"all": np.ones(n_vox, bool)}
+    labels = None
+    if m.labels:
+        labels = check_int_vector(src.get(m.labels), src.path, m.labels, n=len(images))
+        if m.categories and (labels.min() < -1 or labels.max() >= len(m.categories)):
+            raise SubjectFormatError(src.path, "label outside the category list", key=m.labels,
+                                     expected=f"-1 <= label < {len(m.categories)}", found=int(labels.max()))
+    prior = None
+    if m.prior is not None:
+        prior, prior_sources = _prior_images(m, base, src, images, max(channels))
+        sources.extend(prior_sources)
+    vox = VoxelTable.unknown(n_vox)
+    vox = VoxelTable(hemi=vox.hemi, vertex=vox.vertex, ijk=vox.ijk, noise_ceiling=_noise_ceiling(m, src, n_vox))
+    trials = TrialTable(image_index=image_index.astype(np.int64), session=session, run=run,
+                        repeat=repeat_numbers(image_index), split=split.astype(np.int8))
+    s = Subject(betas=X, trials=trials, images=images, voxels=vox, rois=rois,
+                stimuli=Stimuli(categories=list(m.categories), labels=labels),
+                name=m.name or src.path.stem, format="arrays", path=src.path,
+                provenance=provenance("arrays", sources, [], mapping=str(m.source), file_kind=src.kind,
+                                      reversed_axes=src.reverse, image_channels=max(channels),
+                                      flattened_images=None if m.image_shape is None else
+                                      {"shape": list(m.image_shape), "order": m.pixel_order}),
+                prior_images=prior)
+    return checked(s, src.path)
+
+
+def _mapping_and_file(path: Path | None, mapping) -> tuple[MappingConfig, ArrayFile]:
+    """The mapping (``path`` itself when it is the mapping file) and the arrays file it describes."""
     if mapping is None and is_mapping_file(path):
         mapping = path
         path = None
@@ -143,10 +182,11 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
             raise SubjectFormatError(m.source, "the mapping names no data file", key="file",
                                      expected="file: <arrays file> (or pass the file as SRC)", found="none")
         path = m.file if m.file.is_absolute() else base / m.file
-    src = ArrayFile(path, m.memory_order)
-    sources = [src.path, m.source]
+    return m, ArrayFile(path, m.memory_order)
 
-    # betas and split
+
+def _betas_and_split(m: MappingConfig, src: ArrayFile):
+    """(betas (n_trials, n_voxels), split (0 train / 1 test), n_train or None when one array holds all trials)."""
     if m.betas_all:
         X = check_betas(src.get(m.betas_all), src.path, m.betas_all)
         if m.split:
@@ -163,19 +203,21 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
                                          found=sorted(set(np.unique(split).tolist()) - {0, 1})[:3])
         else:
             split = np.zeros(X.shape[0], np.int64)
-        n_train = None
-    else:
-        Xtr = check_betas(src.get(m.betas_train), src.path, m.betas_train)
-        parts = [Xtr]
-        if m.betas_test:
-            Xte = check_betas(src.get(m.betas_test), src.path, m.betas_test, n_cols=Xtr.shape[1])
-            parts.append(Xte.astype(Xtr.dtype, copy=False))
-        X = np.concatenate(parts) if len(parts) > 1 else Xtr
-        n_train = Xtr.shape[0]
-        split = np.r_[np.zeros(n_train, np.int64), np.ones(X.shape[0] - n_train, np.int64)]
-    n_trials, n_vox = X.shape
+        return X, split, None
+    Xtr = check_betas(src.get(m.betas_train), src.path, m.betas_train)
+    parts = [Xtr]
+    if m.betas_test:
+        Xte = check_betas(src.get(m.betas_test), src.path, m.betas_test, n_cols=Xtr.shape[1])
+        parts.append(Xte.astype(Xtr.dtype, copy=False))
+    X = np.concatenate(parts) if len(parts) > 1 else Xtr
+    n_train = Xtr.shape[0]
+    split = np.r_[np.zeros(n_train, np.int64), np.ones(X.shape[0] - n_train, np.int64)]
+    return X, split, n_train
 
-    # images
+
+def _images(m: MappingConfig, base: Path, src: ArrayFile, sources: list):
+    """(uint8 images (n_images, H, W, 3), the number of training images, each stack's source channels); a separate
+    images file is appended to ``sources``."""
     isrc = src
     if m.images_file is not None:
         isrc = ArrayFile(m.images_file if m.images_file.is_absolute() else base / m.images_file, m.memory_order)
@@ -190,19 +232,21 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
 
     if m.images_all:
         images = imgs(m.images_all)
-        n_tr_img = len(images)
-    else:
-        tr = imgs(m.images_train)
-        n_tr_img = len(tr)
-        images = tr
-        if m.images_test:
-            te = imgs(m.images_test)
-            if te.shape[1:] != tr.shape[1:]:
-                raise SubjectFormatError(isrc.path, "train and test images differ in size", key=m.images_test,
-                                         expected=f"(N, {tr.shape[1]}, {tr.shape[2]}, 3)", found=describe(te))
-            images = np.concatenate([tr, te])
-    n_img = len(images)
+        return images, len(images), channels
+    tr = imgs(m.images_train)
+    images = tr
+    if m.images_test:
+        te = imgs(m.images_test)
+        if te.shape[1:] != tr.shape[1:]:
+            raise SubjectFormatError(isrc.path, "train and test images differ in size", key=m.images_test,
+                                     expected=f"(N, {tr.shape[1]}, {tr.shape[2]}, 3)", found=describe(te))
+        images = np.concatenate([tr, te])
+    return images, len(tr), channels
 
+
+def _image_index(m: MappingConfig, src: ArrayFile, n_trials: int, n_train: int | None, n_img: int,
+                 n_tr_img: int) -> np.ndarray:
+    """The image each trial shows (0-based rows of the images), checked against the number of images."""
     # trials -> images
     def idx(key, n, what):
         v = check_int_vector(src.get(key), src.path, key, n=n) - m.index_base
@@ -235,18 +279,11 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
                                      found=f"{n_img} images")
     key_for_err = m.image_index or m.test_image_index or m.train_image_index or "trials"
     check_index_range(image_index, n_img, src.path, key_for_err)
-    session = check_int_vector(src.get(m.session), src.path, m.session, n=n_trials) if m.session else np.ones(n_trials, np.int64)
-    run = check_int_vector(src.get(m.run), src.path, m.run, n=n_trials) if m.run else np.ones(n_trials, np.int64)
+    return image_index
 
-    rois = {name: check_mask(src.get(key), src.path, key, n_vox) for name, key in m.rois.items()}
-    if not rois:
-        rois = {"all": np.ones(n_vox, bool)}
-    labels = None
-    if m.labels:
-        labels = check_int_vector(src.get(m.labels), src.path, m.labels, n=n_img)
-        if m.categories and (labels.min() < -1 or labels.max() >= len(m.categories)):
-            raise SubjectFormatError(src.path, "label outside the category list", key=m.labels,
-                                     expected=f"-1 <= label < {len(m.categories)}", found=int(labels.max()))
+
+def _noise_ceiling(m: MappingConfig, src: ArrayFile, n_vox: int) -> np.ndarray:
+    """Per-voxel noise ceiling (float32, NaN = unknown)."""
     nc = np.full(n_vox, np.nan, np.float32)
     if m.noise_ceiling:
         nc64 = np.asarray(src.get(m.noise_ceiling), np.float64).reshape(-1)
@@ -258,23 +295,7 @@ def read(path: Path, *, mapping: str | Path | MappingConfig | None = None, **_ig
             raise SubjectFormatError(src.path, key=m.noise_ceiling, expected="values in [0, 1] (NaN = unknown)",
                                      found=f"[{known.min():.3g}, {known.max():.3g}]")
         nc = nc64.astype(np.float32)
-    prior = None
-    if m.prior is not None:
-        prior, prior_sources = _prior_images(m, base, src, images, max(channels))
-        sources.extend(prior_sources)
-    vox = VoxelTable.unknown(n_vox)
-    vox = VoxelTable(hemi=vox.hemi, vertex=vox.vertex, ijk=vox.ijk, noise_ceiling=nc)
-    trials = TrialTable(image_index=image_index.astype(np.int64), session=session, run=run,
-                        repeat=repeat_numbers(image_index), split=split.astype(np.int8))
-    s = Subject(betas=X, trials=trials, images=images, voxels=vox, rois=rois,
-                stimuli=Stimuli(categories=list(m.categories), labels=labels),
-                name=m.name or src.path.stem, format="arrays", path=src.path,
-                provenance=provenance("arrays", sources, [], mapping=str(m.source), file_kind=src.kind,
-                                      reversed_axes=src.reverse, image_channels=max(channels),
-                                      flattened_images=None if m.image_shape is None else
-                                      {"shape": list(m.image_shape), "order": m.pixel_order}),
-                prior_images=prior)
-    return checked(s, src.path)
+    return nc
 
 
 def _image_stack(isrc: ArrayFile, key: str, shape, order: str, layout: str) -> np.ndarray:

@@ -132,6 +132,39 @@ def read(path: Path, *, subject: int | None = None, image_size: int = 256, **_ig
         Side length images are resized to when their sizes differ.
     """
     root = require_dir(Path(path), "BOLD5000 folder")
+    files, subject = _roi_files(root, subject)
+    betas, hemi, rois = _betas(files[subject])
+    n_rows, n_vox = betas.shape
+    lists_dir = root / LISTS_DIR / f"CSI{subject}"
+    tnames, session, run, list_files = presentation_list(lists_dir)
+    if len(tnames) != n_rows:
+        raise SubjectFormatError(lists_dir, "presentation lists and betas disagree on the number of trials",
+                                 expected=f"{n_rows} trials (rows of the betas files)", found=f"{len(tnames)} listed")
+    rep_path = require_file(root / SCENE_DIR / REPEATED_LIST, "repeated-image list")
+    repeated = {ln.strip() for ln in rep_path.read_text(errors="replace").splitlines() if ln.strip()}
+    repeated = {r[4:] if r.startswith("rep_") else r for r in repeated}
+
+    uniq = sorted(set(tnames))
+    sources = [p for _, _, p in files[subject]] + list_files + [rep_path]
+    steps: list[dict] = []
+    images = _images(root, uniq, image_size, sources, steps)
+
+    lookup = {n: i for i, n in enumerate(uniq)}
+    image_index = np.asarray([lookup[n] for n in tnames], np.int64)
+    split = np.asarray([1 if n in repeated else 0 for n in tnames], np.int8)
+    if not split.any():
+        raise SubjectFormatError(rep_path, "no test trials", expected="names of presented images", found="none match")
+    trials = TrialTable(image_index=image_index, session=session, run=run, repeat=repeat_numbers(image_index), split=split)
+    vox = VoxelTable.unknown(n_vox)
+    vox = VoxelTable(hemi=hemi, vertex=vox.vertex, ijk=vox.ijk, noise_ceiling=vox.noise_ceiling)
+    s = Subject(betas=betas, trials=trials, images=images, voxels=vox, rois=rois, stimuli=Stimuli(source_ids=uniq),
+                name=f"bold5000-CSI{subject}", format="bold5000", path=root,
+                provenance=provenance("bold5000", sources, steps, dataset={"name": "BOLD5000", "subject": f"CSI{subject}"}))
+    return checked(s, root)
+
+
+def _roi_files(root: Path, subject: int | None):
+    """(CSI number -> [(hemisphere, ROI, file)], the subject to read): the GLMsingle ROI betas files."""
     bdir = require_dir(root / BETAS_DIR, "GLMsingle ROI betas folder")
     files: dict[int, list[tuple[str, str, Path]]] = {}
     for p in sorted(bdir.iterdir()):
@@ -148,38 +181,35 @@ def read(path: Path, *, subject: int | None = None, image_size: int = 256, **_ig
         subject = next(iter(files))
     if subject not in files:
         raise SubjectFormatError(bdir, f"no betas for CSI{subject}", expected=f"CSI{sorted(files)}", found=subject)
+    return files, subject
 
+
+def _betas(subject_files: list[tuple[str, str, Path]]):
+    """(betas (n_trials, n_voxels), hemisphere per voxel, ROI masks): the subject's ROI files side by side."""
     blocks, hemis, roi_of = [], [], []
     n_rows = None
-    for hemi, roi, p in files[subject]:  # sorted by file name: LH before RH, ROIs alphabetically
+    for hemi, roi, p in subject_files:  # sorted by file name: LH before RH, ROIs alphabetically
         a = load_npy(p, mmap=True)
         if n_rows is not None and a.ndim == 2 and a.shape[0] != n_rows:
             raise SubjectFormatError(p, "ROI files of one subject disagree on the number of trials",
-                                     expected=f"{n_rows} rows like {files[subject][0][2].name}", found=f"{a.shape[0]} rows")
+                                     expected=f"{n_rows} rows like {subject_files[0][2].name}", found=f"{a.shape[0]} rows")
         a = check_betas(a, p, "(trials, voxels) array")
         n_rows = a.shape[0]
         blocks.append(a)
         hemis.append(np.full(a.shape[1], 0 if hemi == "LH" else 1, np.int8))
         roi_of += [roi] * a.shape[1]
     betas = np.concatenate(blocks, axis=1).astype(np.float32, copy=False)
-    n_vox = betas.shape[1]
     roi_of = np.asarray(roi_of)
     names = [r for r in ROI_ORDER if r in set(roi_of)] + sorted(set(roi_of) - set(ROI_ORDER))
     rois = {r: roi_of == r for r in names}
+    return betas, np.concatenate(hemis), rois
 
-    lists_dir = root / LISTS_DIR / f"CSI{subject}"
-    tnames, session, run, list_files = presentation_list(lists_dir)
-    if len(tnames) != n_rows:
-        raise SubjectFormatError(lists_dir, "presentation lists and betas disagree on the number of trials",
-                                 expected=f"{n_rows} trials (rows of the betas files)", found=f"{len(tnames)} listed")
-    rep_path = require_file(root / SCENE_DIR / REPEATED_LIST, "repeated-image list")
-    repeated = {ln.strip() for ln in rep_path.read_text(errors="replace").splitlines() if ln.strip()}
-    repeated = {r[4:] if r.startswith("rep_") else r for r in repeated}
 
-    uniq = sorted(set(tnames))
+def _images(root: Path, uniq: list[str], image_size: int, sources: list, steps: list) -> np.ndarray:
+    """The presented images named ``uniq`` (uint8, from ``img_dict.npy`` or the image files), resized to ``image_size``
+    when their sizes differ; the files read go to ``sources``, the resize to ``steps``."""
     pres = root / SCENE_DIR / "Presented_Stimuli"
     dict_path = pres / "img_dict.npy"
-    sources = [p for _, _, p in files[subject]] + list_files + [rep_path]
     if dict_path.exists():
         store = load_image_dict(dict_path)
         sources.append(dict_path)
@@ -198,25 +228,12 @@ def read(path: Path, *, subject: int | None = None, image_size: int = 256, **_ig
                                      found=f"{len(missing)} missing")
         raw = [_load_image_file(found[n]) for n in uniq]
         origin = pres
-    steps: list[dict] = []
     shapes = {np.asarray(r).shape[:2] for r in raw}
     if len(shapes) > 1:
         raw = [_resize(np.asarray(r), image_size, origin, n) for r, n in zip(raw, uniq)]
         steps.append({"step": "resize_images", "size": image_size, "reason": "presented images differ in size"})
     images = np.concatenate([to_uint8_images(np.asarray(r)[None], origin, n) for r, n in zip(raw, uniq)])
-
-    lookup = {n: i for i, n in enumerate(uniq)}
-    image_index = np.asarray([lookup[n] for n in tnames], np.int64)
-    split = np.asarray([1 if n in repeated else 0 for n in tnames], np.int8)
-    if not split.any():
-        raise SubjectFormatError(rep_path, "no test trials", expected="names of presented images", found="none match")
-    trials = TrialTable(image_index=image_index, session=session, run=run, repeat=repeat_numbers(image_index), split=split)
-    vox = VoxelTable.unknown(n_vox)
-    vox = VoxelTable(hemi=np.concatenate(hemis), vertex=vox.vertex, ijk=vox.ijk, noise_ceiling=vox.noise_ceiling)
-    s = Subject(betas=betas, trials=trials, images=images, voxels=vox, rois=rois, stimuli=Stimuli(source_ids=uniq),
-                name=f"bold5000-CSI{subject}", format="bold5000", path=root,
-                provenance=provenance("bold5000", sources, steps, dataset={"name": "BOLD5000", "subject": f"CSI{subject}"}))
-    return checked(s, root)
+    return images
 
 
 def _resize(a: np.ndarray, size: int, origin: Path, name: str) -> np.ndarray:

@@ -106,18 +106,8 @@ def read(path: Path, *, subject: int | None = None, test: str = "single", images
         raise SubjectFormatError(spath, "averaged test rows do not match the test images", key="arr_2",
                                  expected=f"{n_te_img} rows (one per test image)", found=describe(test_avg))
 
-    noise = np.full(n_vox, np.nan, np.float32)
     steps: list[dict] = []
-    if "arr_5" in d:
-        nc = np.asarray(d["arr_5"], dtype=np.float64).reshape(-1)
-        if nc.shape != (n_vox,):
-            raise SubjectFormatError(spath, "noise ceiling does not match the voxels", key="arr_5",
-                                     expected=f"({n_vox},)", found=describe(d["arr_5"]))
-        finite = nc[np.isfinite(nc)]
-        if finite.size and finite.max() > 1.0 and finite.max() <= 100.0:
-            nc = nc / 100.0  # stored in percent
-            steps.append({"step": "noise_ceiling_units", "from": "percent", "to": "fraction"})
-        noise = nc.astype(np.float32)
+    noise = _noise_ceiling(d, spath, n_vox, steps)
 
     roi_keys = [k for k in d if k not in DATA_KEYS]
     names = [n for n in ROI_ORDER if n in roi_keys] + sorted(n for n in roi_keys if n not in ROI_ORDER)
@@ -144,3 +134,19 @@ def read(path: Path, *, subject: int | None = None, test: str = "single", images
                 provenance=provenance("god", [spath, ipath], steps,
                                       dataset={"name": "GOD", "subject": subj, "test": test}))
     return checked(s, spath)
+
+
+def _noise_ceiling(d, spath: Path, n_vox: int, steps: list) -> np.ndarray:
+    """Per-voxel noise ceiling from ``arr_5`` as a fraction (NaN when absent); percent values are converted (a step
+    recorded in ``steps``)."""
+    if "arr_5" not in d:
+        return np.full(n_vox, np.nan, np.float32)
+    nc = np.asarray(d["arr_5"], dtype=np.float64).reshape(-1)
+    if nc.shape != (n_vox,):
+        raise SubjectFormatError(spath, "noise ceiling does not match the voxels", key="arr_5",
+                                 expected=f"({n_vox},)", found=describe(d["arr_5"]))
+    finite = nc[np.isfinite(nc)]
+    if finite.size and finite.max() > 1.0 and finite.max() <= 100.0:
+        nc = nc / 100.0  # stored in percent
+        steps.append({"step": "noise_ceiling_units", "from": "percent", "to": "fraction"})
+    return nc.astype(np.float32)

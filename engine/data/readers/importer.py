@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from engine.data.formats import detect_format, open_subject
+from engine.data.formats import detect_format
+from engine.data.sources import open_subject
 from engine.data.native import write_subject
 from engine.data.preprocess import PreprocessConfig, apply
 from engine.atomic import check_replaceable

@@ -184,12 +184,57 @@ def read(path: Path, *, betas=None, mask=None, labels=None, label_names=None, ev
         bsrc = folder / bsrc
     blocks, aff, hdr, bfiles = _read_betas(bsrc)
     shape = blocks[0].shape[:3]
+    sources = list(bfiles)
+    keep, lab, mpath, lpath = _voxel_selection(folder, mask, labels, shape, aff, sources)
+
+    ijk = np.argwhere(keep).astype(np.int32)  # C order, the order voxels are stored in
+    n_vox = len(ijk)
+    rows = [b[keep].T.astype(np.float32) for b in blocks]  # (volumes, n_vox) per file
+    X = np.concatenate(rows)
+    del rows
+    from engine.data.readers.checks import check_finite_rows
+
+    check_finite_rows(X, bfiles[0] if len(bfiles) == 1 else bsrc, "betas (inside the mask)")
+    rois = _rois(folder, label_names, lab, keep, lpath, sources)
+    if mpath is not None:
+        rois = {"brain": np.ones(n_vox, bool), **rois}
+
+    epath = _pick(folder, events, ["*events.tsv", "trials.tsv", "*.tsv"], "trial table (events.tsv)")
+    ev = read_events(epath)
+    sources.append(epath)
+    if len(ev) != X.shape[0]:
+        raise SubjectFormatError(epath, "trial table and betas disagree on the number of trials",
+                                 expected=f"{X.shape[0]} rows (volumes in the betas)", found=f"{len(ev)} rows")
+    steps: list[dict] = []
+    images, uniq, image_index = _stimulus_images(folder, epath, ev, stimuli, image_size, steps)
+    split = _split(ev, epath, steps)
+    trials = TrialTable(image_index=image_index, session=_int_column(ev, "session", epath), run=_int_column(ev, "run", epath),
+                        repeat=repeat_numbers(image_index), split=split)
+
+    sform_code = int(hdr["sform_code"]) if "sform_code" in hdr else 0
+    space = space or ("MNI152" if sform_code == 4 else "native")
+    hemi = np.full(n_vox, -1, np.int8)
+    vertex = np.full(n_vox, -1, np.int32)
+    if space.upper().startswith("MNI"):
+        hemi, vertex = surface_assignment(ijk, aff, max_surface_mm)
+        steps.append({"step": "surface_projection", "mesh": "fsaverage5 pial (nilearn)", "rule": "nearest vertex",
+                      "max_mm": max_surface_mm, "n_assigned": int(np.count_nonzero(vertex >= 0))})
+    vox = VoxelTable(hemi=hemi, vertex=vertex, ijk=ijk, noise_ceiling=np.full(n_vox, np.nan, np.float32))
+    s = Subject(betas=X, trials=trials, images=images, voxels=vox, rois=rois, stimuli=Stimuli(source_ids=uniq),
+                name=folder.name, format="nifti", path=folder,
+                provenance=provenance("nifti", sources, steps),
+                volume={"shape": [int(v) for v in shape], "affine": aff.tolist(), "space": space})
+    return checked(s, folder)
+
+
+def _voxel_selection(folder: Path, mask, labels, shape, aff, sources: list):
+    """(voxels kept (shape, bool), the label image or None, mask path, label path): the brain mask, else the labelled
+    voxels. The files read are appended to ``sources``."""
     mpath = _pick(folder, mask, ["*mask*.nii*", "*brain*.nii*"], "brain mask", required=False)
     lpath = _pick(folder, labels, ["*label*.nii*", "*roi*.nii*", "*atlas*.nii*", "*dseg*.nii*"], "label image", required=False)
     if mpath is None and lpath is None:
         raise SubjectFormatError(folder, "missing brain mask or ROI label image", expected="mask*.nii.gz or labels*.nii.gz",
                                  found="neither")
-    sources = list(bfiles)
     keep = np.ones(shape, bool)
     if mpath is not None:
         m, maff, _ = load_nifti(mpath, what="mask image")
@@ -212,41 +257,34 @@ def read(path: Path, *, betas=None, mask=None, labels=None, label_names=None, ev
             if not keep.any():
                 raise SubjectFormatError(lpath, "empty label image", expected="labels > 0", found="none")
         sources.append(lpath)
+    return keep, lab, mpath, lpath
 
-    ijk = np.argwhere(keep).astype(np.int32)  # C order, the order voxels are stored in
-    n_vox = len(ijk)
-    rows = [b[keep].T.astype(np.float32) for b in blocks]  # (volumes, n_vox) per file
-    X = np.concatenate(rows)
-    del rows
-    from engine.data.readers.checks import check_finite_rows
 
-    check_finite_rows(X, bfiles[0] if len(bfiles) == 1 else bsrc, "betas (inside the mask)")
-
+def _rois(folder: Path, label_names, lab, keep, lpath, sources: list) -> dict[str, np.ndarray]:
+    """ROI name -> mask over the kept voxels, one per label (named from the label-names file when there is one)."""
     rois: dict[str, np.ndarray] = {}
-    if lab is not None:
-        names_path = _pick(folder, label_names, ["*label*.tsv", "*label*.json", "*roi*.tsv", "*roi*.json"],
-                           "label names", required=False)
-        names = _label_names(names_path)
-        if names_path:
-            sources.append(names_path)
-        vl = lab[keep]
-        present = sorted(int(v) for v in np.unique(vl) if v > 0)
-        for k in sorted(set(present) | set(names)):
-            nm = names.get(k, f"label_{k}")
-            m = vl == k
-            if not m.any():
-                raise SubjectFormatError(lpath, "empty ROI", key=nm, expected="at least one voxel inside the mask",
-                                         found="0 voxels")
-            rois[nm] = m
-    if mpath is not None:
-        rois = {"brain": np.ones(n_vox, bool), **rois}
+    if lab is None:
+        return rois
+    names_path = _pick(folder, label_names, ["*label*.tsv", "*label*.json", "*roi*.tsv", "*roi*.json"],
+                       "label names", required=False)
+    names = _label_names(names_path)
+    if names_path:
+        sources.append(names_path)
+    vl = lab[keep]
+    present = sorted(int(v) for v in np.unique(vl) if v > 0)
+    for k in sorted(set(present) | set(names)):
+        nm = names.get(k, f"label_{k}")
+        m = vl == k
+        if not m.any():
+            raise SubjectFormatError(lpath, "empty ROI", key=nm, expected="at least one voxel inside the mask",
+                                     found="0 voxels")
+        rois[nm] = m
+    return rois
 
-    epath = _pick(folder, events, ["*events.tsv", "trials.tsv", "*.tsv"], "trial table (events.tsv)")
-    ev = read_events(epath)
-    sources.append(epath)
-    if len(ev) != X.shape[0]:
-        raise SubjectFormatError(epath, "trial table and betas disagree on the number of trials",
-                                 expected=f"{X.shape[0]} rows (volumes in the betas)", found=f"{len(ev)} rows")
+
+def _stimulus_images(folder: Path, epath: Path, ev: list[dict], stimuli, image_size: int, steps: list):
+    """(images (n_images, H, W, 3), their file names, the image of each trial) from the trial table's ``stim_file``;
+    images of different sizes are resized to ``image_size`` (a step recorded in ``steps``)."""
     stim_names = [r["stim_file"].strip() if r["stim_file"] else "" for r in ev]
     uniq = sorted(set(stim_names))
     sdir = Path(stimuli) if stimuli else None
@@ -260,7 +298,6 @@ def read(path: Path, *, betas=None, mask=None, labels=None, label_names=None, ev
             raise SubjectFormatError(epath, "trial points at a missing image", key="stim_file",
                                      expected="an existing image file", found=repr(n))
         images_raw.append(_load_image(hit))
-    steps: list[dict] = []
     if len({im.shape[:2] for im in images_raw}) > 1:
         from PIL import Image
 
@@ -268,33 +305,19 @@ def read(path: Path, *, betas=None, mask=None, labels=None, label_names=None, ev
         steps.append({"step": "resize_images", "size": image_size, "reason": "stimulus images differ in size"})
     images = np.stack(images_raw)
     lookup = {n: i for i, n in enumerate(uniq)}
-    image_index = np.asarray([lookup[n] for n in stim_names], np.int64)
+    return images, uniq, np.asarray([lookup[n] for n in stim_names], np.int64)
+
+
+def _split(ev: list[dict], epath: Path, steps: list) -> np.ndarray:
+    """0 (train) / 1 (test) per trial from the ``split`` column; without one every trial trains (recorded in ``steps``)."""
     if "split" in ev[0]:
         vals = [(r.get("split") or "").strip().lower() for r in ev]
         bad = [v for v in vals if v not in ("train", "test")]
         if bad:
             raise SubjectFormatError(epath, key="split", expected="train or test", found=repr(bad[0]))
-        split = np.asarray([v == "test" for v in vals], np.int8)
-    else:
-        split = np.zeros(len(ev), np.int8)
-        steps.append({"step": "split", "rule": "no split column: every trial is a training trial"})
-    trials = TrialTable(image_index=image_index, session=_int_column(ev, "session", epath), run=_int_column(ev, "run", epath),
-                        repeat=repeat_numbers(image_index), split=split)
-
-    sform_code = int(hdr["sform_code"]) if "sform_code" in hdr else 0
-    space = space or ("MNI152" if sform_code == 4 else "native")
-    hemi = np.full(n_vox, -1, np.int8)
-    vertex = np.full(n_vox, -1, np.int32)
-    if space.upper().startswith("MNI"):
-        hemi, vertex = surface_assignment(ijk, aff, max_surface_mm)
-        steps.append({"step": "surface_projection", "mesh": "fsaverage5 pial (nilearn)", "rule": "nearest vertex",
-                      "max_mm": max_surface_mm, "n_assigned": int(np.count_nonzero(vertex >= 0))})
-    vox = VoxelTable(hemi=hemi, vertex=vertex, ijk=ijk, noise_ceiling=np.full(n_vox, np.nan, np.float32))
-    s = Subject(betas=X, trials=trials, images=images, voxels=vox, rois=rois, stimuli=Stimuli(source_ids=uniq),
-                name=folder.name, format="nifti", path=folder,
-                provenance=provenance("nifti", sources, steps),
-                volume={"shape": [int(v) for v in shape], "affine": aff.tolist(), "space": space})
-    return checked(s, folder)
+        return np.asarray([v == "test" for v in vals], np.int8)
+    steps.append({"step": "split", "rule": "no split column: every trial is a training trial"})
+    return np.zeros(len(ev), np.int8)
 
 
 def _load_image(p: Path) -> np.ndarray:

@@ -213,6 +213,44 @@ def read(path: Path, *, subject: int | None = None, test_set: str = "new_test", 
         raise SubjectFormatError(path, "unknown NSD test set", key="test_set", expected=f"one of {TEST_SETS}", found=test_set)
     root, betas_path, subj = _locate(Path(path), subject)
     tag = f"subj{subj:02d}"
+    n_rows, n_vox = _betas_shape(betas_path)
+    train_tars, test_tar, gtrial, kid_row, session, run, split = _trials(root / "wds" / tag, test_set, n_rows,
+                                                                          betas_path)
+
+    img_rows, image_index = np.unique(kid_row, return_inverse=True)  # ascending 73KID
+    image_index = image_index.reshape(-1).astype(np.int64)
+    sources = [betas_path, *train_tars, test_tar]
+    img_path = require_file(root / IMAGES_FILE, "NSD image file")
+    imgs = LazyImages(img_path, "images", img_rows)
+    sources.append(img_path)
+
+    rois = {"nsd_general": np.ones(n_vox, bool)}
+    mpath = root / MASKS_FILE
+    if mpath.exists():
+        rois = _read_masks(mpath, tag, n_vox)
+        sources.append(mpath)
+
+    rows = None if np.array_equal(gtrial, np.arange(n_rows)) else gtrial
+    betas = LazyBetas(betas_path, "betas", rows=rows, dtype=np.float16)
+    trials = TrialTable(image_index=image_index, session=session, run=run, repeat=repeat_numbers(image_index),
+                        split=split.astype(np.int8))
+    steps = [
+        {"step": "zscore", "scope": "voxel", "statistics": "train", "by": "MindEyeV2 (_renorm file, upstream)"},
+        {"step": "test_set", "name": test_set,
+         "rule": "all trials of shared1000 images" if test_set == "new_test" else "older MindEyeV2 test set"},
+    ]
+    s = Subject(
+        betas=betas, trials=trials, images=imgs, voxels=VoxelTable.unknown(n_vox), rois=rois,
+        stimuli=Stimuli(source_ids=[str(int(r) + 1) for r in img_rows]),
+        name=f"nsd-{tag}", format="nsd", path=betas_path,
+        provenance=provenance("nsd", sources, steps, dataset={"name": "NSD", "subject": subj, "test_set": test_set,
+                                                              "image_ids": "73KID (source_ids)"}),
+    )
+    return checked(s, betas_path)
+
+
+def _betas_shape(betas_path: Path) -> tuple[int, int]:
+    """(n_rows, n_voxels) of the betas, checked: a 2-D float array, not empty, a contiguous one not truncated."""
     with open_h5(betas_path) as f:
         ds = h5_dataset(f, "betas", betas_path)
         if len(ds.shape) != 2 or not np.issubdtype(ds.dtype, np.floating):
@@ -227,8 +265,13 @@ def read(path: Path, *, subject: int | None = None, test_set: str = "new_test", 
             if off is not None and betas_path.stat().st_size < need:
                 raise SubjectFormatError(betas_path, "file is truncated", key="betas", expected=f">= {need} bytes",
                                          found=f"{betas_path.stat().st_size} bytes")
+    return n_rows, n_vox
 
-    wds = root / "wds" / tag
+
+def _trials(wds: Path, test_set: str, n_rows: int, betas_path: Path):
+    """(train tars, test tar, global trial, image row (73KID - 1), session, run, split) of every trial of the
+    webdataset tars, sorted by global trial and checked (fields present, rows inside the betas, no duplicate, no test
+    image in a training tar)."""
     train_dir = require_dir(wds / "train", "webdataset train folder")
     train_tars = sorted(train_dir.glob("*.tar"), key=_tar_index)
     if not train_tars:
@@ -276,37 +319,7 @@ def read(path: Path, *, subject: int | None = None, test_set: str = "new_test", 
         i = int(leaked[0])
         raise SubjectFormatError(parts[origin[i]][0], "a shared1000 (test) image appears in a training tar",
                                  key="behav column 16 (is_shared1000)", expected="0 in train tars", found=1)
-
-    img_rows, image_index = np.unique(kid_row, return_inverse=True)  # ascending 73KID
-    image_index = image_index.reshape(-1).astype(np.int64)
-    sources = [betas_path, *train_tars, test_tar]
-    img_path = require_file(root / IMAGES_FILE, "NSD image file")
-    imgs = LazyImages(img_path, "images", img_rows)
-    sources.append(img_path)
-
-    rois = {"nsd_general": np.ones(n_vox, bool)}
-    mpath = root / MASKS_FILE
-    if mpath.exists():
-        rois = _read_masks(mpath, tag, n_vox)
-        sources.append(mpath)
-
-    rows = None if np.array_equal(gtrial, np.arange(n_rows)) else gtrial
-    betas = LazyBetas(betas_path, "betas", rows=rows, dtype=np.float16)
-    trials = TrialTable(image_index=image_index, session=session, run=run, repeat=repeat_numbers(image_index),
-                        split=split.astype(np.int8))
-    steps = [
-        {"step": "zscore", "scope": "voxel", "statistics": "train", "by": "MindEyeV2 (_renorm file, upstream)"},
-        {"step": "test_set", "name": test_set,
-         "rule": "all trials of shared1000 images" if test_set == "new_test" else "older MindEyeV2 test set"},
-    ]
-    s = Subject(
-        betas=betas, trials=trials, images=imgs, voxels=VoxelTable.unknown(n_vox), rois=rois,
-        stimuli=Stimuli(source_ids=[str(int(r) + 1) for r in img_rows]),
-        name=f"nsd-{tag}", format="nsd", path=betas_path,
-        provenance=provenance("nsd", sources, steps, dataset={"name": "NSD", "subject": subj, "test_set": test_set,
-                                                              "image_ids": "73KID (source_ids)"}),
-    )
-    return checked(s, betas_path)
+    return train_tars, test_tar, gtrial, kid_row, session, run, split
 
 
 def _read_masks(mpath: Path, tag: str, n_vox: int) -> dict[str, np.ndarray]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from engine.data.formats import open_subject, resolve_demo_alias
+from engine.data.demo.builder import resolve_demo_alias
+from engine.data.sources import open_subject
 from engine.errors import DataError
 
 

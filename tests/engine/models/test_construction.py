@@ -19,7 +19,7 @@ def test_an_encoder_waits_for_a_pretrained_load_in_another_thread_and_gets_real_
 
     entered, release = threading.Event(), threading.Event()
 
-    def loader():  # what generators._from_pretrained does around diffusers' low-memory loading
+    def loader():  # what model_folder.load_part does around diffusers' low-memory loading
         with MODEL_BUILD_LOCK, init_empty_weights():
             entered.set()
             release.wait(10)
@@ -40,14 +40,14 @@ def test_an_encoder_waits_for_a_pretrained_load_in_another_thread_and_gets_real_
 
 
 def test_the_generator_loader_holds_the_lock(tmp_path):
-    from engine.recon.generators import _from_pretrained
+    from engine.recon.model_folder import load_part
 
     class Probe:  # stands in for a diffusers model class: records whether the lock is held while it loads
         @classmethod
         def from_pretrained(cls, path, **kwargs):
             return MODEL_BUILD_LOCK._is_owned()
 
-    assert _from_pretrained(Probe, tmp_path, "unet") is True
+    assert load_part(Probe, tmp_path, "unet") is True
 
 
 def test_loading_into_an_encoder_without_storage_is_refused():

@@ -9,8 +9,9 @@ import pytest
 
 from engine.errors import Cancelled, CheckpointError, DataError
 from engine.events import CancelToken, Finished, Metric, Progress, Started, drive
-from engine.models.encoding import (EncodingMaps, EncodingModel, encode_job, fit_encoding, load_encoding_accuracy,
-                                    predict_voxels, session_zscore)
+from engine.models.encoding import (EncodingMaps, EncodingModel, fit_encoding, load_encoding_accuracy, predict_voxels,
+                                    session_zscore)
+from engine.models.encoding_job import encode_job
 from engine.models.ridge import RidgeCV
 
 
@@ -115,7 +116,7 @@ def test_encode_cli_json_events(tiny_subject, tmp_path, capsys, monkeypatch):
 
 
 def test_prf_centres_from_contrast_energy():
-    from engine.models.encoding import contrast_energy, estimate_prf_centres
+    from engine.models.encoding_ground_truth import contrast_energy, estimate_prf_centres
 
     rng = np.random.default_rng(0)
     n, size = 400, 32

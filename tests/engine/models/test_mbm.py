@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from engine.errors import ConfigError
-from engine.models.base import BrainEncoder
+from engine.models.registry import load_encoder_folder
 from engine.models.mbm import MBMConfig, MBMEncoder, sincos_positions, wrap_pad
 from engine.models.registry import build_encoder
 
@@ -99,7 +99,7 @@ def test_save_load_identical_outputs(tmp_path):
     torch.manual_seed(0)
     enc = build_encoder("mbm", TINY, n_voxels={"a": 30, "b": 17}, target_shape=(2, 6)).eval()
     enc.save(tmp_path / "mbm")
-    back = BrainEncoder.load(tmp_path / "mbm").eval()
+    back = load_encoder_folder(tmp_path / "mbm").eval()
     assert isinstance(back, MBMEncoder) and back.config == enc.config
     x = _betas(3, 17)
     torch.testing.assert_close(enc(x, "b").embedding, back(x, "b").embedding, rtol=0, atol=0)

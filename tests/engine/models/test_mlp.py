@@ -11,7 +11,7 @@ import torch
 from engine.errors import CheckpointError, ConfigError
 from engine.models.base import BrainEncoder, EncoderOutput
 from engine.models.mlp import MLPConfig, MLPEncoder
-from engine.models.registry import ENCODER_KINDS, build_encoder, config_for
+from engine.models.registry import ENCODER_KINDS, build_encoder, config_for, load_encoder_folder
 
 TINY = {"hidden": 16, "n_blocks": 2, "dropout": 0.1}
 
@@ -64,7 +64,7 @@ def test_save_load_identical_outputs(tmp_path):
     enc.save(tmp_path / "model")
     spec = json.loads((tmp_path / "model" / "config.json").read_text())
     assert spec["class"] == "MLPEncoder" and spec["schema"] == 1
-    back = BrainEncoder.load(tmp_path / "model").eval()
+    back = load_encoder_folder(tmp_path / "model").eval()
     assert isinstance(back, MLPEncoder)
     assert back.config == enc.config and back.subjects == enc.subjects and back.target_shape == (2, 6)
     x = _betas(4, 20)
@@ -80,7 +80,7 @@ def test_save_load_identical_outputs(tmp_path):
 def test_load_errors(tmp_path):
     enc = build_encoder("mlp", TINY, n_voxels=10, target_shape=(4,))
     with pytest.raises(CheckpointError, match="missing config.json"):
-        BrainEncoder.load(tmp_path / "nothing")
+        load_encoder_folder(tmp_path / "nothing")
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "notes.txt").write_text("keep me")
     with pytest.raises(CheckpointError, match="not an encoder folder"):
@@ -90,11 +90,16 @@ def test_load_errors(tmp_path):
     spec["config"]["hidden"] = 8
     (tmp_path / "m" / "config.json").write_text(json.dumps(spec))
     with pytest.raises(CheckpointError, match="do not match"):
-        BrainEncoder.load(tmp_path / "m")
+        load_encoder_folder(tmp_path / "m")
     spec["class"] = "Nope"
     (tmp_path / "m" / "config.json").write_text(json.dumps(spec))
     with pytest.raises(CheckpointError, match="key 'class'"):
-        BrainEncoder.load(tmp_path / "m")
+        load_encoder_folder(tmp_path / "m")
+    build_encoder("moe", {"hidden": 16, "n_experts": [2]}, n_voxels=10, target_shape=(4,)).save(tmp_path / "moe")
+    with pytest.raises(CheckpointError, match="key 'class': expected MLPEncoder, found MoEEncoder"):
+        MLPEncoder.load(tmp_path / "moe")  # one kind's load refuses another kind's folder
+    with pytest.raises(TypeError, match="encoder_from_spec"):
+        BrainEncoder.load(tmp_path / "moe")  # the base class builds no kind: the registry does
 
 
 @pytest.mark.parametrize("kind", sorted(ENCODER_KINDS))

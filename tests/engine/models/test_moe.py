@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ConfigError
-from engine.models.base import BrainEncoder
+from engine.models.registry import load_encoder_folder
 from engine.models.losses import mse_loss
-from engine.models.moe import MoEConfig, MoEEncoder, dispatch_mask, expert_capacity
+from engine.models.moe import MoEConfig, MoEEncoder
+from engine.models.moe_dispatch import dispatch_mask, expert_capacity
 from engine.models.registry import build_encoder
 
 TINY = {"hidden": 16, "n_blocks": 1, "dropout": 0.0}
@@ -169,7 +170,7 @@ def test_save_load_identical_outputs_and_routing(tmp_path):
     cfg = {**TINY, "n_experts": [2, 4], "routing": "token_choice", "top_k": 2}
     enc = build_encoder("moe", cfg, n_voxels={"a": 11, "b": 9}, target_shape=(2, 3)).eval()
     enc.save(tmp_path / "moe")
-    back = BrainEncoder.load(tmp_path / "moe")
+    back = load_encoder_folder(tmp_path / "moe")
     assert isinstance(back, MoEEncoder) and back.config == enc.config and back.subjects == enc.subjects
     back.eval()
     x = _betas(4, 9)
@@ -223,7 +224,7 @@ def test_roi_grouped_input_units_read_only_their_group_and_persist(tmp_path):
     table = expert_roi_table(voxel_routing(enc, "s", _betas(16, 10).numpy())[0], rois)
     assert table[0, 0] > 0.8 and table[1, 2] > 0.8  # V1 → expert 0, LO → expert 1
     enc.save(tmp_path / "moe")
-    back = BrainEncoder.load(tmp_path / "moe")
+    back = load_encoder_folder(tmp_path / "moe")
     assert back.subject_layer("s").voxel_group.tolist() == groups.tolist()
     enc.eval(), back.eval()
     torch.testing.assert_close(enc(x.detach(), "s").embedding, back(x.detach(), "s").embedding, rtol=0, atol=0)

@@ -264,15 +264,15 @@ def test_large_gram_matrices_use_the_threaded_eigh_and_agree_with_numpys(rng, mo
     its CV scores, alphas and weights are those of numpy's eigh on the same data."""
     import scipy.linalg
 
-    import engine.models.ridge as ridge
+    import engine.models.ridge_backends as ridge_backends
 
     X, Y = _data(rng, 1100, 1400, t=8)
     calls = []
     real = scipy.linalg.eigh
     monkeypatch.setattr(scipy.linalg, "eigh", lambda *a, **k: calls.append(a[0].shape) or real(*a, **k))
     threaded = RidgeCV(alphas=np.logspace(-1, 4, 6), cv=5, solver="dual").fit(X, Y)
-    assert calls and calls[0][0] >= ridge.THREADED_EIGH_SIZE
-    monkeypatch.setattr(ridge, "THREADED_EIGH_SIZE", 10**9)
+    assert calls and calls[0][0] >= ridge_backends.THREADED_EIGH_SIZE
+    monkeypatch.setattr(ridge_backends, "THREADED_EIGH_SIZE", 10**9)
     plain = RidgeCV(alphas=np.logspace(-1, 4, 6), cv=5, solver="dual").fit(X, Y)
     assert len(calls) == 1
     np.testing.assert_allclose(threaded.cv_scores_, plain.cv_scores_, atol=1e-5)

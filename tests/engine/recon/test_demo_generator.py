@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from engine.events import Metric, Progress, drive
-from engine.recon.demo_generator import (DemoGeneratorConfig, DemoTrainConfig, refit_demo_adapter,
-                                         train_demo_generator)
+from engine.recon.demo_generator import DemoGeneratorConfig
+from engine.recon.demo_refit import refit_demo_adapter
+from engine.recon.demo_training import DemoTrainConfig, train_demo_generator
 from engine.recon.generators import load_generator
 from tests.engine.recon.tiny_models import TINY_DEMO
 
@@ -123,7 +124,8 @@ def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_ch
     import torch
     from diffusers import UNet2DConditionModel
 
-    from engine.recon.demo_generator import _init_unet_from, build_unet
+    from engine.recon.demo_generator import build_unet
+    from engine.recon.demo_training import _init_unet_from
 
     images, emb, recipe, cfg = _tiny_build(3, unet_steps=1)
     drive(train_demo_generator(tmp_path / "plain", recipe, cfg, images=images, embeddings=emb))

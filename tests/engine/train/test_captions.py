@@ -14,7 +14,7 @@ import torch
 
 from engine.errors import Cancelled, CheckpointError, ConfigError, DataError
 from engine.events import CancelToken, Metric, Progress, drive
-from engine.models.base import BrainEncoder
+from engine.models.registry import load_encoder_folder
 from engine.models.embedders.cache import cache_root, cached_text_embeddings
 from engine.models.embedders.text import load_text_embedder
 from engine.models.registry import build_encoder
@@ -152,10 +152,10 @@ def test_caption_head_saves_and_loads(kind, params, tmp_path):
     out.caption.sum().backward()  # the head is wired to the encoder's own features
     assert any(p.grad is not None for n, p in enc.named_parameters() if not n.startswith("caption_head."))
     enc.save(tmp_path / "captioned")
-    back = BrainEncoder.load(tmp_path / "captioned").eval()
+    back = load_encoder_folder(tmp_path / "captioned").eval()
     assert back.caption_dim == 6
     torch.testing.assert_close(back(x, subject="s").caption, out.caption)
-    old = BrainEncoder.load(tmp_path / "plain")  # saved without a head: still loads, predicts no caption
+    old = load_encoder_folder(tmp_path / "plain")  # saved without a head: still loads, predicts no caption
     assert old.caption_head is None and old(x, subject="s").caption is None
     with pytest.raises(CheckpointError, match="caption_head"):
         old.load_state_dict_checked(back.state_dict())

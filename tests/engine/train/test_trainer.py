@@ -69,9 +69,9 @@ def test_cancel_stops_within_one_step_and_keeps_a_loadable_checkpoint(tiny_subje
     cp = load_checkpoint(latest)
     assert cp.state["step"] == trigger[0] and cp.optimizer_state is not None
     assert not any(isinstance(e, Progress) and e.step > trigger[0] for e in seen)
-    from engine.models.base import BrainEncoder
+    from engine.models.registry import encoder_from_spec
 
-    model = BrainEncoder.from_spec(cp.model_spec)
+    model = encoder_from_spec(cp.model_spec)
     model.load_state_dict_checked(cp.model_state)
     assert isinstance(seen[-1], Finished) and seen[-1].status == "cancelled"
     assert run.status()["status"] == "cancelled"

@@ -1,0 +1,85 @@
+"""Checkpoints of the demo generator's build: a generator folder plus ``train_state`` (cycle, step) and the live
+weights with their AdamW moments, so a stopped build continues with the same result as an uninterrupted one."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from engine.jsonfile import read_object  # bounded, top-level type checked
+from engine.recon.demo_generator import MANIFEST, OPTIMIZER_FILE, DemoGeneratorConfig
+
+
+@contextlib.contextmanager
+def ema_swapped(params, ema):
+    """Inside: the parameters hold the EMA weights (yields their live values); after: the live values again."""
+    import torch
+
+    with torch.no_grad():
+        live = [p.detach().clone() for p in params]
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    try:
+        yield live
+    finally:
+        with torch.no_grad():
+            for p, v in zip(params, live):
+                p.copy_(v)
+
+
+def optimizer_state(opt, params, live) -> dict:
+    """Live weights and AdamW moments as flat tensors (``live.i``, ``exp_avg.i``, ``exp_avg_sq.i``, ``step.i``)."""
+    import torch
+
+    out = {}
+    for i, (p, v) in enumerate(zip(params, live)):
+        out[f"live.{i}"] = v.detach().cpu().contiguous()
+        st = opt.state.get(p, {})
+        for k in ("exp_avg", "exp_avg_sq"):
+            if k in st:
+                out[f"{k}.{i}"] = st[k].detach().cpu().contiguous()
+        if "step" in st:
+            out[f"step.{i}"] = torch.as_tensor(st["step"], dtype=torch.float32).reshape(1).cpu()
+    return out
+
+
+def restore_optimizer(state: dict, params, opt) -> None:
+    """Put the checkpoint's live weights and AdamW moments back (the EMA is what the folder's weights hold)."""
+    import torch
+
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(state[f"live.{i}"].to(p.device))
+            if f"exp_avg.{i}" in state:
+                opt.state[p] = {"step": torch.tensor(float(state[f"step.{i}"][0])),
+                                "exp_avg": state[f"exp_avg.{i}"].to(p.device).clone(),
+                                "exp_avg_sq": state[f"exp_avg_sq.{i}"].to(p.device).clone()}
+
+
+def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
+    """(vae, unet, adapter, train state, optimizer state or None) of a folder the recipe ``recipe`` (a
+    ``DemoTrainConfig``) wrote."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from safetensors.torch import load_file
+
+    from engine.errors import CheckpointError
+    from engine.recon.conditioning import ConditioningAdapter
+
+    folder = Path(folder)
+    meta = read_object(folder / MANIFEST)
+    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **(meta.get("recipe") or {})}
+    mine = recipe.to_dict()
+    differ = sorted(k for k in mine if k != "unet_cycles" and done_recipe.get(k) != mine[k])
+    if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
+        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")
+    state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
+    state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
+    if state["cycle"] >= recipe.unet_cycles:
+        raise CheckpointError(f"{folder}: already has {state['cycle']} UNet cycle(s); the recipe asks for "
+                              f"{recipe.unet_cycles}")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True).train()
+    adapter = ConditioningAdapter.load(folder / "adapter")
+    opt_file = folder / OPTIMIZER_FILE
+    resume = load_file(str(opt_file)) if state["step"] and opt_file.is_file() else None
+    return vae, unet, adapter, state, resume
