@@ -18,17 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "neurolens_app")
 
 # Importing file -> who is fixing it and how. Every import rule broken by that file is tolerated until then.
-LAYER_ALLOWLIST = {
-    # B: evaluation (opens subjects, loads embedders) leaves metrics for the new package engine/evaluate/.
-    "engine/metrics/evaluate.py": "B",
-    # B / the lead: loads networks (transformers, engine.models): not a pure function; belongs with the models
-    # (engine/models/features.py) so that evaluate and recon can both use it.
-    "engine/metrics/features.py": "B",
-    # C: format_eta moves to engine/events.py; the app stops importing engine.cli.
-    "neurolens_app/main_window.py": "C",
-    "neurolens_app/panels/reconstruction.py": "C",
-    "neurolens_app/panels/training.py": "C",
-}
+LAYER_ALLOWLIST: dict[str, str] = {}
 
 # ``path`` (module lines) or ``path::function`` -> who is splitting it.
 SIZE_ALLOWLIST = {
@@ -36,19 +26,6 @@ SIZE_ALLOWLIST = {
     "engine/recon/finetune.py": "A",
     "engine/recon/finetune.py::finetune_job": "A",
     "engine/recon/reconstruct.py::reconstruct_job": "A",
-    # B: ModelConfig leaves models/base.py for models/config.py; evaluate.py becomes the package engine/evaluate/.
-    "engine/models/base.py": "B",
-    "engine/metrics/evaluate.py": "B",
-    "engine/metrics/evaluate.py::evaluate_folder": "B",
-    # C: the app's god objects split into state and widgets.
-    "neurolens_app/panels/reconstruction.py": "C",
-    "neurolens_app/panels/reconstruction.py::ReconstructionPanel._build": "C",
-    "neurolens_app/panels/training.py": "C",
-    "neurolens_app/panels/training.py::TrainingPanel._build": "C",
-    "neurolens_app/panels/data.py::DataPanel.__init__": "C",
-    "neurolens_app/main_window.py": "C",
-    "neurolens_app/widgets/config_form.py::TrainConfigForm.__init__": "C",
-    "neurolens_app/dialogs/import_dialog.py::ImportArraysDialog.__init__": "C",
 }
 
 
