@@ -38,6 +38,10 @@ import numpy as np
 from engine.errors import Cancelled, ConfigError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
 from engine.recon.decoder import read_resume_state, restore_training_state, save_decoder
+# MERGE16: only neurolens_app/panels/reconstruction.py (helper C's) still imports these two from here; delete this
+# line when the panel uses engine.recon.decoder.decoder_state.
+from engine.recon.decoder import DECODER_FILE  # noqa: F401,E402
+from engine.train.run import DECODER_DIR  # noqa: F401,E402
 from engine.recon.finetune_config import FinetuneConfig
 from engine.recon.lora import trainable_unet_parameters
 from engine.train.trained_model import TrainedModel

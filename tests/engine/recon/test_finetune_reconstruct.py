@@ -49,6 +49,9 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     assert (res.n_images, res.n_samples) == (2, 4)
     idx = read_index(out)
     assert idx.split == "test" and idx.settings["samples"] == 2 and idx.settings["image_size"] == 32
+    # the folder says how it was made: the whole config, with the generator it used
+    made = RC.from_dict({k: v for k, v in idx.settings.items() if k != "image_size"})
+    assert made == RC(samples=2, steps=3, guidance=3.0, seed=1, preview_every=1, generator=idx.settings["generator"])
     assert [it.image_index for it in idx.items] == [200, 201]
     assert idx.items[0].trials == [200, 201, 202] and idx.items[0].category == "a"
     for it in idx.items:
