@@ -51,6 +51,12 @@ def has_decoder(run) -> bool:
     return (_run(run).decoder_dir / DECODER_FILE).is_file()
 
 
+def timestep_router_dir(run) -> Path | None:
+    """The folder of the timestep router fine-tuning learned for a Mixture-of-Experts run, or None (none yet)."""
+    folder = _run(run).decoder_dir / ROUTER_DIR
+    return folder if folder.is_dir() else None
+
+
 @dataclass
 class Decoder:
     """What reconstruction needs on top of a run's encoder: generator, adapter, optional router/blurry/encoder."""

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from engine.events import drive
-from engine.recon.decoder import Decoder, DecoderState, decoder_state, has_decoder, read_resume_state
+from engine.recon.decoder import (Decoder, DecoderState, decoder_state, has_decoder, read_resume_state,
+                                  timestep_router_dir)
 from engine.recon.finetune import finetune_job
 from engine.recon.finetune_config import FinetuneConfig
 from engine.recon.generators import GeneratorConfig
@@ -42,7 +43,7 @@ def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_sub
     assert not state.can_reconstruct and "'pixels' targets; fine-tune a decoder first" in state.description
     drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1),
                        subject=tiny_subject_s))
-    assert has_decoder(run) and has_decoder(Run(run))
+    assert has_decoder(run) and has_decoder(Run(run)) and timestep_router_dir(run) is None  # a ridge: no levels
     description, can, blurry = decoder_state(Run(run))  # a NamedTuple: unpacks as the panel's tuple did
     assert can and blurry and description == f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, 1 steps)"
     meta, state = read_resume_state(Run(run).decoder_dir)

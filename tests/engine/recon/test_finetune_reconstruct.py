@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.errors import Cancelled, ConfigError
 from engine.events import CancelToken, Checkpoint, Preview, Progress, drive
-from engine.recon.decoder import Decoder
+from engine.recon.decoder import Decoder, timestep_router_dir
 from engine.recon.finetune import finetune_job
 from engine.recon.finetune_config import FinetuneConfig
 from engine.recon.index import load_embeddings, read_index
@@ -142,6 +142,7 @@ def test_moe_run_gets_a_timestep_router_and_cross_attention_training(moe_run, ti
     drive(finetune_job(moe_run, config=cfg, subject=tiny_subject_s), events.append)
     dec = Decoder.open(moe_run)
     assert dec.router is not None and dec.encoder_dir is not None and dec.info["unet"] == "cross_attn"
+    assert timestep_router_dir(moe_run) is not None  # what the Experts panel shows the router from
     w = dec.router.weights_per_step([999, 500, 0])
     assert w.shape == (3, dec.router.n_levels)
     # the alignment term is logged on its own, next to the diffusion loss and the total it adds up to
