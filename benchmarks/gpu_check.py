@@ -25,10 +25,11 @@ def time_reconstruct(run_dir: str, out_dir: str, device: str, samples: int, step
     interpreter start and imports excluded), written to ``reconstruct_timing.json`` in the results folder."""
     from engine.events import drive
     from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
 
     t0 = time.perf_counter()
-    result = drive(reconstruct_job(run_dir, samples=samples, steps=steps, out_dir=out_dir, device=device,
-                                   preview_every=0))
+    config = ReconstructConfig(samples=samples, steps=steps, device=device, preview_every=0)
+    result = drive(reconstruct_job(run_dir, config, out_dir=out_dir))
     elapsed = time.perf_counter() - t0
     timing = {"run": run_dir, "device": device, "images": result.n_images, "samples": result.n_samples,
               "steps": steps, "seconds": round(elapsed, 2), "goal_s": RECON_GOAL_S if device != "cpu" else None}

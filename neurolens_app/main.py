@@ -138,20 +138,16 @@ def _apply_view(win, view: str | None, overlay: str | None) -> str | None:
 
 
 def open_run_arg(run: str) -> tuple[Path, str | None]:
-    """``--run RUN_DIR``: the run folder and the subject path its ``provenance.json`` records (None if it records
-    none); ``ValueError`` with one line when the folder is not a run."""
-    import json
+    """``--run RUN_DIR``: the run folder and the subject path its provenance records (None if it records none);
+    ``ValueError`` with one line when the folder is not a run."""
+    from engine.train.run import Run
 
     path = Path(run).expanduser().resolve()
-    if not (path / "config.yaml").is_file():
-        raise ValueError(f"--run {run}: not a run folder (no config.yaml; make one with 'neurolens train')")
-    try:
-        prov = json.loads((path / "provenance.json").read_text(encoding="utf-8"))
-        subject = prov["subject"]["path"]
-    except (OSError, ValueError, KeyError, TypeError):
-        subject = None
+    if not Run.is_run_folder(path):
+        raise ValueError(f"--run {run}: not a run folder (no run config; make one with 'neurolens train')")
+    subject = Run(path).subject_path()
     if subject and not Path(subject).exists():
-        raise ValueError(f"--run {run}: its subject {subject} (provenance.json, key 'subject.path') does not exist; "
+        raise ValueError(f"--run {run}: its subject {subject} (recorded in the run's provenance) does not exist; "
                          f"give it with --subject PATH")
     return path, subject
 

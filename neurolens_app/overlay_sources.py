@@ -226,26 +226,27 @@ def load_run_maps(run: Path, subject) -> dict:
         out["encoding_reason"] = "this NeuroLens build cannot read encoding maps"
     except (OSError, ValueError, KeyError) as exc:
         out["encoding_reason"] = f"no encoding maps in {run.name} ({exc})"
-    from engine.train.predict import MODEL_INFO
+    from engine.train.run import Run
 
-    if not (run / "model" / MODEL_INFO).is_file():
-        out["routing_reason"] = f"{run.name} has no trained model (model/{MODEL_INFO})"
+    if not Run(run).has_model():
+        out["routing_reason"] = f"{run.name} has no trained model yet"
         return out
     try:
         from engine.models import routing
-        from engine.train.predict import load_encoder, load_normalizer, model_info
+        from engine.train.trained_model import TrainedModel
 
-        # the trainer's model folder (model/encoder + its z-scoring), read as the Experts panel reads it
-        model = load_encoder(run)
+        # the trainer's model folder (encoder + its z-scoring), read as the Experts panel reads it
+        trained = TrainedModel.open(run, subject)
+        model = trained.encoder
         if not hasattr(model, "routing_weights"):
             out["routing_reason"] = f"the model of {run.name} is a {type(model).__name__}, not a Mixture-of-Experts"
             return out
-        norm = load_normalizer(run)
+        norm = trained.normalizer
         trials = subject.split_indices("test")
         if trials.size == 0:
             trials = np.arange(min(subject.n_trials, 500))
         betas = norm.apply(subject.betas, np.sort(trials))
-        w = np.asarray(routing.voxel_routing(model, model_info(run)["subject"], betas)[0], np.float32)
+        w = np.asarray(routing.voxel_routing(model, trained.subject_key, betas)[0], np.float32)
         vidx = np.asarray(norm.voxel_index)
         if w.ndim != 2 or w.shape[0] != len(vidx) or (len(vidx) and int(vidx.max()) >= subject.n_voxels):
             out["routing_reason"] = (f"routing of {run.name} has shape {w.shape}; the subject has "

@@ -1,16 +1,18 @@
 """The reconstruction job: a run's predicted embeddings → images, written with ``index.json`` (``engine.recon.index``).
 
-``reconstruct_job(run_dir, subject, split="test", samples=K, guidance=S, steps=N, sampler=..., seed=X, out_dir=...)``
+``reconstruct_job(run_dir, ReconstructConfig(samples=K, guidance=S, steps=N, ...), subject=..., split="test",
+out_dir=...)`` (the settings: ``engine.recon.reconstruct_config``)
 
-1. predicts the embedding of every image of the split (test repeats: the single-trial predictions averaged in
-   embedding space, ``average_embeddings``, as MindEyeV2 and MoRE-Brain do, or the betas averaged first,
+1. predicts the embedding of every image of the split (``TrainedModel``; test repeats: the single-trial predictions
+   averaged in embedding space, ``average_embeddings``, as MindEyeV2 and MoRE-Brain do, or the betas averaged first,
    ``average_voxels``);
-2. loads the run's decoder (``finetune``'s ``RUN_DIR/decoder/``; without one the demo generator reads demo-embedder
-   predictions directly);
+2. loads the run's decoder (``Decoder.open``: ``RUN_DIR/decoder/`` after ``finetune``; without one the demo
+   generator reads demo-embedder predictions directly);
 3. samples ``K`` images per image with classifier-free guidance against the learned null condition (one seed per
    image and sample, so a result does not depend on batching), optionally from the blurry image (img2img);
-4. writes ``samples/``, ``gt/``, ``blurry/``, ``index.json`` and ``embeddings.npz`` into ``out_dir`` atomically
-   (a cancelled job leaves no half-written folder).
+4. writes ``samples/``, ``gt/``, ``blurry/``, ``index.json`` (its ``settings``: the config, with the generator used
+   and the image size) and ``embeddings.npz`` into ``out_dir`` atomically (a cancelled job leaves no half-written
+   folder).
 
 Events: ``Started``, ``Progress`` per denoising step, ``Preview("denoise", step, image, trial=image_index)`` of the
 first image of each batch every ``preview_every`` steps, ``Log``, ``Finished``.
@@ -25,12 +27,11 @@ import numpy as np
 
 from engine.errors import ConfigError, DataError
 from engine.events import CancelToken, EtaClock, Finished, Log, Preview, Progress, Started, ensure_token
-from engine.recon import defaults
-from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+from engine.recon.decoder import Decoder, has_decoder
 from engine.recon.own_generator import check_generator_subject, embedding_images
 from engine.recon.pixel_decoder import is_pixel_run, predicted_images, write_pixel_reconstruction
-
-REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
+from engine.recon.reconstruct_config import REPEAT_MODES, ReconstructConfig
+from engine.train.trained_model import TrainedModel
 
 
 @dataclass(frozen=True)
@@ -52,48 +53,38 @@ class BrainPrediction:
     blurry: np.ndarray | None = None  # (n, 3, H, W) in [0, 1]
 
 
-def predict_split(run, subject, split: str, repeat_mode: str, *, encoder_dir: Path | None = None,
+def predict_split(model: TrainedModel, split: str, repeat_mode: str, *, encoder_dir: Path | None = None,
                   want_levels: bool = False, device="cpu") -> BrainPrediction:
-    """The run's predictions for ``split`` (through ``engine.train.predict`` unless a jointly trained encoder or
-    the per-level outputs are needed); a torch encoder runs on ``device``."""
-    from engine.train.dataset import average_groups, split_groups
-    from engine.train.predict import load_encoder, load_normalizer, model_info, predict_embeddings
+    """The model's predictions for ``split`` (``TrainedModel.predict`` unless a jointly trained encoder or the
+    per-level outputs are needed); a torch encoder runs on ``device``."""
+    from engine.train.dataset import average_groups
 
     mode = REPEAT_MODES.get(repeat_mode)
     if mode is None:
         raise ConfigError(f"repeat_mode: expected one of {list(REPEAT_MODES)}, found {repeat_mode!r}")
-    info = model_info(run)
-    image_index, groups, rows = split_groups(subject, split)
-    if len(rows) == 0:
-        raise DataError(subject.path or subject.name, f"no trials in split '{split}'", key="trials.split")
+    image_index, groups, rows = model.split(split)
     trials = [[int(rows[g]) for g in grp if g >= 0] for grp in groups]
     if encoder_dir is None and not want_levels:
-        p = predict_embeddings(run, subject, split, mode, device=str(device))
+        p = model.predict(split, mode, device=str(device))
         if not np.array_equal(p.image_index, image_index):
-            raise DataError(subject.path or subject.name, "prediction rows do not match the split's images")
+            s = model.subject
+            raise DataError(s.path or s.name, "prediction rows do not match the split's images")
         return BrainPrediction(p.image_index, trials, p.embeddings, p.targets, None, p.blurry)
-    from engine.recon.finetune import encoder_outputs
-    from engine.train.targets import target_embeddings
-
+    encoder = None
     if encoder_dir is not None:
         from engine.models.registry import load_encoder_folder
 
-        model = load_encoder_folder(encoder_dir).eval()
-    else:
-        model = load_encoder(run)
-    betas = load_normalizer(run).apply(subject.betas, rows)
-    shape = tuple(info["target_shape"])
+        encoder = load_encoder_folder(encoder_dir).eval()
+    betas = model.betas(rows)
     if mode == "average_voxels":
-        emb, levels, blur = encoder_outputs(model, average_groups(betas, groups), info["subject"], shape,
-                                            device=device)
+        out = model.outputs(average_groups(betas, groups), encoder=encoder, device=device)
+        emb, levels, blur = out.embeddings, out.levels, out.blurry
     else:
-        emb, levels, blur = encoder_outputs(model, betas, info["subject"], shape, device=device)
-        emb = average_groups(emb, groups)
-        if levels is not None:
-            levels = np.stack([average_groups(lv, groups) for lv in levels])
-        if blur is not None:
-            blur = average_groups(blur, groups)
-    targets = target_embeddings(subject.images, info["embedder"], info["target"])[image_index]
+        out = model.outputs(betas, encoder=encoder, device=device)
+        emb = average_groups(out.embeddings, groups)
+        levels = None if out.levels is None else np.stack([average_groups(lv, groups) for lv in out.levels])
+        blur = None if out.blurry is None else average_groups(out.blurry, groups)
+    targets = model.targets()[image_index]
     return BrainPrediction(image_index, trials, emb.astype(np.float32), targets.astype(np.float32), levels, blur)
 
 
@@ -164,13 +155,10 @@ def sampling_batch(gen) -> int:
     return int(max(8, min(256, 2**17 // (gen.latent_size * gen.latent_size))))
 
 
-def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, samples: int = defaults.SAMPLES,
-                    guidance: float = defaults.GUIDANCE, steps: int = defaults.STEPS,
-                    sampler: str = defaults.SAMPLER, seed: int = 0, out_dir=None,
-                    repeat_mode: str = "average_embeddings", img2img_strength: float | None = None,
-                    generator: str | None = None, device: str | None = None, dtype: str = "auto",
-                    batch_size: int | None = None, preview_every: int = 5, method: str | None = None,
-                    overwrite: bool | None = None, compile: bool | str = False, source: str = "brain",
+
+
+def reconstruct_job(run_dir, config: ReconstructConfig | None = None, *, subject=None, split: str = "test",
+                    trials=None, out_dir=None, overwrite: bool | None = None, method: str | None = None,
                     cancel: CancelToken | None = None):
     """Job: reconstruct the images of ``split`` from a run (see the module docstring). Returns ``ReconResult``.
 
@@ -178,161 +166,175 @@ def reconstruct_job(run_dir, subject=None, split: str = "test", trials=None, sam
     ----------
     run_dir : path
         A finished encoder run (with ``decoder/`` after ``finetune``).
+    config : ReconstructConfig
+        How: samples, guidance, steps, sampler, seed, repeat mode, img2img, source, generator, device...
     subject : path or Subject, optional
         Default: the subject named in the run's provenance.
     trials : sequence of int, optional
         Only the images whose trials include one of these trial rows.
-    samples, guidance, steps, sampler, seed
-        Samples per image, CFG scale, denoising steps, ``"ddim"`` or ``"dpmpp"``, base seed.
     out_dir : path, optional
         Default ``RUN_DIR/recon/<split>``.
     overwrite : bool, optional
         Replace an existing reconstruction folder (one with ``index.json``; any other folder is refused), only once
         the new one is complete. Default: True for the default folder, False for an explicit ``out_dir``.
-    img2img_strength : float, optional
-        Start from the blurry image, re-running this share of the schedule.
-    generator : str, optional
-        Override the decoder's generator (``"demo"`` or a folder).
-    batch_size : int, optional
-        Samples denoised together (images × ``samples``); default ``sampling_batch(generator)``.
-    compile : bool or str
-        ``torch.compile`` the UNet (``GeneratorConfig.compile``: ``"reduce-overhead"`` adds CUDA graphs).
-    source : {"brain", "oracle"}
-        ``"oracle"``: condition on the TRUE image embeddings of the split (the run's targets) instead of the brain's
-        predictions, through the same decoder (adapter, generator, sampler, seeds; no timestep router, no blurry
-        image): the ceiling of the decoder, so a user sees what the generator can do and what the brain adds.
+    method : str, optional
+        The label of the folder in tables and plots (default: the run's name, kind and generator).
     """
-    import torch
+    from engine.atomic import check_replaceable
+    from engine.recon.index import INDEX_FILE
 
-    from engine.atomic import atomic_dir, check_replaceable
-    from engine.recon.blurry import resize, to_uint8
-    from engine.recon.finetune import _open_run_subject, load_decoder
-    from engine.recon.generators import GeneratorConfig
-    from engine.recon.index import (INDEX_FILE, ReconIndex, ReconItem, blurry_name, gt_name, sample_name,
-                                    save_embeddings)
-    from engine.recon.sampler import SamplerConfig, denoise
-    from engine.train.predict import model_info
-    from engine.train.run import Run
-
+    cfg = config or ReconstructConfig()
     cancel = ensure_token(cancel)
-    if source not in ("brain", "oracle"):
-        raise ConfigError(f"source: expected 'brain' or 'oracle', found {source!r}")
-    if source == "oracle" and img2img_strength is not None:
-        raise ConfigError("img2img_strength: the oracle starts from noise (its blurry image would come from the "
-                          "brain); leave it unset with source 'oracle'")
-    if isinstance(samples, bool) or int(samples) < 1:
-        raise ConfigError(f"samples: expected a positive integer, found {samples!r}")
-    scfg = SamplerConfig(sampler=sampler, steps=int(steps), guidance=float(guidance), seed=int(seed),
-                         strength=img2img_strength)
-    run = Run.open(run_dir)
-    info = model_info(run)
+    scfg = cfg.sampler_config()
+    model = TrainedModel.open(run_dir, subject)
+    run = model.run
     if overwrite is None:
         overwrite = out_dir is None
-    out_dir = Path(out_dir) if out_dir is not None else run.path / "recon" / split
+    out_dir = Path(out_dir) if out_dir is not None else run.recon_folder(split)
     check_replaceable(out_dir, marker=INDEX_FILE, kind="reconstruction", overwrite=overwrite,
                       protect=[run.path, subject if isinstance(subject, (str, Path)) else None])
     yield Started(job="reconstruct", run_dir=str(run.path))
-    subj = _open_run_subject(run, subject)
+    subj = model.subject
     check_replaceable(out_dir, marker=INDEX_FILE, kind="reconstruction", overwrite=overwrite, protect=[subj.path])
-    pixel_run = is_pixel_run(info)
-    if pixel_run and generator is None and not (run.path / DECODER_DIR / DECODER_FILE).is_file():
-        pred = predict_split(run, subj, split, repeat_mode)
+    if is_pixel_run(model.info) and cfg.generator is None and not has_decoder(run):
+        pred = predict_split(model, split, cfg.repeat_mode)
         keep = _kept_rows(pred, trials, subj, split)
-        yield from write_pixel_reconstruction(run, info, subj, pred, keep, out_dir, split=split,
-                                                       repeat_mode=repeat_mode, method=method, png=_png)
+        yield from write_pixel_reconstruction(run, model.info, subj, pred, keep, out_dir, split=split,
+                                              repeat_mode=cfg.repeat_mode, method=method, png=_png)
         return ReconResult(str(out_dir), len(keep), len(keep))
-    decoder = load_decoder(run.path, GeneratorConfig(spec=generator or "demo", device=device, dtype=dtype,
-                                                     compile=compile), info=info)
+    decoder = Decoder.open(run, cfg.generator_config(), info=model.info)
     gen = decoder.generator
     check_generator_subject(gen, subj)
     stale = _stale_demo_adapter(decoder)
     if stale:
         yield Log(stale, level="warning")
-    pred = predict_split(run, subj, split, repeat_mode, encoder_dir=decoder.encoder_dir,
-                         want_levels=decoder.router is not None and source == "brain", device=gen.device)
-    if source == "oracle":
+    pred = predict_split(model, split, cfg.repeat_mode, encoder_dir=decoder.encoder_dir,
+                         want_levels=decoder.router is not None and cfg.source == "brain", device=gen.device)
+    if cfg.source == "oracle":
         pred = BrainPrediction(pred.image_index, pred.trials, pred.targets, pred.targets)
         yield Log("oracle: conditioning on the true image embeddings of the split, not on the brain")
     keep = _kept_rows(pred, trials, subj, split)
+    blurry_u8 = _blurry_images(cfg, model, decoder, pred)
+    yield Log(f"{len(keep)} images × {cfg.samples} samples, {scfg.sampler} {scfg.steps} steps, guidance "
+              f"{scfg.guidance}, generator {gen.kind} ({gen.image_size}px)")
+    yield from _write_samples(cfg, scfg, model, decoder, pred, keep, blurry_u8, out_dir, split, method, cancel)
+    yield Finished(status="done", summary={"out_dir": str(out_dir), "n_images": len(keep),
+                                           "n_samples": len(keep) * cfg.samples})
+    return ReconResult(str(out_dir), len(keep), len(keep) * cfg.samples)
+
+
+def _blurry_images(cfg: ReconstructConfig, model: TrainedModel, decoder, pred: BrainPrediction):
+    """The low-level images (uint8, at the generator's size) the samples may start from, or None."""
+    from engine.recon.blurry import resize, to_uint8
+
+    gen = decoder.generator
     blurry = pred.blurry
-    if source == "brain":  # the oracle starts from noise: no low-level image of its own
-        if blurry is None and pixel_run:
-            blurry = predicted_images(pred.embeddings, subj.image_shape)
+    if cfg.source == "brain":  # the oracle starts from noise: no low-level image of its own
+        if blurry is None and is_pixel_run(model.info):
+            blurry = predicted_images(pred.embeddings, model.subject.image_shape)
         if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
             blurry = embedding_images(gen, pred.embeddings)
         if blurry is None and decoder.blurry is not None:
             blurry = decoder.blurry.predict(pred.embeddings)
-    if img2img_strength is not None and blurry is None:
+    if cfg.img2img_strength is not None and blurry is None:
         raise ConfigError("img2img_strength needs a blurry image: the run's encoder has no low-level head and the "
                           "decoder has no blurry ridge (run finetune)")
-    blurry_u8 = None if blurry is None else resize(to_uint8(blurry), gen.image_size)
-    labels = subj.stimuli.labels
-    cats = subj.stimuli.categories
-    k_samples = int(samples)
-    per_batch = max(1, int(batch_size or sampling_batch(gen)) // k_samples)
+    return None if blurry is None else resize(to_uint8(blurry), gen.image_size)
+
+
+def _write_samples(cfg: ReconstructConfig, scfg, model: TrainedModel, decoder, pred: BrainPrediction,
+                   keep: np.ndarray, blurry_u8, out_dir: Path, split: str, method: str | None, cancel):
+    """Job body: sample every kept image in batches and write the folder (PNGs, ``index.json``, embeddings)."""
+    from engine.atomic import atomic_dir
+    from engine.recon.index import ReconIndex, save_embeddings
+
+    gen, subj, info = decoder.generator, model.subject, model.info
+    per_batch = max(1, int(cfg.batch_size or sampling_batch(gen)) // cfg.samples)
     n_batches = -(-len(keep) // per_batch)
-    total = n_batches * scfg.steps
-    clock = EtaClock(total)
-    yield Log(f"{len(keep)} images × {k_samples} samples, {scfg.sampler} {scfg.steps} steps, guidance "
-              f"{scfg.guidance}, generator {gen.kind} ({gen.image_size}px)")
-    done = 0
-    items: list[ReconItem] = []
+    progress = _StepCounter(n_batches * scfg.steps)
+    items: list = []
     with atomic_dir(out_dir, overwrite=True) as tmp:
         for b in range(n_batches):
             sel = keep[b * per_batch:(b + 1) * per_batch]
-            img_idx = pred.image_index[sel]
-            emb = torch.from_numpy(pred.embeddings[sel]).to(gen.device)
-            null = decoder.adapter.null_condition(len(sel) * k_samples)
-            with torch.no_grad():
-                if decoder.router is not None and pred.levels is not None:  # never for the oracle (no levels)
-                    lv = torch.from_numpy(pred.levels[:, sel]).to(gen.device)
-
-                    def cond(t, lv=lv):
-                        with torch.no_grad():
-                            return decoder.adapter(decoder.router.mix(lv, t.reshape(1))).repeat(k_samples)
-                else:
-                    cond = decoder.adapter(emb).repeat(k_samples)
-            seeds = [sample_seed(seed, int(i), k) for i in img_idx for k in range(k_samples)]
-            init = None
-            if img2img_strength is not None:
-                init = gen.encode(np.repeat(blurry_u8[sel], k_samples, axis=0))
-            loop = denoise(gen, cond, null, scfg, seeds=seeds, init_latents=init, cancel=cancel)
-            while True:
-                try:
-                    state = next(loop)
-                except StopIteration as stop:
-                    latents = stop.value
-                    break
-                done += 1
-                yield Progress(done, total, eta_s=clock.eta(done), stage="reconstruct")
-                if preview_every and (state.step % preview_every == 0 or state.step == state.total):
-                    yield Preview(kind="denoise", step=state.step, image=gen.decode(state.x0[:1])[0],
-                                  trial=int(img_idx[0]))
-            images = gen.decode(latents)
-            for j, i in enumerate(img_idx):
-                i = int(i)
-                names = []
-                for k in range(k_samples):
-                    _png(tmp / sample_name(i, k), images[j * k_samples + k])
-                    names.append(sample_name(i, k))
-                _png(tmp / gt_name(i), np.asarray(subj.images[i]))
-                bname = None
-                if blurry_u8 is not None:
-                    _png(tmp / blurry_name(i), blurry_u8[sel[j]])
-                    bname = blurry_name(i)
-                lab = None if labels is None else int(labels[i])
-                category = cats[lab] if lab is not None and 0 <= lab < len(cats) else None
-                items.append(ReconItem(image_index=i, trials=pred.trials[sel[j]], category=category,
-                                       ground_truth=gt_name(i), blurry=bname, samples=names))
-        settings = {"generator": gen.path, "guidance": scfg.guidance, "steps": scfg.steps, "sampler": scfg.sampler,
-                    "seed": scfg.seed, "samples": k_samples, "repeat_mode": repeat_mode,
-                    "img2img_strength": img2img_strength, "image_size": gen.image_size, "source": source}
+            images = yield from _sample_batch(cfg, scfg, decoder, pred, sel, blurry_u8, progress, cancel)
+            items += _write_batch(tmp, cfg, subj, pred, sel, images, blurry_u8)
+        settings = {**cfg.to_dict(), "generator": gen.path, "image_size": gen.image_size}
         label = method or (f"oracle: true {info.get('embedder')} embeddings + {gen.kind} generator"
-                           if source == "oracle" else f"{run.config.name} ({info.get('kind')}) + {gen.kind} generator")
-        ReconIndex(subject=str(subj.path) if subj.path else subj.name, run=str(run.path), split=split,
+                           if cfg.source == "oracle"
+                           else f"{model.run.config.name} ({info.get('kind')}) + {gen.kind} generator")
+        ReconIndex(subject=str(subj.path) if subj.path else subj.name, run=str(model.run.path), split=split,
                    method=label, settings=settings, embedder=info.get("embedder"), items=items).save(tmp)
         save_embeddings(tmp, pred.image_index[keep], pred.embeddings[keep], pred.targets[keep])
-    yield Finished(status="done", summary={"out_dir": str(out_dir), "n_images": len(keep),
-                                           "n_samples": len(keep) * k_samples})
-    return ReconResult(str(out_dir), len(keep), len(keep) * k_samples)
 
+
+class _StepCounter:
+    """Denoising steps done over all batches, and the time left."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.clock = total, 0, EtaClock(total)
+
+    def advance(self) -> Progress:
+        self.done += 1
+        return Progress(self.done, self.total, eta_s=self.clock.eta(self.done), stage="reconstruct")
+
+
+def _sample_batch(cfg: ReconstructConfig, scfg, decoder, pred: BrainPrediction, sel: np.ndarray, blurry_u8,
+                  progress: _StepCounter, cancel):
+    """Denoise the ``cfg.samples`` samples of each image of rows ``sel``; returns the decoded images (uint8)."""
+    import torch
+
+    from engine.recon.sampler import denoise
+
+    gen, k_samples = decoder.generator, cfg.samples
+    img_idx = pred.image_index[sel]
+    emb = torch.from_numpy(pred.embeddings[sel]).to(gen.device)
+    null = decoder.adapter.null_condition(len(sel) * k_samples)
+    with torch.no_grad():
+        if decoder.router is not None and pred.levels is not None:  # never for the oracle (no levels)
+            lv = torch.from_numpy(pred.levels[:, sel]).to(gen.device)
+
+            def cond(t, lv=lv):
+                with torch.no_grad():
+                    return decoder.adapter(decoder.router.mix(lv, t.reshape(1))).repeat(k_samples)
+        else:
+            cond = decoder.adapter(emb).repeat(k_samples)
+    seeds = [sample_seed(cfg.seed, int(i), k) for i in img_idx for k in range(k_samples)]
+    init = None
+    if cfg.img2img_strength is not None:
+        init = gen.encode(np.repeat(blurry_u8[sel], k_samples, axis=0))
+    loop = denoise(gen, cond, null, scfg, seeds=seeds, init_latents=init, cancel=cancel)
+    while True:
+        try:
+            state = next(loop)
+        except StopIteration as stop:
+            latents = stop.value
+            break
+        yield progress.advance()
+        if cfg.preview_every and (state.step % cfg.preview_every == 0 or state.step == state.total):
+            yield Preview(kind="denoise", step=state.step, image=gen.decode(state.x0[:1])[0], trial=int(img_idx[0]))
+    return gen.decode(latents)
+
+
+def _write_batch(tmp: Path, cfg: ReconstructConfig, subj, pred: BrainPrediction, sel: np.ndarray, images,
+                 blurry_u8) -> list:
+    """Write the samples, ground truths and blurry images of rows ``sel``; their ``ReconItem``s."""
+    from engine.recon.index import ReconItem, blurry_name, gt_name, sample_name
+
+    labels, cats = subj.stimuli.labels, subj.stimuli.categories
+    items = []
+    for j, i in enumerate(pred.image_index[sel]):
+        i = int(i)
+        names = []
+        for k in range(cfg.samples):
+            _png(tmp / sample_name(i, k), images[j * cfg.samples + k])
+            names.append(sample_name(i, k))
+        _png(tmp / gt_name(i), np.asarray(subj.images[i]))
+        bname = None
+        if blurry_u8 is not None:
+            _png(tmp / blurry_name(i), blurry_u8[sel[j]])
+            bname = blurry_name(i)
+        lab = None if labels is None else int(labels[i])
+        category = cats[lab] if lab is not None and 0 <= lab < len(cats) else None
+        items.append(ReconItem(image_index=i, trials=pred.trials[sel[j]], category=category,
+                               ground_truth=gt_name(i), blurry=bname, samples=names))
+    return items

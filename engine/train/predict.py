@@ -22,10 +22,10 @@ import numpy as np
 
 from engine.errors import CheckpointError, ConfigError, DataError
 from engine.train.dataset import Normalizer, average_groups, split_groups
-from engine.train.run import Run
-
-MODEL_INFO = "run_model.json"
+from engine.train.run import MODEL_INFO, Run  # noqa: F401  MERGE16: trainer.py imports MODEL_INFO from here; import it from engine.train.run, then drop it here
 NORMALIZATION = "normalization.safetensors"
+ENCODER_DIR = "encoder"  # in model/: a torch BrainEncoder folder (engine.models.base)
+RIDGE_DIR = "ridge"  # in model/: a RidgeCV folder
 REPEAT_MODES = ("average_outputs", "average_voxels")
 
 
@@ -64,25 +64,8 @@ class GroupPrediction:
 
 
 def model_info(run_dir: str | Path | Run) -> dict:
-    """``model/run_model.json`` of a finished run."""
-    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
-    p = run.model_dir / MODEL_INFO
-    if not p.is_file():
-        raise CheckpointError(f"{run.path}: no final model yet (missing model/{MODEL_INFO}); status: "
-                              f"{run.status().get('status')}")
-    from engine.jsonfile import field, read_object
-
-    info = read_object(p, CheckpointError)
-    for key in ("kind", "subject", "embedder", "target"):
-        field(info, key, str, p, error=CheckpointError)
-    shape = field(info, "target_shape", list, p, error=CheckpointError)
-    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
-        raise CheckpointError(f"{p}: key 'target_shape': expected a list of positive integers, found {shape!r:.60}")
-    field(info, "step", int, p, default=0, error=CheckpointError)
-    field(info, "metrics", dict, p, default={}, error=CheckpointError)
-    for key in ("caption_embedder", "repeat_mode"):
-        field(info, key, (str, type(None)), p, default=None, error=CheckpointError)
-    return info
+    """``model/run_model.json`` of a finished run (``Run.model_info``), for a run folder given as a path."""
+    return (run_dir if isinstance(run_dir, Run) else Run.open(run_dir)).model_info()
 
 
 def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
@@ -97,10 +80,10 @@ def load_encoder(run_dir: str | Path | Run, *, device: str = "cpu"):
             from engine.models.pixel_basis import PixelBasisDecoder
 
             return PixelBasisDecoder.load_from(run.model_dir)
-        return RidgeCV.load(run.model_dir / "ridge")
+        return RidgeCV.load(run.model_dir / RIDGE_DIR)
     from engine.models.registry import load_encoder_folder
 
-    return load_encoder_folder(run.model_dir / "encoder", device=device).eval()
+    return load_encoder_folder(run.model_dir / ENCODER_DIR, device=device).eval()
 
 
 def _run_subject_split(run: Run, subject, split: str):

@@ -10,7 +10,14 @@
                            the writer's pid and host: a run whose process is gone reads as "interrupted"
       tb/                  TensorBoard scalars, tags split/name (``engine.train.tensorboard``)
       checkpoints/step-XXXXXX/   model.safetensors, optimizer.safetensors, rng.safetensors, state.json, model.json
-      model/               the final model (see ``engine.train.predict.load_encoder``)
+      model/               the final model: run_model.json (``Run.model_info``) and the weights
+                           (``engine.train.trained_model.TrainedModel``)
+      decoder/             the fine-tuned decoder, when there is one (``engine.recon.decoder``)
+      recon/SPLIT/         reconstruction folders (``engine.recon.index``)
+
+Every file and folder name of a run folder is defined here, once; the app and the CLI ask ``Run`` (``status``,
+``subject_path``, ``has_model``, ``model_info``, ``config_path``, ``decoder_dir``, ``recon_dir``) instead of naming
+files.
 
 Every file except ``events.jsonl`` is written atomically; checkpoint folders appear under their final name only once
 complete (``engine.atomic.atomic_dir``).
@@ -36,17 +43,41 @@ EVENTS_FILE = "events.jsonl"
 STATUS_FILE = "status.json"
 CHECKPOINTS = "checkpoints"
 MODEL_DIR = "model"
+MODEL_INFO = "run_model.json"  # in MODEL_DIR: kind, subject, target shape, embedder of the final model
 TB_DIR = "tb"
+DECODER_DIR = "decoder"  # its content: engine.recon.decoder
+RECON_DIR = "recon"  # RECON_DIR/<split>: the default reconstruction folders (engine.recon.index)
+RUN_FILES = (CONFIG_FILE, STATUS_FILE, PROVENANCE_FILE, EVENTS_FILE)
 STATUSES = ("running", "done", "cancelled", "failed")
 INTERRUPTED = "interrupted"  # read, never written: "running" in status.json, but its process is gone
 
 
 class Run:
-    """One run folder. Build with ``Run.create`` (new run) or ``Run.open`` (existing run)."""
+    """One run folder. Build with ``Run.create`` (new run) or ``Run.open`` (existing run, its config checked).
 
-    def __init__(self, path: str | Path, config: TrainConfig) -> None:
+    ``Run(path)`` alone is a cheap view for reading a folder's small files (status, provenance, model info): the
+    config is parsed only when ``config`` is first read.
+    """
+
+    def __init__(self, path: str | Path, config: TrainConfig | None = None) -> None:
         self.path = Path(path)
-        self.config = config
+        self._config = config
+
+    @property
+    def config(self) -> TrainConfig:
+        if self._config is None:
+            self._config = TrainConfig.load(self.config_path)
+        return self._config
+
+    @staticmethod
+    def is_run_folder(path: str | Path) -> bool:
+        """Whether ``path`` holds a run (its ``config.yaml``; written first, before anything else of the run)."""
+        return (Path(path) / CONFIG_FILE).is_file()
+
+    @staticmethod
+    def has_run_files(path: str | Path) -> bool:
+        """Whether ``path`` holds any file of a run (also a damaged one whose config is missing)."""
+        return any((Path(path) / name).exists() for name in RUN_FILES)
 
     # --- creation / opening ---------------------------------------------------------------------------------------
     @classmethod
@@ -81,8 +112,48 @@ class Run:
 
     # --- parts ----------------------------------------------------------------------------------------------------
     @property
+    def config_path(self) -> Path:
+        """The resolved ``TrainConfig`` as YAML (the text a user reads, and its modification time)."""
+        return self.path / CONFIG_FILE
+
+    @property
     def model_dir(self) -> Path:
         return self.path / MODEL_DIR
+
+    @property
+    def decoder_dir(self) -> Path:
+        return self.path / DECODER_DIR
+
+    @property
+    def recon_dir(self) -> Path:
+        return self.path / RECON_DIR
+
+    def recon_folder(self, split: str) -> Path:
+        """The default reconstruction folder of ``split`` (``neurolens reconstruct`` without ``--out``)."""
+        return self.recon_dir / split
+
+    def has_model(self) -> bool:
+        """Whether the final model is written (the trainer writes ``model/`` in one atomic step)."""
+        return (self.model_dir / MODEL_INFO).is_file()
+
+    def model_info(self) -> dict:
+        """``model/run_model.json`` of a finished run, its fields type-checked; ``CheckpointError`` before."""
+        p = self.model_dir / MODEL_INFO
+        if not p.is_file():
+            raise CheckpointError(f"{self.path}: no final model yet (missing {MODEL_DIR}/{MODEL_INFO}); status: "
+                                  f"{self.status().get('status')}")
+        info = read_object(p, CheckpointError)
+        for key in ("kind", "subject", "embedder", "target"):
+            field(info, key, str, p, error=CheckpointError)
+        shape = field(info, "target_shape", list, p, error=CheckpointError)
+        if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+            raise CheckpointError(f"{p}: key 'target_shape': expected a list of positive integers, found "
+                                  f"{shape!r:.60}")
+        field(info, "step", int, p, default=0, error=CheckpointError)
+        field(info, "metrics", dict, p, default={}, error=CheckpointError)
+        for key in ("caption_embedder", "repeat_mode"):
+            field(info, key, (str, type(None)), p, default=None, error=CheckpointError)
+        return info
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -106,6 +177,14 @@ class Run:
 
     def provenance(self) -> dict:
         return _read_json(self.path / PROVENANCE_FILE)
+
+    def subject_path(self) -> str | None:
+        """The path of the subject the run was trained on, as its provenance records it (None if it records none)."""
+        try:
+            path = self.provenance()["subject"]["path"]
+        except (OSError, KeyError, TypeError, ValueError, CheckpointError):
+            return None
+        return path if isinstance(path, str) and path else None
 
     def write_status(self, status: str, **fields) -> None:
         if status not in STATUSES:

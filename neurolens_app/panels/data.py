@@ -12,23 +12,30 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QListWidget, QL
 
 from neurolens_app.workers.short_job import submit
 
-RUN_MARKERS = ("config.yaml", "status.json", "provenance.json", "events.jsonl", "encoding.npz")
 SIMULATION_STYLE = "QLabel { background: #b45309; color: white; font-weight: bold; padding: 0.2em 0.5em; }"
 
 
 def find_runs(folder: Path) -> list[Path]:
-    """Sub-folders of ``folder`` that look like run folders (have a config, status, provenance or events file)."""
+    """Sub-folders of ``folder`` that look like run folders (any file of a run, or encoding maps)."""
+    from engine.models.encoding import MAPS_FILE
+    from engine.train.run import Run
+
     if not folder.is_dir():
         return []
-    runs = [p for p in folder.iterdir() if p.is_dir() and any((p / m).exists() for m in RUN_MARKERS)]
+    runs = [p for p in folder.iterdir() if p.is_dir() and (Run.has_run_files(p) or (p / MAPS_FILE).exists())]
     return sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def run_status(run: Path) -> str:
+    """The run's status ("" before its job wrote one, or when it cannot be read)."""
+    from engine.errors import NeuroLensError
+    from engine.train.run import Run
+
     try:
-        return str(json.loads((run / "status.json").read_text()).get("status", ""))
-    except (OSError, ValueError, AttributeError):
+        status = str(Run(run).status().get("status", ""))
+    except (NeuroLensError, OSError):
         return ""
+    return "" if status == "unknown" else status
 
 
 class DataPanel(QWidget):

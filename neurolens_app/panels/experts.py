@@ -149,8 +149,10 @@ def analyse_experts(run_dir, subject) -> ExpertAnalysis:
             trial_entropy=float(routing_entropy(lv.usage).mean()), voxel_entropy=ent))
     if subject.is_simulation:
         out.check = ground_truth_check(per_voxel, rois)
-    router_dir = run_dir / "decoder" / "router"
-    if router_dir.is_dir():
+    from engine.recon.decoder import timestep_router_dir
+
+    router_dir = timestep_router_dir(run_dir)
+    if router_dir is not None:
         from engine.recon.timestep_router import TimestepRouter
 
         router = TimestepRouter.load(router_dir)
@@ -308,9 +310,11 @@ class ExpertsPanel(QWidget):
 
     def _on_job_finished(self, worker) -> None:
         """A decoder fine-tuned for the shown run brings a timestep router: analyse again to show it."""
+        from engine.recon.decoder import timestep_router_dir
+
         a = self.analysis
         if worker.outcome == "result" and a is not None and a.timestep_weights is None \
-                and (Path(a.run) / "decoder" / "router").is_dir():
+                and timestep_router_dir(a.run) is not None:
             self._set_run(Path(a.run), force=True)
 
     def _set_run(self, run: Path, force: bool = False) -> None:

@@ -171,7 +171,7 @@ class TrainingPanel(QWidget):
         self.show_btn.setToolTip("Show the selected run's curves and make it the selected run of every panel")
         self.show_btn.clicked.connect(lambda: self.runs.selected_runs() and self.show_run(self.runs.selected_runs()[0]))
         self.config_btn = QPushButton("Open config…")
-        self.config_btn.setToolTip("Show the selected run's config.yaml; it can be loaded into the form")
+        self.config_btn.setToolTip("Show the selected run's config; it can be loaded into the form")
         self.config_btn.clicked.connect(self.open_config)
         self.compare_btn = QPushButton("Compare")
         self.compare_btn.setToolTip("Overlay the curves of the two selected runs")
@@ -450,24 +450,25 @@ class TrainingPanel(QWidget):
 
 
 class RunConfigDialog(QDialog):
-    """A run's ``config.yaml`` (read-only) with "Use in form". Signal: ``use_config(TrainConfig)``."""
+    """A run's resolved config (read-only) with "Use in form". Signal: ``use_config(TrainConfig)``."""
 
     use_config = Signal(object)
 
     def __init__(self, run: Path, parent=None) -> None:
         super().__init__(parent)
-        from engine.train.run import CONFIG_FILE
+        from engine.train.run import Run
 
         self.setWindowTitle(f"Config of {run.name}")
         self.run = Path(run)
+        config_path = Run(self.run).config_path
         lay = QVBoxLayout(self)
         text = QPlainTextEdit()
         text.setReadOnly(True)
         text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         try:
-            text.setPlainText((self.run / CONFIG_FILE).read_text(encoding="utf-8"))
+            text.setPlainText(config_path.read_text(encoding="utf-8"))
         except OSError as e:
-            text.setPlainText(f"cannot read {self.run / CONFIG_FILE}: {e}")
+            text.setPlainText(f"cannot read {config_path}: {e}")
         lay.addWidget(text)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         use = buttons.addButton("Use in form", QDialogButtonBox.ButtonRole.AcceptRole)
@@ -479,10 +480,10 @@ class RunConfigDialog(QDialog):
         self.resize(int(36 * em), int(30 * em))
 
     def _use(self) -> None:
-        from engine.train.config import TrainConfig
+        from engine.train.run import Run
 
         try:
-            self.use_config.emit(TrainConfig.load(self.run / "config.yaml"))
+            self.use_config.emit(Run(self.run).config)
         except NeuroLensError as e:
             self.parent().context.show_status(str(e), 8000)
         self.accept()

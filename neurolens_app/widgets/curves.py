@@ -68,7 +68,7 @@ def series_key(name: str, split: str) -> str:
 
 
 def metrics_from_events(events) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
-    """``{series: (steps, values, plot)}`` from engine ``Metric`` events (e.g. a run's ``events.jsonl``)."""
+    """``{series: (steps, values, plot)}`` from engine ``Metric`` events (e.g. a run's recorded events, ``Run.events``)."""
     buf: dict[str, tuple[list, list, str]] = {}
     for e in events:
         if type(e).__name__ != "Metric" or e.step is None:

@@ -1,7 +1,7 @@
 """``RunsList``: the run folders of a subject as a sortable table (name, status, model, step, final metrics).
 
-Reads only each run's small files (``status.json``, ``config.yaml``) through ``engine.train.run.Run``; a folder whose
-files cannot be read is listed with the reason instead of its values.
+Reads only each run's small files (status, config, whether a decoder exists) through ``engine.train.run.Run`` and
+``engine.recon.decoder``; a folder whose files cannot be read is listed with the reason instead of its values.
 """
 
 from __future__ import annotations
@@ -54,15 +54,15 @@ def runs_folder(context) -> Path | None:
     return s.path.parent / "runs" if s is not None and s.path is not None else None
 
 
-_CONFIGS: dict[Path, tuple[int, str, str]] = {}  # run folder -> (config.yaml mtime_ns, kind, name)
+_CONFIGS: dict[Path, tuple[int, str, str]] = {}  # run folder -> (config file mtime_ns, kind, name)
 
 
 def _kind_and_name(run: Path) -> tuple[str, str]:
-    """Model kind and name from ``config.yaml``, parsed once per version of the file (YAML parsing is slow and the
+    """Model kind and name from the run's config, parsed once per version of the file (YAML parsing is slow and the
     lists are refreshed from the GUI thread)."""
-    from engine.train.run import CONFIG_FILE, Run
+    from engine.train.run import Run
 
-    mtime = (run / CONFIG_FILE).stat().st_mtime_ns
+    mtime = Run(run).config_path.stat().st_mtime_ns
     hit = _CONFIGS.get(run)
     if hit is None or hit[0] != mtime:
         cfg = Run.open(run).config
@@ -76,25 +76,27 @@ def _kind_and_name(run: Path) -> tuple[str, str]:
 
 
 def summarize_run(path: Path) -> RunSummary:
-    from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+    from engine.recon.decoder import has_decoder
     from engine.train.run import Run
 
     path = Path(path)
     try:
         kind, name = _kind_and_name(path)
-        st = Run(path, None).status()
+        st = Run(path).status()
     except (NeuroLensError, OSError, ValueError) as e:
         return RunSummary(path, "unreadable", error=str(e))
     return RunSummary(path, str(st.get("status", "unknown")), kind, name,
                       int(st.get("step", 0) or 0), int(st.get("total", 0) or 0), dict(st.get("metrics") or {}),
-                      (path / DECODER_DIR / DECODER_FILE).is_file(), str(st.get("error", "") or ""))
+                      has_decoder(path), str(st.get("error", "") or ""))
 
 
 def list_runs(folder: Path | None) -> list[RunSummary]:
-    """Summaries of the run folders (folders with ``config.yaml``) in ``folder``, newest first."""
+    """Summaries of the run folders (``Run.is_run_folder``) in ``folder``, newest first."""
+    from engine.train.run import Run
+
     if folder is None or not Path(folder).is_dir():
         return []
-    runs = [p for p in Path(folder).iterdir() if p.is_dir() and (p / "config.yaml").is_file()]
+    runs = [p for p in Path(folder).iterdir() if p.is_dir() and Run.is_run_folder(p)]
     runs.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     return [summarize_run(p) for p in runs]
 

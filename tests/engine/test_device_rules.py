@@ -147,7 +147,7 @@ def test_moe_training_forward_and_routing_analysis_on_another_device(meta_device
 
 def test_encoder_outputs_run_on_the_requested_device(meta_device):
     from engine.models.registry import build_encoder
-    from engine.recon.finetune import encoder_outputs
+    from engine.train.trained_model import encoder_outputs
 
     model = build_encoder("mlp", {"hidden": 16, "n_blocks": 1}, n_voxels={"s": 24}, target_shape=(8,))
     emb, levels, blurry = encoder_outputs(model, np.ones((5, 24), np.float32), "s", (8,), device=meta_device)

@@ -109,8 +109,10 @@ def base(tmp_path_factory):
     checkpoints, a fine-tuned ridge run and one of its reconstruction folders."""
     from engine.data.native import write_subject
     from engine.events import drive
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
     from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
     from engine.train.presets import get_preset
     from engine.train.trainer import train_job
     from tests.engine.recon.tiny_models import build_tiny_demo_generator
@@ -127,7 +129,7 @@ def base(tmp_path_factory):
     gen = build_tiny_demo_generator(root / "gen")
     drive(finetune_job(ridge, config=FinetuneConfig(generator=str(gen), epochs=1, max_steps=2), subject=str(subj)))
     recon = root / "recon"
-    drive(reconstruct_job(ridge, str(subj), samples=2, steps=2, out_dir=recon))
+    drive(reconstruct_job(ridge, ReconstructConfig(samples=2, steps=2), subject=str(subj), out_dir=recon))
     return {"root": root, "subject": subj, "mlp": mlp, "ridge": ridge, "gen": gen, "recon": recon}
 
 

@@ -15,7 +15,7 @@ ORDER = 60
 
 
 def add_arguments(p) -> None:
-    from engine.recon.finetune import FinetuneConfig
+    from engine.recon.finetune_config import FinetuneConfig
 
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     p.add_argument("--generator", default="demo", metavar="PATH|demo",
@@ -52,7 +52,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.cli.output import run_job
     from engine.errors import ConfigError
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
 
     if args.lora_rank is not None and args.cross_attn_only:
         raise ConfigError("--lora-rank and --cross-attn-only exclude each other")
@@ -76,11 +77,10 @@ def run(args) -> int:
 
 def _check_decoder_folder(args) -> None:
     """A fresh fine-tuning replaces RUN_DIR/decoder/ only with --overwrite, and only a decoder folder."""
-    from pathlib import Path
-
     from engine.atomic import check_replaceable
-    from engine.recon.finetune import DECODER_DIR, DECODER_FILE
+    from engine.recon.decoder import DECODER_FILE
+    from engine.train.run import Run
 
     if not args.resume:
-        check_replaceable(Path(args.run_dir) / DECODER_DIR, marker=DECODER_FILE, kind="decoder",
+        check_replaceable(Run(args.run_dir).decoder_dir, marker=DECODER_FILE, kind="decoder",
                           overwrite=args.overwrite, flag="--overwrite (or --resume to continue it)")

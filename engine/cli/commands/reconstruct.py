@@ -26,6 +26,7 @@ def _ids(text: str) -> list[int]:
 
 def add_arguments(p) -> None:
     from engine.recon import defaults
+    from engine.recon.reconstruct_config import REPEAT_MODES
 
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run (fine-tuned with 'finetune')")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -40,11 +41,11 @@ def add_arguments(p) -> None:
     p.add_argument("--steps", type=int, default=defaults.STEPS, metavar="N",
                    help=f"denoising steps (default: {defaults.STEPS})")
     p.add_argument("--sampler", choices=["ddim", "dpmpp"], default=defaults.SAMPLER)
-    p.add_argument("--seed", type=int, default=0, metavar="X")
+    p.add_argument("--seed", type=int, default=defaults.SEED, metavar="X")
     p.add_argument("--out", default=None, metavar="DIR", help="output folder (default: RUN_DIR/recon/SPLIT)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing reconstruction folder given as --out (kept until the new one is complete)")
-    p.add_argument("--repeat-mode", choices=["average_embeddings", "average_voxels"], default="average_embeddings")
+    p.add_argument("--repeat-mode", choices=list(REPEAT_MODES), default=defaults.REPEAT_MODE)
     p.add_argument("--img2img-strength", type=float, default=None,
                    help="start from the blurry image, re-running this share of the schedule (0..1]")
     p.add_argument("--generator", default=None, metavar="PATH|demo", help="override the decoder's generator")
@@ -64,15 +65,16 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.cli.output import run_job
     from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
 
+    config = ReconstructConfig(
+        samples=args.samples, guidance=args.guidance, steps=args.steps, sampler=args.sampler, seed=args.seed,
+        repeat_mode=args.repeat_mode, img2img_strength=args.img2img_strength,
+        source="oracle" if args.oracle else "brain", generator=args.generator, device=args.device, dtype=args.dtype,
+        batch_size=args.batch_size, compile=False if args.compile == "none" else args.compile)
     result = run_job(lambda cancel: reconstruct_job(
-        args.run_dir, subject=args.subject, split=args.split, trials=args.trials, samples=args.samples,
-        guidance=args.guidance, steps=args.steps, sampler=args.sampler, seed=args.seed, out_dir=args.out,
-        repeat_mode=args.repeat_mode, img2img_strength=args.img2img_strength, generator=args.generator,
-        device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-        overwrite=args.overwrite if args.out else None,
-        compile=False if args.compile == "none" else args.compile,
-        source="oracle" if args.oracle else "brain", cancel=cancel),
+        args.run_dir, config, subject=args.subject, split=args.split, trials=args.trials, out_dir=args.out,
+        overwrite=args.overwrite if args.out else None, cancel=cancel),
         json_events=args.json_events)
     if not args.json_events:
         print(f"{result.n_samples} samples of {result.n_images} images in {result.out_dir}")

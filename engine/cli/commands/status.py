@@ -22,15 +22,15 @@ def add_arguments(p) -> None:
 
 def _run_dirs(paths: list[str]) -> list[Path]:
     from engine.errors import CheckpointError
-    from engine.train.run import CONFIG_FILE
+    from engine.train.run import CONFIG_FILE, Run
 
     out = []
     for text in paths:
         p = Path(text)
-        if (p / CONFIG_FILE).is_file():
+        if Run.is_run_folder(p):
             out.append(p)
-        elif p.is_dir() and any((q / CONFIG_FILE).is_file() for q in p.iterdir() if q.is_dir()):
-            out.extend(sorted(q for q in p.iterdir() if q.is_dir() and (q / CONFIG_FILE).is_file()))
+        elif p.is_dir() and any(Run.is_run_folder(q) for q in p.iterdir() if q.is_dir()):
+            out.extend(sorted(q for q in p.iterdir() if q.is_dir() and Run.is_run_folder(q)))
         else:
             raise CheckpointError(f"{p}: not a NeuroLens run folder (no {CONFIG_FILE}) nor a folder of runs")
     return out
@@ -40,7 +40,7 @@ def run(args) -> int:
     from engine.train.run import INTERRUPTED, Run
 
     for path in _run_dirs(args.runs):
-        st = Run(path, None).status()
+        st = Run(path).status()
         if args.json:
             print(json.dumps({"run": str(path), **st}))
             continue

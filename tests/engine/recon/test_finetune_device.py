@@ -16,7 +16,8 @@ def test_finetune_job_runs_on_another_device(meta_device, moe_run, tiny_demo_gen
     stand-in device: every op there sees one device, every random draw comes from the CPU generator."""
     from engine.events import drive
     from engine.recon import generators
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
 
     monkeypatch.setattr(generators, "resolve_device", lambda device, dtype="auto": (meta_device, torch.float32))
     cfg = FinetuneConfig(generator=str(tiny_demo_gen), max_steps=2, batch_size=8, unet="lora", lora_rank=2,
@@ -38,7 +39,8 @@ def test_finetune_job_runs_on_another_device(meta_device, moe_run, tiny_demo_gen
 def test_finetune_on_cuda_matches_the_cpu_draws(moe_run, tiny_demo_gen, tiny_subject_s):
     """On a real GPU: the fine-tuning job runs, and its first step draws exactly what the CPU run draws."""
     from engine.events import drive
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
 
     losses = {}
     for device in ("cpu", "cuda"):
@@ -56,8 +58,10 @@ def test_reconstruct_job_runs_on_another_device(meta_device, moe_run, tiny_demo_
 
     from engine.events import drive
     from engine.recon import generators
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
     from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
 
     run = shutil.copytree(moe_run, tmp_path / "run")
     drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1, device="cpu"),
@@ -67,8 +71,9 @@ def test_reconstruct_job_runs_on_another_device(meta_device, moe_run, tiny_demo_
     hook = torch.nn.modules.module.register_module_forward_pre_hook(
         lambda module, args: seen.extend(a.device.type for a in args if torch.is_tensor(a)))
     try:
-        result = drive(reconstruct_job(run, tiny_subject_s, samples=2, steps=3, out_dir=tmp_path / "rec",
-                                       trials=[200, 204], device="meta", batch_size=4))
+        config = ReconstructConfig(samples=2, steps=3, device="meta", batch_size=4)
+        result = drive(reconstruct_job(run, config, subject=tiny_subject_s, out_dir=tmp_path / "rec",
+                                       trials=[200, 204]))
     finally:
         hook.remove()
     assert (result.n_images, result.n_samples) == (2, 4)

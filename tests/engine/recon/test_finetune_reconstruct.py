@@ -9,9 +9,12 @@ from PIL import Image
 
 from engine.errors import Cancelled, ConfigError
 from engine.events import CancelToken, Checkpoint, Preview, Progress, drive
-from engine.recon.finetune import FinetuneConfig, finetune_job, load_decoder
+from engine.recon.decoder import Decoder, timestep_router_dir
+from engine.recon.finetune import finetune_job
+from engine.recon.finetune_config import FinetuneConfig
 from engine.recon.index import load_embeddings, read_index
 from engine.recon.reconstruct import reconstruct_job
+from engine.recon.reconstruct_config import ReconstructConfig as RC
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def test_finetune_writes_the_decoder_with_lora_and_a_checkpoint_event(lora_decod
 
 
 def test_decoder_loads_back_with_its_lora_weights(lora_decoder, ridge_run):
-    dec = load_decoder(ridge_run)
+    dec = Decoder.open(ridge_run)
     names = [n for n, _ in dec.generator.unet.named_parameters() if "lora_" in n]
     assert names and any("ff.net" in n for n in names)
 
@@ -41,11 +44,14 @@ def test_decoder_loads_back_with_its_lora_weights(lora_decoder, ridge_run):
 def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, tiny_subject_s, tmp_path):
     events = []
     out = tmp_path / "rec"
-    res = drive(reconstruct_job(ridge_run, tiny_subject_s, samples=2, steps=3, guidance=3.0, seed=1, out_dir=out,
-                                trials=[200, 204], preview_every=1), events.append)
+    res = drive(reconstruct_job(ridge_run, RC(samples=2, steps=3, guidance=3.0, seed=1, preview_every=1),
+                                subject=tiny_subject_s, out_dir=out, trials=[200, 204]), events.append)
     assert (res.n_images, res.n_samples) == (2, 4)
     idx = read_index(out)
     assert idx.split == "test" and idx.settings["samples"] == 2 and idx.settings["image_size"] == 32
+    # the folder says how it was made: the whole config, with the generator it used
+    made = RC.from_dict({k: v for k, v in idx.settings.items() if k != "image_size"})
+    assert made == RC(samples=2, steps=3, guidance=3.0, seed=1, preview_every=1, generator=idx.settings["generator"])
     assert [it.image_index for it in idx.items] == [200, 201]
     assert idx.items[0].trials == (200, 201, 202) and idx.items[0].category == "a"
     for it in idx.items:
@@ -58,8 +64,8 @@ def test_reconstruct_writes_pngs_index_and_embeddings(lora_decoder, ridge_run, t
     assert len(previews) == 3 and previews[0].image.shape == (32, 32, 3)
     assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3]
     # Same seed → same images (one seed per image and sample, independent of batching).
-    again = drive(reconstruct_job(ridge_run, tiny_subject_s, samples=2, steps=3, seed=1, out_dir=tmp_path / "b",
-                                  trials=[204], batch_size=2, img2img_strength=None))
+    again = drive(reconstruct_job(ridge_run, RC(samples=2, steps=3, seed=1, batch_size=2, img2img_strength=None),
+                                  subject=tiny_subject_s, out_dir=tmp_path / "b", trials=[204]))
     assert again.n_images == 1
     a = np.asarray(Image.open(out / "samples/img-00201-s1.png")).astype(int)
     b = np.asarray(Image.open(tmp_path / "b" / "samples/img-00201-s1.png")).astype(int)
@@ -71,10 +77,11 @@ def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(l
                                                                                tiny_subject_s, tmp_path):
     from engine.evaluate import evaluate_folders
 
-    kw = dict(samples=1, steps=3, guidance=3.0, seed=1, trials=[200, 204])
-    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "brain", **kw))
+    cfg = RC(samples=1, steps=3, guidance=3.0, seed=1)
+    kw = dict(subject=tiny_subject_s, trials=[200, 204])
+    drive(reconstruct_job(ridge_run, cfg, out_dir=tmp_path / "brain", **kw))
     events = []
-    drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "oracle", source="oracle", **kw),
+    drive(reconstruct_job(ridge_run, cfg.replace(source="oracle"), out_dir=tmp_path / "oracle", **kw),
           events.append)
     idx = read_index(tmp_path / "oracle")
     assert idx.method.startswith("oracle: true") and idx.settings["source"] == "oracle"
@@ -90,8 +97,7 @@ def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(l
     rows = evaluate_folders([tmp_path / "brain", tmp_path / "oracle"]).rows
     assert any(r["method"].startswith("oracle: true") for r in rows)
     with pytest.raises(ConfigError, match="oracle"):
-        drive(reconstruct_job(ridge_run, tiny_subject_s, out_dir=tmp_path / "x", source="oracle",
-                              img2img_strength=0.5, **kw))
+        cfg.replace(source="oracle", img2img_strength=0.5)
 
 
 def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lora_decoder, ridge_run, tiny_subject_s,
@@ -102,9 +108,9 @@ def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lor
     from engine.recon.sampler import SamplerConfig, sample_latents
 
     out = tmp_path / "g0"
-    drive(reconstruct_job(ridge_run, tiny_subject_s, samples=1, steps=3, guidance=0.0, seed=5, out_dir=out,
-                          trials=[200]))
-    dec = load_decoder(ridge_run)
+    drive(reconstruct_job(ridge_run, RC(samples=1, steps=3, guidance=0.0, seed=5), subject=tiny_subject_s,
+                          out_dir=out, trials=[200]))
+    dec = Decoder.open(ridge_run)
     null = dec.adapter.null_condition(1)
     wrong = dec.adapter(torch.zeros(1, *dec.adapter.config.input_shape))
     seeds, cfg = [sample_seed(5, 200, 0)], SamplerConfig(steps=3, guidance=1.0)
@@ -118,7 +124,8 @@ def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lor
 
 def test_reconstruct_cancel_leaves_no_folder(lora_decoder, ridge_run, tiny_subject_s, tmp_path):
     token = CancelToken()
-    job = reconstruct_job(ridge_run, tiny_subject_s, samples=1, steps=3, out_dir=tmp_path / "c", cancel=token)
+    job = reconstruct_job(ridge_run, RC(samples=1, steps=3), subject=tiny_subject_s, out_dir=tmp_path / "c",
+                          cancel=token)
     with pytest.raises(Cancelled):
         for ev in job:
             if isinstance(ev, Progress):
@@ -133,8 +140,9 @@ def test_moe_run_gets_a_timestep_router_and_cross_attention_training(moe_run, ti
     cfg = FinetuneConfig(generator=str(tiny_demo_gen), max_steps=2, unet="cross_attn", joint_encoder=True)
     events = []
     drive(finetune_job(moe_run, config=cfg, subject=tiny_subject_s), events.append)
-    dec = load_decoder(moe_run)
+    dec = Decoder.open(moe_run)
     assert dec.router is not None and dec.encoder_dir is not None and dec.info["unet"] == "cross_attn"
+    assert timestep_router_dir(moe_run) is not None  # what the Experts panel shows the router from
     w = dec.router.weights_per_step([999, 500, 0])
     assert w.shape == (3, dec.router.n_levels)
     # the alignment term is logged on its own, next to the diffusion loss and the total it adds up to
@@ -148,8 +156,8 @@ def test_moe_run_gets_a_timestep_router_and_cross_attention_training(moe_run, ti
     # the router trains at its own rate: two steps already move its slopes off the prior
     assert not torch.allclose(dec.router.slope.detach(), dec.router.prior_slopes())
     assert any(isinstance(e, Log) and "timestep router slopes (prior -> learned)" in e.message for e in events)
-    res = drive(reconstruct_job(moe_run, tiny_subject_s, samples=1, steps=2, out_dir=tmp_path / "m",
-                                trials=[200], img2img_strength=0.5, repeat_mode="average_voxels"))
+    res = drive(reconstruct_job(moe_run, RC(samples=1, steps=2, img2img_strength=0.5, repeat_mode="average_voxels"),
+                                subject=tiny_subject_s, out_dir=tmp_path / "m", trials=[200]))
     assert res.n_samples == 1
 
 
@@ -157,10 +165,10 @@ def test_without_a_decoder_the_generator_reads_only_its_own_embedding(tiny_demo_
     from engine.recon.generators import GeneratorConfig
 
     gcfg = GeneratorConfig(spec=str(tiny_demo_gen), device="cpu")
-    dec = load_decoder(tmp_path, gcfg, info={"target_shape": [64], "embedder": "pixels"})
+    dec = Decoder.open(tmp_path, gcfg, info={"target_shape": [64], "embedder": "pixels"})
     assert dec.info == {"zero_shot": True} and dec.adapter is dec.generator.adapter
     with pytest.raises(ConfigError, match="neurolens finetune"):
-        load_decoder(tmp_path, gcfg, info={"target_shape": [16, 12], "embedder": "pixels"})
+        Decoder.open(tmp_path, gcfg, info={"target_shape": [16, 12], "embedder": "pixels"})
 
 
 def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, tmp_path, capsys, monkeypatch):

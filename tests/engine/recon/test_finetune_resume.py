@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 from engine.errors import Cancelled, CheckpointError
 from engine.events import CancelToken, Checkpoint, Progress, drive
-from engine.recon.finetune import FinetuneConfig, finetune_job
+from engine.recon.finetune import finetune_job
+from engine.recon.finetune_config import FinetuneConfig
 
 
 def _weights(run):

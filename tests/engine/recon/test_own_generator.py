@@ -108,8 +108,10 @@ def test_the_generator_route_end_to_end(subject, generator, tmp_path):
     """PCA-embedding ridge → finetune with the generator → reconstruct: grey samples of the stimulus size."""
     from PIL import Image
 
-    from engine.recon.finetune import FinetuneConfig, finetune_job
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
     from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
     from engine.train.presets import get_preset
     from engine.train.trainer import train_job
 
@@ -117,8 +119,8 @@ def test_the_generator_route_end_to_end(subject, generator, tmp_path):
     drive(train_job(cfg, subject, tmp_path / "run"))
     drive(finetune_job(tmp_path / "run", config=FinetuneConfig(generator=str(generator), epochs=1, batch_size=8,
                                                                device="cpu")))
-    res = drive(reconstruct_job(tmp_path / "run", subject, samples=2, steps=3, out_dir=tmp_path / "rec",
-                                device="cpu"))
+    res = drive(reconstruct_job(tmp_path / "run", ReconstructConfig(samples=2, steps=3, device="cpu"),
+                                subject=subject, out_dir=tmp_path / "rec"))
     index = json.loads((tmp_path / "rec" / "index.json").read_text())
     assert res.n_images == 6 and index["settings"]["generator"] == str(generator)
     with Image.open(tmp_path / "rec" / index["items"][0]["samples"][1]) as im:

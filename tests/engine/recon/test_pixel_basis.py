@@ -186,7 +186,7 @@ def test_multiscale_recovers_patterns_from_voxels_that_encode_local_contrasts(tm
     assert (np.argmax(r, axis=1) == np.arange(n_test)).mean() >= 0.8  # chance: 1/20
     assert np.mean(np.diag(r)) > 0.5
     out = tmp_path / "rec"
-    drive(reconstruct_job(run, s, out_dir=out))
+    drive(reconstruct_job(run, subject=s, out_dir=out))
     index = json.loads((out / "index.json").read_text())
     assert index["settings"]["decoder"] == "pixels" and len(index["items"]) == n_test
     assert index["settings"]["pixel_basis"] == "multiscale" and "multi-scale" in index["method"]

@@ -58,7 +58,7 @@ def test_reconstruct_writes_the_predicted_images_as_grey_low_level_images(pixel_
     from engine.train.predict import predict_embeddings
 
     run, s = pixel_run
-    res = drive(reconstruct_job(run, s, out_dir=tmp_path / "rec"))
+    res = drive(reconstruct_job(run, subject=s, out_dir=tmp_path / "rec"))
     index = json.loads((tmp_path / "rec" / "index.json").read_text())
     assert res.n_images == 10 and index["settings"]["generator"] is None
     item = index["items"][0]

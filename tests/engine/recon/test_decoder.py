@@ -1,0 +1,86 @@
+"""``Decoder.open``, ``has_decoder`` and ``decoder_state`` on real run folders (tiny models)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.events import drive
+from engine.recon.decoder import (Decoder, DecoderState, decoder_state, has_decoder, read_resume_state,
+                                  timestep_router_dir)
+from engine.recon.finetune import finetune_job
+from engine.recon.finetune_config import FinetuneConfig
+from engine.recon.generators import GeneratorConfig
+from engine.train.run import MODEL_INFO, Run
+
+
+@pytest.fixture(scope="module")
+def fresh_ridge(tmp_path_factory, tiny_subject_s):
+    """A ridge run of its own (the session's ``ridge_run`` gets decoders from other tests)."""
+    from engine.train.presets import get_preset
+    from engine.train.trainer import train_job
+
+    folder = tmp_path_factory.mktemp("dec") / "ridge"
+    drive(train_job(get_preset("tiny-ridge", tiny_subject_s), tiny_subject_s, folder))
+    return folder
+
+
+def test_state_of_a_run_without_a_model(tmp_path):
+    from engine.train.presets import get_preset
+
+    run = Run.create(tmp_path / "new", get_preset("tiny-ridge"))
+    assert decoder_state(run.path) == DecoderState("No trained model in this run yet", False, False)
+    assert not has_decoder(run.path)
+
+
+def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_subject_s, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fresh_ridge, run)
+    state = decoder_state(run)
+    assert not state.can_reconstruct and "'pixels' targets; fine-tune a decoder first" in state.description
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1),
+                       subject=tiny_subject_s))
+    assert has_decoder(run) and has_decoder(Run(run)) and timestep_router_dir(run) is None  # a ridge: no levels
+    description, can, blurry = decoder_state(Run(run))  # a NamedTuple: unpacks as the panel's tuple did
+    assert can and blurry and description == f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, 1 steps)"
+    meta, state = read_resume_state(Run(run).decoder_dir)
+    assert meta["steps"] == state["step"] == 1 and meta["config"]["max_steps"] == 1
+
+
+def test_zero_shot_state_of_a_demo_embedding_run(fresh_ridge, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fresh_ridge, run)
+    info_path = Run(run).model_dir / MODEL_INFO
+    info = json.loads(info_path.read_text())
+    info.update(embedder="demo", target="pooled")
+    info_path.write_text(json.dumps(info))
+    state = decoder_state(run)
+    assert state.can_reconstruct and "zero-shot" in state.description and not state.has_blurry  # ridge: no head
+
+
+def test_decoder_open_reads_the_runs_model_info_itself(fresh_ridge, tiny_demo_gen, tmp_path):
+    # No decoder: the generator reads the run's embeddings directly when they are its own (pixels, 64-d here).
+    gcfg = GeneratorConfig(spec=str(tiny_demo_gen), device="cpu")
+    dec = Decoder.open(fresh_ridge, gcfg)
+    assert dec.info == {"zero_shot": True} and dec.adapter is dec.generator.adapter
+    assert dec.router is None and dec.blurry is None and dec.encoder_dir is None
+
+
+def test_reconstruction_conditions_on_the_trained_models_prediction(fresh_ridge, tiny_demo_gen, tiny_subject_s,
+                                                                     tmp_path):
+    # What reconstruct conditions on (embeddings.npz 'brain') is TrainedModel.predict of the same run and split.
+    from engine.recon.index import load_embeddings
+    from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.reconstruct_config import ReconstructConfig
+    from engine.train.trained_model import TrainedModel
+
+    config = ReconstructConfig(samples=1, steps=2, generator=str(tiny_demo_gen), device="cpu")
+    drive(reconstruct_job(fresh_ridge, config, subject=tiny_subject_s, trials=[200, 204], out_dir=tmp_path / "r"))
+    z = load_embeddings(tmp_path / "r")
+    pred = TrainedModel.open(fresh_ridge, tiny_subject_s).predict("test")
+    rows = np.searchsorted(pred.image_index, z["image_index"])
+    assert list(z["image_index"]) == [200, 201]
+    assert np.array_equal(z["brain"], pred.embeddings[rows]) and np.array_equal(z["target"], pred.targets[rows])
