@@ -186,11 +186,14 @@ def main(argv=None) -> int:
         rp.settings_row.steps.setValue(10)
 
         # Reference: the same reconstruction in the GUI thread (a fresh folder, same settings).
+        from engine.recon.reconstruct_config import PANEL_SETTINGS, ReconstructConfig
         from engine.recon.results import reconstruct_trials_job
 
+        settings = rp.settings()
+        config = ReconstructConfig(**{k: settings[k] for k in PANEL_SETTINGS}, device="cpu")
         t0 = time.perf_counter()
-        drive(reconstruct_trials_job(rp.run_dir, win.context.subject.subject, [trial], rp.settings(),
-                                     Path(d) / "ref", "cpu", CancelToken()))
+        drive(reconstruct_trials_job(rp.run_dir, win.context.subject.subject, [trial], config, Path(d) / "ref",
+                                     settings["oracle"], CancelToken()))
         out["reference_reconstruction_in_gui_thread_ms"] = round((time.perf_counter() - t0) * 1e3, 1)
         out["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         out["meets_goal_warm"] = all(out[k]["worst_stall_ms"] <= GOAL_MS

@@ -2,9 +2,9 @@
 docs/architecture.md's Layers section): layers import downwards only, ``metrics`` is pure, the app never imports the
 CLI, no import cycles, no module over 500 lines and no function over 80.
 
-The allowlists below name the files that issue 16's other helpers are still splitting, each with its owner. They are
-temporary: the lead empties them when the branches merge, and an entry that no longer matches anything fails
-``test_allowlists_hold_no_stale_entry``, so none outlives its reason.
+The allowlists below are empty: an exception, when one is ever needed, is one entry with a comment saying why and who
+removes it; an entry that no longer matches anything fails ``test_allowlists_hold_no_stale_entry``, so none outlives
+its reason.
 """
 
 from __future__ import annotations
@@ -21,12 +21,7 @@ PACKAGES = ("engine", "neurolens_app")
 LAYER_ALLOWLIST: dict[str, str] = {}
 
 # ``path`` (module lines) or ``path::function`` -> who is splitting it.
-SIZE_ALLOWLIST = {
-    # A: fine-tuning split along its seams (job, LoRA, decoder persistence, config); reconstruct_job under 80 lines.
-    "engine/recon/finetune.py": "A",
-    "engine/recon/finetune.py::finetune_job": "A",
-    "engine/recon/reconstruct.py::reconstruct_job": "A",
-}
+SIZE_ALLOWLIST: dict[str, str] = {}
 
 
 @functools.cache
@@ -151,3 +146,32 @@ def test_checker_measures_modules_and_functions(tmp_path):
     root = _write(tmp_path, {"pkg/a.py": long_fn + short_fn + method, "pkg/b.py": "x = 1\n" * 501,
                              "pkg/c.py": "x = 1\n" * 500})
     assert oversized(root, ("pkg",)) == {"pkg/a.py::long": 81, "pkg/a.py::K.m": 82, "pkg/b.py": 501}
+
+
+def _file_names_of_a_run() -> set[str]:
+    """The file names the engine defines for a run folder (module-level string constants with an extension)."""
+    import ast
+
+    names = set()
+    for rel in ("engine/train/run.py", "engine/train/predict.py", "engine/recon/decoder.py", "engine/recon/index.py",
+                "engine/models/config.py"):
+        for node in ast.parse((ROOT / rel).read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant) \
+                    and isinstance(node.value.value, str) and "." in node.value.value:
+                names.add(node.value.value)
+    return names
+
+
+def test_the_app_names_no_file_of_a_run_folder():
+    """The engine owns the run folder's layout (``Run``, ``Decoder``, ``TrainedModel``, the recon index); the app asks
+    it instead of spelling file names (issue 16)."""
+    import ast
+
+    names = _file_names_of_a_run()
+    assert {"config.yaml", "status.json", "decoder.json", "index.json", "run_model.json"} <= names
+    found = []
+    for path in sorted((ROOT / "neurolens_app").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n in node.value]
+    assert not found, "run-folder file names in the app:\n" + "\n".join(found)

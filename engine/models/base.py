@@ -29,12 +29,11 @@ from torch import nn
 
 from engine.errors import CheckpointError, ConfigError
 from engine.jsonfile import read_object  # bounded, top-level type checked
-from engine.models.config import ModelConfig
+from engine.models.config import CONFIG_FILE, ModelConfig
 from engine.models.construction import MODEL_BUILD_LOCK
 
 SCHEMA_VERSION = 1
 DEFAULT_SUBJECT = "default"
-CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAIN_MODES = ("all", "router_only", "input_only")
 _NORM_TYPES = (nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d)

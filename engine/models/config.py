@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from engine.config import Config
 
+CONFIG_FILE = "config.json"  # in an encoder folder: what rebuilds the encoder (``BrainEncoder.spec``), no weights
+
 
 @dataclass(frozen=True)
 class ModelConfig(Config):

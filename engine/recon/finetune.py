@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,11 +36,7 @@ import numpy as np
 
 from engine.errors import Cancelled, ConfigError
 from engine.events import CancelToken, Checkpoint, EtaClock, Finished, Log, Metric, Progress, Started, ensure_token
-from engine.recon.decoder import read_resume_state, restore_training_state, save_decoder
-# MERGE16: only neurolens_app/panels/reconstruction.py (helper C's) still imports these two from here; delete this
-# line when the panel uses engine.recon.decoder.decoder_state.
-from engine.recon.decoder import DECODER_FILE  # noqa: F401,E402
-from engine.train.run import DECODER_DIR  # noqa: F401,E402
+from engine.recon.decoder import DECODER_FILE, read_resume_state, restore_training_state, save_decoder
 from engine.recon.finetune_config import FinetuneConfig
 from engine.recon.lora import trainable_unet_parameters
 from engine.train.trained_model import TrainedModel
@@ -123,13 +118,14 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
 
     cfg = config or FinetuneConfig()
     if generator is not None:
-        cfg = dataclasses.replace(cfg, generator=str(generator))
+        cfg = cfg.replace(generator=str(generator))
     cancel = ensure_token(cancel)
     model = TrainedModel.open(run_dir, subject)
     saved_state = None
     if resume:
         saved_meta, saved_state = read_resume_state(model.run.decoder_dir)
-        cfg = FinetuneConfig(**saved_meta["config"])
+        cfg = FinetuneConfig.from_dict(saved_meta["config"], "config",
+                                       source=model.run.decoder_dir / DECODER_FILE)
     yield Started(job="finetune", run_dir=str(model.run.path))
     subj = model.subject
     torch.manual_seed(cfg.seed)

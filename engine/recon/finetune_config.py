@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from engine.errors import ConfigError
+from engine.config import Config, check
 
 UNET_MODES = ("frozen", "lora", "cross_attn")
 
 
 @dataclass(frozen=True)
-class FinetuneConfig:
+class FinetuneConfig(Config):
     """Decoder fine-tuning settings.
 
     Parameters
@@ -77,14 +76,9 @@ class FinetuneConfig:
     ip_adapter: str | None = "auto"
 
     def __post_init__(self) -> None:
-        if self.unet not in UNET_MODES:
-            raise ConfigError(f"finetune: key 'unet': expected one of {list(UNET_MODES)}, found {self.unet!r}")
+        owner = type(self).__name__
+        check(self.unet in UNET_MODES, owner, "unet", f"one of {list(UNET_MODES)}", self.unet)
         for key in ("epochs", "batch_size", "lora_rank"):
             v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ConfigError(f"finetune: key '{key}': expected a positive integer, found {v!r}")
-        if not 0.0 <= self.drop_prob < 1.0:
-            raise ConfigError(f"finetune: key 'drop_prob': expected a number in [0, 1), found {self.drop_prob!r}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+            check(not isinstance(v, bool) and isinstance(v, int) and v >= 1, owner, key, "a positive integer", v)
+        check(0.0 <= self.drop_prob < 1.0, owner, "drop_prob", "a number in [0, 1)", self.drop_prob)

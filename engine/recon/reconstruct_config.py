@@ -8,8 +8,10 @@ img2img strength) are ``SamplerConfig``'s, run when the job starts.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 
+from engine.config import Config, coerce
 from engine.errors import ConfigError
 from engine.recon import defaults
 
@@ -17,10 +19,13 @@ SOURCES = ("brain", "oracle")
 # reconstruction's names of the repeat modes -> engine.train.predict's
 REPEAT_MODES = {"average_embeddings": "average_outputs", "average_voxels": "average_voxels"}
 COMPILE_MODES = (False, True, "default", "reduce-overhead", "max-autotune")
+# The settings the Reconstruction panel sets: two results of an image made with the same values of these are the
+# same result (the panel reuses one instead of reconstructing again).
+PANEL_SETTINGS = ("guidance", "steps", "sampler", "seed", "samples", "img2img_strength")
 
 
 @dataclass(frozen=True)
-class ReconstructConfig:
+class ReconstructConfig(Config):
     """How to reconstruct the images of a split from a run.
 
     Parameters
@@ -71,39 +76,28 @@ class ReconstructConfig:
     preview_every: int = 5
 
     def __post_init__(self) -> None:
+        owner = type(self).__name__
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # kwargs from a form or a script are checked as from_dict checks a file
+            object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f.name, owner))
         if self.source not in SOURCES:
-            raise ConfigError(f"source: expected 'brain' or 'oracle', found {self.source!r}")
+            raise ConfigError(key="source", expected=f"one of {list(SOURCES)}", found=self.source, owner=owner)
         if self.source == "oracle" and self.img2img_strength is not None:
-            raise ConfigError("img2img_strength: the oracle starts from noise (its blurry image would come from the "
-                              "brain); leave it unset with source 'oracle'")
-        for key, kind in (("samples", int), ("steps", int), ("seed", int), ("guidance", float),
-                          ("img2img_strength", float), ("batch_size", int), ("preview_every", int)):
-            object.__setattr__(self, key, _number(key, getattr(self, key), kind))
-        if self.samples < 1:
-            raise ConfigError(f"samples: expected a positive integer, found {self.samples!r}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise ConfigError(f"batch_size: expected a positive integer, found {self.batch_size!r}")
+            raise ConfigError("the oracle starts from noise (its blurry image would come from the brain); leave it "
+                              "unset with source 'oracle'", key="img2img_strength", owner=owner)
+        for key in ("samples", "batch_size"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ConfigError(key=key, expected="a positive integer", found=getattr(self, key), owner=owner)
         if self.repeat_mode not in REPEAT_MODES:
-            raise ConfigError(f"repeat_mode: expected one of {list(REPEAT_MODES)}, found {self.repeat_mode!r}")
+            raise ConfigError(key="repeat_mode", expected=f"one of {list(REPEAT_MODES)}", found=self.repeat_mode,
+                              owner=owner)
         if self.compile not in COMPILE_MODES:
-            raise ConfigError(f"compile: expected one of {list(COMPILE_MODES)}, found {self.compile!r}")
+            raise ConfigError(key="compile", expected=f"one of {list(COMPILE_MODES)}", found=self.compile,
+                              owner=owner)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ReconstructConfig":
-        """The config of ``d`` (e.g. ``to_dict``'s); an unknown key is a ``ConfigError`` naming it."""
-        if not isinstance(d, dict):
-            raise ConfigError(f"reconstruct: expected a mapping of settings, found {type(d).__name__}")
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                raise ConfigError(f"reconstruct: unknown key '{key}' (expected one of {names})")
-        return cls(**d)
-
-    def replace(self, **changes) -> "ReconstructConfig":
-        return self.from_dict({**self.to_dict(), **changes})
+    def panel_settings(self) -> dict:
+        """The values of ``PANEL_SETTINGS`` (what tells two results of an image apart in the app)."""
+        return {k: getattr(self, k) for k in PANEL_SETTINGS}
 
     def sampler_config(self):
         """The ``SamplerConfig`` of these settings (its checks: sampler, steps, guidance, img2img strength)."""
@@ -119,20 +113,3 @@ class ReconstructConfig:
 
         return GeneratorConfig(spec=self.generator or "demo", device=self.device, dtype=self.dtype,
                                compile=self.compile)
-
-
-def _number(key: str, value, kind: type):
-    """``value`` as ``kind`` (None stays None); ``ConfigError`` naming ``key`` for a bool or a non-number."""
-    if value is None:
-        if key in ("img2img_strength", "batch_size"):
-            return None
-        raise ConfigError(f"{key}: expected a number, found None")
-    if isinstance(value, bool):
-        raise ConfigError(f"{key}: expected a number, found {value!r}")
-    try:
-        out = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key}: expected a number, found {value!r}") from None
-    if kind is int and out != value and not (isinstance(value, str) and str(out) == value.strip()):
-        raise ConfigError(f"{key}: expected an integer, found {value!r}")
-    return out

@@ -10,7 +10,6 @@ Where a run keeps them: ``RUN_DIR/recon/gui/image-NNNNN/`` (single images recons
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +17,13 @@ import numpy as np
 
 from engine.errors import NeuroLensError
 from engine.events import Progress
+from engine.recon.index import INDEX_FILE
+from engine.recon.reconstruct_config import PANEL_SETTINGS, ReconstructConfig
+from engine.train.run import Run
 
-RECON_DIR = "recon"  # MERGE16: A's Run read side names the reconstruction folders
 GUI_DIR = "gui"  # RUN_DIR/recon/gui/image-NNNNN: single trials reconstructed from the panel
-ALL_DIR = "test"  # RUN_DIR/recon/test: "Reconstruct all" (the CLI's default folder too)
+ALL_SPLIT = "test"  # "Reconstruct all": the test split's default folder (Run.recon_folder, the CLI's default too)
 ORACLE_SUFFIX = ".oracle"  # <folder>.oracle: the same images from their true embeddings (the decoder's ceiling)
-# the settings that make two reconstructions of an image comparable; MERGE16: use A's ReconstructConfig
-SETTING_KEYS = ("guidance", "steps", "sampler", "seed", "samples", "img2img_strength")
 
 
 @dataclass
@@ -64,7 +63,7 @@ class TrialRecon:
         return dict(self._summary)
 
     def same_settings(self, settings: dict) -> bool:
-        return all(self.settings.get(k) == settings.get(k) for k in SETTING_KEYS)
+        return all(self.settings.get(k) == settings.get(k) for k in PANEL_SETTINGS)
 
 
 def _png(path: Path) -> np.ndarray:
@@ -98,12 +97,12 @@ def load_recon_folder(folder, extractors=None) -> list[TrialRecon]:
         blurry = _png(folder / it.blurry) if it.blurry else None
         gt_features = {e.name: _features(e, gt[None])[0] for e in ext}
         metrics, sample_features = _sample_metrics(gt, samples, ext, gt_features)
-        settings = {k: index.settings.get(k) for k in SETTING_KEYS}
+        settings = {k: index.settings.get(k) for k in PANEL_SETTINGS}
         features = {n: (gt_features[n], sample_features[n]) for n in gt_features}
         out.append(TrialRecon(int(it.image_index), list(it.trials), it.category or "", gt, blurry, samples, metrics,
                               settings, str(folder), features))
     oracle = oracle_folder(folder)
-    if (oracle / "index.json").is_file():
+    if (oracle / INDEX_FILE).is_file():
         by_image = {it.image_index: it for it in read_index(oracle).items}
         for r in out:
             it = by_image.get(r.image_index)
@@ -176,12 +175,21 @@ def oracle_folder(folder) -> Path:
     return folder.with_name(folder.name + ORACLE_SUFFIX)
 
 
+def gui_folder(run_dir, image_index: int) -> Path:
+    """Where the app writes the reconstruction of one image of a run."""
+    return Run(run_dir).recon_dir / GUI_DIR / f"image-{int(image_index):05d}"
+
+
+def all_folder(run_dir) -> Path:
+    """Where "Reconstruct all" writes (the CLI's default folder of the test split)."""
+    return Run(run_dir).recon_folder(ALL_SPLIT)
+
+
 def recon_folders(run_dir) -> list[Path]:
     """Reconstruction folders of a run, oldest first (so newer single-trial results win)."""
-    root = Path(run_dir) / RECON_DIR
-    found = [p for p in [root / ALL_DIR, *sorted((root / GUI_DIR).glob("image-*"))]
-             if (p / "index.json").is_file() and not p.name.endswith(ORACLE_SUFFIX)]
-    return sorted(found, key=lambda p: (p / "index.json").stat().st_mtime)
+    candidates = [all_folder(run_dir), *sorted((Run(run_dir).recon_dir / GUI_DIR).glob("image-*"))]
+    found = [p for p in candidates if (p / INDEX_FILE).is_file() and not p.name.endswith(ORACLE_SUFFIX)]
+    return sorted(found, key=lambda p: (p / INDEX_FILE).stat().st_mtime)
 
 
 def load_run_recons(run_dir) -> dict[int, TrialRecon]:
@@ -198,24 +206,21 @@ def load_run_recons(run_dir) -> dict[int, TrialRecon]:
     return out
 
 
-def reconstruct_trials_job(run_dir, subject, trials, settings: dict, out_dir, device, cancel):
-    """Job: ``reconstruct_job`` for ``trials`` (None = the whole test split), then the results with metrics."""
-    # MERGE16: use A's ReconstructConfig (built from ``settings``) instead of reconstruct_job's keyword arguments
+def reconstruct_trials_job(run_dir, subject, trials, config: ReconstructConfig, out_dir, oracle: bool, cancel):
+    """Job: ``reconstruct_job`` for ``trials`` (None = the whole test split) with ``config``, with ``oracle`` the same
+    images from their true embeddings beside them, then the results with metrics."""
     from engine.recon.reconstruct import reconstruct_job
 
-    yield from reconstruct_job(run_dir, subject, split="test", trials=trials, samples=settings["samples"],
-                               guidance=settings["guidance"], steps=settings["steps"], sampler=settings["sampler"],
-                               seed=settings["seed"], img2img_strength=settings.get("img2img_strength"),
-                               out_dir=out_dir, device=device, cancel=cancel)
+    yield from reconstruct_job(run_dir, config, subject=subject, split="test", trials=trials, out_dir=out_dir,
+                               cancel=cancel)
     cancel.raise_if_set()
-    if settings.get("oracle"):
+    if oracle:
         from engine.events import Log
 
         try:
-            yield from reconstruct_job(run_dir, subject, split="test", trials=trials, samples=settings["samples"],
-                                       guidance=settings["guidance"], steps=settings["steps"],
-                                       sampler=settings["sampler"], seed=settings["seed"], source="oracle",
-                                       out_dir=oracle_folder(out_dir), device=device, cancel=cancel)
+            yield from reconstruct_job(run_dir, config.replace(source="oracle", img2img_strength=None),
+                                       subject=subject, split="test", trials=trials, out_dir=oracle_folder(out_dir),
+                                       cancel=cancel)
         except NeuroLensError as exc:  # e.g. no local embedder for the run's targets: the brain result still shows
             yield Log(f"oracle row unavailable: {exc}", level="warning")
         cancel.raise_if_set()
@@ -223,44 +228,6 @@ def reconstruct_trials_job(run_dir, subject, trials, settings: dict, out_dir, de
     results = load_recon_folder(out_dir)
     yield Progress(1, 1, stage="metrics", message="done")
     return results
-
-
-def decoder_state(run_dir) -> tuple[str, bool, bool]:  # MERGE16: use A's decoder_state (engine/recon/decoder.py)
-    """(description, can reconstruct, has a blurry image to start from) of a run's decoder, from its small files."""
-    from engine.recon.finetune import DECODER_DIR, DECODER_FILE
-    from engine.train.predict import MODEL_INFO
-
-    run = Path(run_dir)
-    dec = run / DECODER_DIR / DECODER_FILE
-    if dec.is_file():
-        try:
-            meta = json.loads(dec.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        # fine-tuning always leaves a blurry image: the encoder's low-level head, or a ridge from the embeddings
-        return (f"Decoder: fine-tuned ({meta.get('generator', '?')} generator, UNet {meta.get('unet', 'frozen')}, "
-                f"{meta.get('steps', '?')} steps)", True, True)
-    try:
-        info = json.loads((run / "model" / MODEL_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "No trained model in this run yet", False, False
-    if info.get("embedder") == "stimulus-pixels":
-        from engine.recon.pixel_decoder import decoder_label
-
-        return (f"Decoder: the pixel decoder's predicted images ({decoder_label(info)}) are the reconstructions (no "
-                "generator); for sharper images, train a generator on this subject's images", True, False)
-    if info.get("embedder") == "demo" and info.get("target") == "pooled":
-        return ("Decoder: the demo generator reads this run's demo embeddings directly (zero-shot); "
-                "fine-tuning adapts it to the brain predictions", True, _encoder_has_blurry_head(run))
-    return f"No decoder: this run predicts '{info.get('embedder')}' targets; fine-tune a decoder first", False, False
-
-
-def _encoder_has_blurry_head(run: Path) -> bool:  # MERGE16: goes with A's decoder_state
-    try:
-        cfg = json.loads((run / "model" / "encoder" / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(isinstance(cfg, dict) and (cfg.get("blurry") or cfg.get("config", {}).get("blurry")))
 
 
 def comparison_grid(results: list[TrialRecon], size: int = 96, pad: int = 4) -> np.ndarray:

@@ -9,7 +9,8 @@ import numpy as np
 from engine.atomic import atomic_dir, atomic_write_json
 from engine.train.config import TrainConfig
 from engine.train.dataset import PreparedData
-from engine.train.predict import CAPTION_RIDGE, MODEL_INFO, NORMALIZATION
+from engine.train.predict import CAPTION_RIDGE, NORMALIZATION
+from engine.train.run import MODEL_INFO
 from engine.train.run import Run
 
 ROUTING_FILE = "routing.json"

@@ -14,7 +14,6 @@ encoder's caption head, or ``model/caption_ridge/`` for ridge runs).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from engine.errors import CheckpointError, ConfigError, DataError
 from engine.train.dataset import Normalizer, average_groups, split_groups
-from engine.train.run import MODEL_INFO, Run  # noqa: F401  MERGE16: trainer.py imports MODEL_INFO from here; import it from engine.train.run, then drop it here
+from engine.train.run import Run
 NORMALIZATION = "normalization.safetensors"
 ENCODER_DIR = "encoder"  # in model/: a torch BrainEncoder folder (engine.models.base)
 RIDGE_DIR = "ridge"  # in model/: a RidgeCV folder

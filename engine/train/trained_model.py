@@ -93,12 +93,11 @@ class TrainedModel:
 
     def has_blurry_head(self) -> bool:
         """Whether the encoder predicts a low-level image itself, read from its small config file (no weights)."""
+        from engine.models.config import CONFIG_FILE  # torch-free: the app asks this in its GUI thread
         from engine.train.predict import ENCODER_DIR
 
-        # engine.models.base.CONFIG_FILE, spelled here: importing it imports torch, and the app asks this in its
-        # GUI thread. MERGE16: import it from the torch-free engine/models/config.py once CONFIG_FILE lives there.
         try:
-            cfg = json.loads((self.run.model_dir / ENCODER_DIR / "config.json").read_text(encoding="utf-8"))
+            cfg = json.loads((self.run.model_dir / ENCODER_DIR / CONFIG_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return False
         return bool(isinstance(cfg, dict) and (cfg.get("blurry") or cfg.get("config", {}).get("blurry")))

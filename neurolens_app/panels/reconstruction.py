@@ -28,8 +28,10 @@ from PySide6.QtWidgets import QFileDialog, QGridLayout, QWidget
 
 from engine.errors import NeuroLensError
 from engine.metrics.aggregate import higher_is_better
-from engine.recon.results import (ALL_DIR, GUI_DIR, RECON_DIR, TrialRecon, comparison_grid, decoder_state,
-                                  load_run_recons, reconstruct_trials_job, write_metrics_csv)
+from engine.recon.decoder import decoder_state
+from engine.recon.reconstruct_config import PANEL_SETTINGS, ReconstructConfig
+from engine.recon.results import (TrialRecon, all_folder, comparison_grid, gui_folder, load_run_recons,
+                                  reconstruct_trials_job, write_metrics_csv)
 from neurolens_app.panels.job_runner import slot_busy, start_panel_job
 from neurolens_app.state.recon_state import ReconState
 from neurolens_app.widgets.recon_comparison import ComparisonView
@@ -181,20 +183,20 @@ class ReconstructionPanel(QWidget):
             self.context.show_status(self.recon.decoder_text, 8000)
             self.comparison.show_pending(f"Image {img}: not reconstructed", subject.images[img])
             return None
-        out = self.run_dir / RECON_DIR / GUI_DIR / f"image-{img:05d}"  # MERGE16: A's Run names the recon folders
+        out = gui_folder(self.run_dir, img)
         return self._start_recon([trial], out, f"Reconstructing image {img}", img)
 
     def reconstruct_all(self):
         if self.run_dir is None or not self.can_reconstruct:
             return None
-        return self._start_recon(None, self.run_dir / RECON_DIR / ALL_DIR, "Reconstructing the test set", None)
+        return self._start_recon(None, all_folder(self.run_dir), "Reconstructing the test set", None)
 
     def _start_recon(self, trials, out_dir: Path, title: str, image: int | None):
         run, subject, settings = self.run_dir, self.state.subject, self.settings()
-        device = self.context.settings.device
+        config = ReconstructConfig(**{k: settings[k] for k in PANEL_SETTINGS}, device=self.context.settings.device)
 
         def make_job(cancel):
-            return reconstruct_trials_job(run, subject, trials, settings, out_dir, device, cancel)
+            return reconstruct_trials_job(run, subject, trials, config, out_dir, settings["oracle"], cancel)
 
         def on_result(results: list) -> None:
             if self.run_dir == run:  # another run selected meanwhile: its view must not show this run's images

@@ -31,7 +31,7 @@ def test_the_form_edits_the_pixel_basis_of_pixel_ridge_runs_only(qtbot):
 def test_the_reconstruction_panel_names_the_pixel_basis_of_a_run(tmp_path):
     import json
 
-    from engine.recon.results import decoder_state
+    from engine.recon.decoder import decoder_state
 
     (tmp_path / "model").mkdir()
     info = {"kind": "ridge", "embedder": "stimulus-pixels", "target": "pooled",

@@ -1,5 +1,5 @@
 """``engine.recon.results``: reading a reconstruction folder with per-sample metrics, the 2-way among the images
-shown together, a run's decoder state, the comparison grid's shape."""
+shown together, a run's reconstruction folders, the comparison grid's shape."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from engine.recon.index import ReconIndex, ReconItem, gt_name, sample_name
-from engine.recon.results import (TrialRecon, add_two_way, comparison_grid, decoder_state, load_recon_folder,
-                                  metric_names, recon_folders, write_metrics_csv)
+from engine.recon.results import (TrialRecon, add_two_way, all_folder, comparison_grid, gui_folder,
+                                  load_recon_folder, metric_names, recon_folders, write_metrics_csv)
 
 
 def write_recon_folder(folder, rng, n_images=3, k=2, size=16):
@@ -45,9 +45,9 @@ def test_load_recon_folder_reads_images_and_scores_them(tmp_path, rng):
     assert recon_folders(tmp_path) == [tmp_path / "recon" / "test"]
 
 
-def test_decoder_state_without_a_model(tmp_path):
-    text, ok, has_blurry = decoder_state(tmp_path)
-    assert not ok and not has_blurry and "No trained model" in text
+def test_the_app_folders_of_a_run(tmp_path):
+    assert all_folder(tmp_path) == tmp_path / "recon" / "test"  # the CLI's default folder of the test split
+    assert gui_folder(tmp_path, 7) == tmp_path / "recon" / "gui" / "image-00007"
 
 
 def test_every_image_gets_a_two_way_column_as_evaluate_scores_it(tmp_path, rng):
