@@ -209,7 +209,7 @@ def check_goals(values: dict) -> dict:
     return out
 
 
-def main(argv=None) -> int:
+def parse_args(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=None, help="working folder (default: a temporary one)")
     p.add_argument("--preset", default="demo-moe")
@@ -231,17 +231,12 @@ def main(argv=None) -> int:
                         "simulated voxels reaches; results go to bench_demo_recon_snrF.json and the grid beside them")
     p.add_argument("--grid-only", type=Path, default=None, metavar="RUN_DIR",
                    help="only redraw the grid from the recon folders in RUN_DIR")
-    args = p.parse_args(argv)
-    import torch
+    return p.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    if args.grid_only:
-        print(comparison_grid(grid_rows(args.grid_only, args.guidance, args.img2img), GRID_PATH))
-        return 0
-    work = args.work or Path(tempfile.mkdtemp(prefix="bench-demo-recon-"))
-    run = work / "run"
-    g3, g0, oracle = run / "recon-g3", run / "recon-g0", run / "recon-oracle"
-    gb = run / f"recon-g3-blurry{args.img2img:g}"
+
+def cli_stages(args, work: Path, run: Path, oracle: Path, g3: Path, g0: Path, gb: Path) -> dict:
+    """demo create → train (or the run of an earlier call) → oracle reconstruction → finetune → the guided,
+    unguided and from-blurry reconstructions, through the CLI; returns the wall time of each stage."""
     common = ["--split", "test", "--samples", str(args.samples), "--steps", str(args.steps), "--seed", "0"]
     quick = ["--max-steps", "5"] if args.quick else []
     if args.quick:
@@ -266,33 +261,25 @@ def main(argv=None) -> int:
     times["reconstruct_unguided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", "0", "--out", str(g0)])
     times["reconstruct_from_blurry_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                                "--img2img-strength", str(args.img2img), "--out", str(gb)])
-    folders = [oracle, g3, g0, gb]
+    return times
 
+
+def judge_image_sets(work: Path, image_sets: dict[str, Path], quick: bool):
+    """The independent judge (trained on its first use in ``work``) and what it reads in each image set's folder."""
     from benchmarks.demo_judge import DemoJudge
-    from engine.evaluate import evaluate_folders
-    from engine.evaluate.table import format_table, to_json
-    from engine.recon.generators import load_generator
-    from engine.recon.index import read_index
 
-    t0 = time.perf_counter()
-    result = evaluate_folders(folders)
-    times["evaluate_s"] = round(time.perf_counter() - t0, 1)
-    table = to_json(result)
-    judge = DemoJudge.load_or_train(work / "judge", **({"n_images": 2000, "epochs": 1} if args.quick else {}))
-    colours = true_colours(g3)
-    judged = {name: judge_folder(judge, f, colours) for name, f in
-              (("oracle", oracle), ("guidance 3", g3), ("guidance 0", g0), (f"from blurry {args.img2img:g}", gb))}
-    # On a shared, loaded machine two threads can stall each other: both are recorded, with the load average.
-    times["one_guided_reconstruction_1_thread_s"] = time_one_reconstruction(1)
-    times["one_guided_reconstruction_2_threads_s"] = time_one_reconstruction(2)
-    times["load_average_1min_at_timing"] = round(os.getloadavg()[0], 2)
-    n_images = len(read_index(g3).items)
-    gen_info = load_generator("demo", device="cpu").info
+    judge = DemoJudge.load_or_train(work / "judge", **({"n_images": 2000, "epochs": 1} if quick else {}))
+    colours = true_colours(image_sets["guidance 3"])
+    judged = {name: judge_folder(judge, f, colours) for name, f in image_sets.items()}
+    return judge, judged
+
+
+def brain_goals(table: dict, judged: dict, times: dict, oracle: Path, routes: dict[str, Path]) -> tuple[dict, str]:
+    """Issue 17's goals with their values, and the guided route (of ``routes``) they were read from."""
     # The brain goals are read from the better of the two guided routes (from noise, from blurry), by PixCorr.
-    routes = {"guidance 3": g3, f"from blurry {args.img2img:g}": gb}
     best = max(routes, key=lambda r: row_values(table, routes[r]).get("PixCorr", -1))
     brain, orc = row_values(table, routes[best]), row_values(table, oracle)
-    blurry_row = row_values(table, g3, "blurry")
+    blurry_row = row_values(table, routes["guidance 3"], "blurry")
     values = {"oracle PixCorr": orc.get("PixCorr"), "oracle SSIM": orc.get("SSIM"),
               "oracle category (judge)": judged["oracle"]["samples"]["category"],
               "oracle colour (judge)": judged["oracle"]["samples"]["colour"],
@@ -305,6 +292,42 @@ def main(argv=None) -> int:
     goals["brain samples beat blurry on PixCorr"] = {
         "value": [brain.get("PixCorr"), blurry_row.get("PixCorr")],
         "met": None if not blurry_row else bool(brain.get("PixCorr", 0) > blurry_row.get("PixCorr", 1))}
+    return goals, best
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.grid_only:
+        print(comparison_grid(grid_rows(args.grid_only, args.guidance, args.img2img), GRID_PATH))
+        return 0
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-demo-recon-"))
+    run = work / "run"
+    g3, g0, oracle = run / "recon-g3", run / "recon-g0", run / "recon-oracle"
+    gb = run / f"recon-g3-blurry{args.img2img:g}"
+    times = cli_stages(args, work, run, oracle, g3, g0, gb)
+    folders = [oracle, g3, g0, gb]
+
+    from engine.evaluate import evaluate_folders
+    from engine.evaluate.table import format_table, to_json
+    from engine.recon.generators import load_generator
+    from engine.recon.index import read_index
+
+    t0 = time.perf_counter()
+    result = evaluate_folders(folders)
+    times["evaluate_s"] = round(time.perf_counter() - t0, 1)
+    table = to_json(result)
+    judge, judged = judge_image_sets(work, {"oracle": oracle, "guidance 3": g3, "guidance 0": g0,
+                                            f"from blurry {args.img2img:g}": gb}, args.quick)
+    # On a shared, loaded machine two threads can stall each other: both are recorded, with the load average.
+    times["one_guided_reconstruction_1_thread_s"] = time_one_reconstruction(1)
+    times["one_guided_reconstruction_2_threads_s"] = time_one_reconstruction(2)
+    times["load_average_1min_at_timing"] = round(os.getloadavg()[0], 2)
+    n_images = len(read_index(g3).items)
+    gen_info = load_generator("demo", device="cpu").info
+    goals, best = brain_goals(table, judged, times, oracle, {"guidance 3": g3, f"from blurry {args.img2img:g}": gb})
     snr = "" if args.snr_scale == 1 else f"_snr{args.snr_scale:g}"
     grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{snr.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),

@@ -130,7 +130,7 @@ def grid_png(rows: list[tuple[str, np.ndarray]], path: Path, scale: int = 3) -> 
     canvas.save(path)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=600, help="digits shown (the rest are the prior images)")
     ap.add_argument("--steps", type=int, default=800, help="generator training steps")
@@ -141,15 +141,21 @@ def main() -> None:
     ap.add_argument("--snr-scale", type=float, default=1.0,
                     help="the simulated subject's signal-to-noise scale (demo create --snr-scale; 1 = NSD-like)")
     ap.add_argument("--pictures", default=str(ROOT / "docs" / "images"), help="folder for the picture grids")
-    args = ap.parse_args()
-    work = Path(args.keep or tempfile.mkdtemp(prefix="bench-own-"))
+    return ap.parse_args()
+
+
+def prepare_work(keep: str | None) -> Path:
+    """The work folder (``--keep`` or a temporary one), without the outputs of an earlier run."""
+    work = Path(keep or tempfile.mkdtemp(prefix="bench-own-"))
     work.mkdir(parents=True, exist_ok=True)
     for old in ("pr", "pr-rec", "gr", "gr-rec", "gen", "gen.resume", "digits.nlsubj", "pca", "pca-rec", "ms",
                 "ms-rec"):
         shutil.rmtree(work / old, ignore_errors=True)  # a kept work folder from an earlier run
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
-           "NEUROLENS_CACHE_DIR": str(work / "cache")}
-    times: dict[str, float] = {}
+    return work
+
+
+def cli_runner(env: dict, times: dict[str, float]):
+    """``cli(name, *argv)``: one ``neurolens`` command in a subprocess, its wall time recorded as ``times[name]``."""
 
     def cli(name: str, *argv: str) -> None:
         t0 = time.perf_counter()
@@ -157,24 +163,32 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         times[name] = round(time.perf_counter() - t0, 1)
 
+    return cli
+
+
+def simulate_digits_subject(work: Path, n_images: int, snr_scale: float) -> Path:
+    """A simulated subject seeing the digits, exported as a course would ship it; returns its mapping file."""
     from engine.data.demo.builder import create_demo_subject
     from engine.data.demo.own_stimuli import OwnStimuli
     from engine.data.demo.simulate import DemoConfig
     from engine.data.native import read_native
-    from engine.evaluate import evaluate_folder
 
-    stim, labels, prior = digits(args.images)
+    stim, labels, prior = digits(n_images)
     sim_path = work / "sim.nlsubj"
     shutil.rmtree(sim_path, ignore_errors=True)
     create_demo_subject(sim_path, stimuli=OwnStimuli(np.repeat(stim[..., None], 3, -1), labels,
                                                      [str(k) for k in range(10)], "sklearn digits (28 px)"),
-                        config=DemoConfig(snr_scale=args.snr_scale))
+                        config=DemoConfig(snr_scale=snr_scale))
     sim = read_native(sim_path)
-    mapping = export_matlab(sim, prior, work)
+    return export_matlab(sim, prior, work)
 
-    load0 = os.getloadavg()[0]
+
+def run_timed_flow(cli, work: Path, mapping: Path, subj: Path, args, times: dict[str, float]) -> tuple[dict, float]:
+    """import → train → (generator → finetune →) reconstruct → evaluate, timed; returns ({"pr", "gr"}: evaluation
+    results, the flow's wall time)."""
+    from engine.evaluate import evaluate_folder
+
     t_flow = time.perf_counter()
-    subj = work / "digits.nlsubj"
     cli("import", "import", str(mapping), "--out", str(subj), "--overwrite")
     cli("train pixel-ridge", "train", "--data", str(subj), "--preset", "pixel-ridge", "--out", str(work / "pr"))
     cli("reconstruct pixel-ridge", "reconstruct", str(work / "pr"), "--out", str(work / "pr-rec"))
@@ -184,73 +198,128 @@ def main() -> None:
     res_pr = evaluate_folder(work / "pr-rec", features=[])
     res_gr = None if args.pixel_only else evaluate_folder(work / "gr-rec", features=[])
     times["evaluate"] = round(time.perf_counter() - t0, 1)
-    flow_s = time.perf_counter() - t_flow
-    res_gr5 = None
+    return {"pr": res_pr, "gr": res_gr}, time.perf_counter() - t_flow
+
+
+def run_untimed_decoders(cli, work: Path, subj: Path, args) -> dict:
+    """The runs outside the timed flow: the generator route from its low-level image, pixel-ridge through the PCA
+    and multi-scale bases; returns {"gr5", "pca", "ms"}: evaluation results (gr5 None with ``--pixel-only``)."""
+    from engine.evaluate import evaluate_folder
+
+    res = {"gr5": None}
     if not args.pixel_only:
         # not part of the timed flow: the same route started from its low-level image (img2img, strength 0.5)
         cli("reconstruct generator route img2img 0.5", "reconstruct", str(work / "gr"), "--out",
             str(work / "gr-rec5"), "--samples", "4", "--img2img-strength", "0.5", "--device", "cpu")
-        res_gr5 = evaluate_folder(work / "gr-rec5", features=[])
+        res["gr5"] = evaluate_folder(work / "gr-rec5", features=[])
     # pixel-ridge through an image basis (also outside the timed flow)
     basis_runs = {"pca": ("data.pixel_basis=pca", f"data.pca_components={args.pca_components}"),
                   "ms": ("data.pixel_basis=multiscale",)}
-    res_basis = {}
     for name, sets in basis_runs.items():
         cli(f"train pixel-ridge {name}", "train", "--data", str(subj), "--preset", "pixel-ridge", "--out",
             str(work / name), *[a for kv in sets for a in ("--set", kv)])
         cli(f"reconstruct pixel-ridge {name}", "reconstruct", str(work / name), "--out", str(work / f"{name}-rec"))
-        res_basis[name] = evaluate_folder(work / f"{name}-rec", features=[])
+        res[name] = evaluate_folder(work / f"{name}-rec", features=[])
+    return res
 
-    s = read_native(subj)
-    n_test = len(s.split_images("test"))
-    nway = f"{n_test}-way pixels"
 
-    def row(res, images):
-        r = next(r for r in res.rows if r["images"] == images)
-        return {k: round(float(r[k]), 4) for k in ("PixCorr", "SSIM", nway, "2-way pixels")} | {
-            "protocol": r["protocol"]}
+def score_row(res, images: str, nway: str) -> dict:
+    """PixCorr, SSIM, n-way and 2-way pixel identification (and the protocol) of one image set of an evaluation."""
+    r = next(r for r in res.rows if r["images"] == images)
+    return {k: round(float(r[k]), 4) for k in ("PixCorr", "SSIM", nway, "2-way pixels")} | {
+        "protocol": r["protocol"]}
 
-    pr = row(res_pr, "samples")
+
+def same_calc_pixcorr(s, work: Path) -> tuple[float, float]:
+    """PixCorr of a plain numpy ridge on the same split and of pixel-ridge's reconstructions, by the same code."""
+    from engine.evaluate import load_png
+    from engine.recon.index import read_index
+
     # reference: a plain numpy ridge on the same split
     imgs, ref = numpy_ridge(s, [float(10.0 ** k) for k in np.arange(-1.0, 7.5, 0.5)])
     gt = np.asarray(s.images)[imgs][..., 0].reshape(len(imgs), -1) / 255.0
+    idx = read_index(work / "pr-rec")
+
+    mine = np.stack([load_png(idx.path, it.samples[0])[..., 0] for it in idx.items]).reshape(len(imgs), -1) / 255.0
+    return pixcorr(ref, gt), pixcorr(mine, gt)
+
+
+def pixel_result(s, work: Path, evaluated: dict, args, times: dict, machine: str) -> dict:
+    """The record of the pixel decoders (and the subject, the machine, the step times)."""
+    n_test = len(s.split_images("test"))
+    nway = f"{n_test}-way pixels"
+    ref_pc, mine_pc = same_calc_pixcorr(s, work)
+    return {
+        "benchmark": "own_images", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine,
+        "subject": {"n_trials": s.n_trials, "n_voxels": s.n_voxels, "image_size": SIZE, "n_test_images": n_test,
+                    "n_prior_images": int(s.prior_images.shape[0]), "snr_scale": args.snr_scale},
+        "pixel_ridge": score_row(evaluated["pr"], "samples", nway),
+        f"pixel_ridge_pca_{args.pca_components}": score_row(evaluated["pca"], "samples", nway),
+        "pixel_ridge_multiscale": score_row(evaluated["ms"], "samples", nway),
+        "numpy_ridge_pixcorr": round(ref_pc, 4), "pixel_ridge_pixcorr_same_calc": round(mine_pc, 4),
+        "goals": {"pixel-ridge matches numpy ridge (±0.01)": abs(mine_pc - ref_pc) <= 0.01},
+        "times_s": times,
+    }
+
+
+def add_generator_result(result: dict, evaluated: dict, flow_s: float) -> None:
+    """The generator route's rows and goals, against pixel-ridge's, added to ``result``."""
+    pr = result["pixel_ridge"]
+    nway = f"{result['subject']['n_test_images']}-way pixels"
+    gr_mean = score_row(evaluated["gr"], "samples mean (k=4)", nway)
+    gr5 = score_row(evaluated["gr5"], "samples mean (k=4)", nway)
+    result.update({"generator_route_samples": gr_mean, "generator_route_img2img_0.5": gr5,
+                   "generator_route_blurry (principal-component decode)": score_row(evaluated["gr"], "blurry", nway),
+                   "flow_s": round(flow_s, 1)})
+    result["goals"].update({
+        "generator beats pixel-ridge by >= 0.05 PixCorr": max(gr_mean["PixCorr"], gr5["PixCorr"]) - pr["PixCorr"]
+        >= 0.05, "generator beats pixel-ridge on n-way": max(gr_mean[nway], gr5[nway]) > pr[nway],
+        "flow <= 600 s": flow_s <= 600})
+
+
+def pixel_pictures(work: Path, pca_components: int, pictures: Path) -> tuple[list, list[int]]:
+    """The pixel-bases grid (the first 12 test images); returns its first two rows (ground truth, pixel-ridge) and
+    the images shown, for the generator's grids."""
     from engine.evaluate import load_png
     from engine.recon.index import read_index
 
     idx = read_index(work / "pr-rec")
-
-    mine = np.stack([load_png(idx.path, it.samples[0])[..., 0] for it in idx.items]).reshape(len(imgs), -1) / 255.0
-    result = {
-        "benchmark": "own_images", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, load average at start "
-                   f"{load0:.1f} (other jobs on the machine)",
-        "subject": {"n_trials": s.n_trials, "n_voxels": s.n_voxels, "image_size": SIZE, "n_test_images": n_test,
-                    "n_prior_images": int(s.prior_images.shape[0]), "snr_scale": args.snr_scale},
-        "pixel_ridge": pr, f"pixel_ridge_pca_{args.pca_components}": row(res_basis["pca"], "samples"),
-        "pixel_ridge_multiscale": row(res_basis["ms"], "samples"),
-        "numpy_ridge_pixcorr": round(pixcorr(ref, gt), 4), "pixel_ridge_pixcorr_same_calc": round(pixcorr(mine, gt), 4),
-        "goals": {"pixel-ridge matches numpy ridge (±0.01)": abs(pixcorr(mine, gt) - pixcorr(ref, gt)) <= 0.01},
-        "times_s": times,
-    }
-    if not args.pixel_only:
-        gr_mean, gr5 = row(res_gr, "samples mean (k=4)"), row(res_gr5, "samples mean (k=4)")
-        result.update({"generator_route_samples": gr_mean, "generator_route_img2img_0.5": gr5,
-                       "generator_route_blurry (principal-component decode)": row(res_gr, "blurry"),
-                       "flow_s": round(flow_s, 1)})
-        result["goals"].update({
-            "generator beats pixel-ridge by >= 0.05 PixCorr": max(gr_mean["PixCorr"], gr5["PixCorr"]) - pr["PixCorr"]
-            >= 0.05, "generator beats pixel-ridge on n-way": max(gr_mean[nway], gr5[nway]) > pr[nway],
-            "flow <= 600 s": flow_s <= 600})
-    # pictures: the first 12 test images
     sel = list(range(min(12, len(idx.items))))
     rows = [("ground truth", [load_png(idx.path, idx.items[i].ground_truth) for i in sel]),
             ("pixel-ridge", [load_png(idx.path, idx.items[i].samples[0]) for i in sel])]
     bases = list(rows)
-    for name, label in (("pca", f"PCA K={args.pca_components}"), ("ms", "multiscale")):
+    for name, label in (("pca", f"PCA K={pca_components}"), ("ms", "multiscale")):
         bidx = read_index(work / f"{name}-rec")
         bases.append((label, [load_png(bidx.path, bidx.items[i].samples[0]) for i in sel]))
-    pictures = Path(args.pictures)
     grid_png(bases, pictures / "own-digits-pixel-bases.png")
+    return rows, sel
+
+
+def main() -> None:
+    args = parse_args()
+    work = prepare_work(args.keep)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+           "NEUROLENS_CACHE_DIR": str(work / "cache")}
+    times: dict[str, float] = {}
+    cli = cli_runner(env, times)
+    mapping = simulate_digits_subject(work, args.images, args.snr_scale)
+
+    load0 = os.getloadavg()[0]
+    subj = work / "digits.nlsubj"
+    evaluated, flow_s = run_timed_flow(cli, work, mapping, subj, args, times)
+    evaluated.update(run_untimed_decoders(cli, work, subj, args))
+
+    from engine.data.native import read_native
+
+    machine = (f"{os.cpu_count()} CPUs, OMP_NUM_THREADS={env['OMP_NUM_THREADS']}, load average at start "
+               f"{load0:.1f} (other jobs on the machine)")
+    result = pixel_result(read_native(subj), work, evaluated, args, times, machine)
+    if not args.pixel_only:
+        add_generator_result(result, evaluated, flow_s)
+    # pictures: the first 12 test images
+    pictures = Path(args.pictures)
+    rows, sel = pixel_pictures(work, args.pca_components, pictures)
     if not args.pixel_only:
         generator_pictures(work, rows, sel, pictures)
     snr = "" if args.snr_scale == 1 else f"_snr{args.snr_scale:g}"

@@ -1,6 +1,7 @@
 """The layer contract, enforced on the source (see ``tests/layer_contract.py`` for the rules and
 docs/architecture.md's Layers section): layers import downwards only, ``metrics`` is pure, the app never imports the
-CLI, no import cycles, no module over 500 lines and no function over 80.
+CLI, no import cycles, no module over 500 lines and no function over 80 (the size rule also covers the scripts:
+benchmarks, resource builders, packaging entry points).
 
 The allowlists below are empty: an exception, when one is ever needed, is one entry with a comment saying why and who
 removes it; an entry that no longer matches anything fails ``test_allowlists_hold_no_stale_entry``, so none outlives
@@ -16,6 +17,8 @@ from tests.layer_contract import all_imports, cycles, import_graph, knots, layer
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "neurolens_app")
+# Python outside the packages: the size rule holds there too (the import rules are the packages' own).
+SCRIPT_DIRS = ("benchmarks", "resources/build", "packaging")
 
 # Importing file -> who is fixing it and how. Every import rule broken by that file is tolerated until then.
 LAYER_ALLOWLIST: dict[str, str] = {}
@@ -31,7 +34,7 @@ def _imports():
 
 @functools.cache
 def _oversized():
-    return oversized(ROOT, PACKAGES)
+    return oversized(ROOT, PACKAGES + SCRIPT_DIRS)
 
 
 def test_layers_import_downwards_only_metrics_is_pure_and_the_app_never_imports_the_cli():
@@ -146,6 +149,14 @@ def test_checker_measures_modules_and_functions(tmp_path):
     root = _write(tmp_path, {"pkg/a.py": long_fn + short_fn + method, "pkg/b.py": "x = 1\n" * 501,
                              "pkg/c.py": "x = 1\n" * 500})
     assert oversized(root, ("pkg",)) == {"pkg/a.py::long": 81, "pkg/a.py::K.m": 82, "pkg/b.py": 501}
+
+
+def test_checker_measures_the_scripts_outside_the_packages(tmp_path):
+    main = "def main():\n" + "    x = 1\n" * 80  # 81 lines
+    root = _write(tmp_path, {"benchmarks/bench_x.py": main, "resources/build/build_x.py": "x = 1\n" * 501,
+                             "packaging/entry_x.py": "import sys\n\n" + main, "docs/conf.py": main})
+    assert oversized(root, PACKAGES + SCRIPT_DIRS) == {
+        "benchmarks/bench_x.py::main": 81, "resources/build/build_x.py": 501, "packaging/entry_x.py::main": 81}
 
 
 def _file_names_of_a_run() -> set[str]:

@@ -122,13 +122,7 @@ def heldout_scores(net, heads, stim, seed: int, input_size: int) -> dict:
             "thumbnail_r2": r2(out["thumb"], thumb_true)}
 
 
-def main(argv=None) -> int:
-    import torch
-
-    from engine.data.demo.stimuli import BACKGROUND_COLOURS, BACKGROUNDS, CATEGORIES, COLOURS, render_stimuli
-    from engine.models.embedders.demo import (DemoEmbedderConfig, DemoEmbedderNet, default_folder, normalise,
-                                              save_demo_embedder)
-
+def parse_args(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="output folder (default: a sibling of the shipped folder, '.new')")
     p.add_argument("--replace", action="store_true", help="write into the shipped folder")
@@ -142,7 +136,40 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0, help="torch seed")
     p.add_argument("--train-seed", type=int, default=1000, help="stimulus seed of the training images")
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def learning_rate(step: int, total: int, warm: int, lr: float) -> float:
+    """The learning rate of ``step`` (0-based) of ``total``: linear warm-up over ``warm`` steps, then cosine to 0."""
+    return lr * (step + 1) / warm if step < warm else \
+        0.5 * lr * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
+
+
+def recipe_of(args, scores: dict, train_seconds: float) -> dict:
+    """What ``config.json`` records of how the embedder was trained, with its held-out ``scores``."""
+    import torch
+
+    return {"script": "resources/build/build_demo_embedder.py", "n_images": args.n_images, "epochs": args.epochs,
+            "batch_size": args.batch_size, "lr": args.lr, "schedule": "5% warm-up, cosine",
+            "geometry_weight": args.geometry_weight, "pixel_weight": args.pixel_weight, "torch_seed": args.seed,
+            "train_seed": args.train_seed, "heldout_seed": args.train_seed + 1,
+            "heldout_images": args.heldout_images,
+            "heads": {"category": "class", "colour": "class", "background": "class", "background_colour": "class",
+                      "x": "reg", "y": "reg", "scale": "reg", "rotation": "cos/sin of k*angle", "flip": "binary"},
+            "objectives": ["linear attribute heads on the pooled vector",
+                           "16x16 thumbnail from the pooled vector", "16x16 thumbnail from the tokens"],
+            "heldout": scores, "torch": torch.__version__, "device": args.device,
+            "train_seconds": train_seconds}
+
+
+def main(argv=None) -> int:
+    import torch
+
+    from engine.data.demo.stimuli import BACKGROUND_COLOURS, BACKGROUNDS, CATEGORIES, COLOURS, render_stimuli
+    from engine.models.embedders.demo import (DemoEmbedderConfig, DemoEmbedderNet, default_folder, normalise,
+                                              save_demo_embedder)
+
+    args = parse_args(argv)
     out = default_folder() if args.replace else (args.out or default_folder().with_name("demo-image-embedder.new"))
 
     torch.manual_seed(args.seed)
@@ -171,8 +198,7 @@ def main(argv=None) -> int:
     for epoch in range(args.epochs):
         order = torch.randperm(n, generator=gen)
         for s in range(0, n, args.batch_size):
-            lr = args.lr * (step + 1) / warm if step < warm else \
-                0.5 * args.lr * (1 + np.cos(np.pi * (step - warm) / max(1, total - warm)))
+            lr = learning_rate(step, total, warm, args.lr)
             for group in opt.param_groups:
                 group["lr"] = lr
             step += 1
@@ -195,18 +221,7 @@ def main(argv=None) -> int:
               flush=True)
 
     net.eval().cpu()
-    recipe = {"script": "resources/build/build_demo_embedder.py", "n_images": args.n_images, "epochs": args.epochs,
-              "batch_size": args.batch_size, "lr": args.lr, "schedule": "5% warm-up, cosine",
-              "geometry_weight": args.geometry_weight, "pixel_weight": args.pixel_weight, "torch_seed": args.seed,
-              "train_seed": args.train_seed, "heldout_seed": args.train_seed + 1,
-              "heldout_images": args.heldout_images,
-              "heads": {"category": "class", "colour": "class", "background": "class", "background_colour": "class",
-                        "x": "reg", "y": "reg", "scale": "reg", "rotation": "cos/sin of k*angle", "flip": "binary"},
-              "objectives": ["linear attribute heads on the pooled vector",
-                             "16x16 thumbnail from the pooled vector", "16x16 thumbnail from the tokens"],
-              "heldout": scores, "torch": torch.__version__, "device": args.device,
-              "train_seconds": round(time.perf_counter() - t0, 1)}
-    save_demo_embedder(net, out, recipe=recipe)
+    save_demo_embedder(net, out, recipe=recipe_of(args, scores, round(time.perf_counter() - t0, 1)))
     print(f"wrote {out}; held-out: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     return 0
 

@@ -34,7 +34,7 @@ def test_the_reconstruction_panel_names_the_pixel_basis_of_a_run(tmp_path):
     from engine.recon.decoder import decoder_state
 
     (tmp_path / "model").mkdir()
-    info = {"kind": "ridge", "embedder": "stimulus-pixels", "target": "pooled",
+    info = {"kind": "ridge", "subject": "s", "embedder": "stimulus-pixels", "target": "pooled", "target_shape": [784],
             "pixel_basis": {"kind": "pca", "n_components": 40}}
     (tmp_path / "model" / "run_model.json").write_text(json.dumps(info))
     text, can_reconstruct, _ = decoder_state(tmp_path)
