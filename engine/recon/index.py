@@ -11,11 +11,12 @@ the folder::
      "run": "/path/to/run",                    # the encoder run
      "split": "test",
      "method": "demo-mlp + demo generator",    # a label for tables and plots
-     "settings": {"generator": "demo" | "/path/to/sd15",
+     "settings": {"generator": "demo" | "/path/to/sd15",   # the generator used
                   "guidance": 3.0, "steps": 25, "sampler": "ddim" | "dpmpp", "seed": 0,
                   "samples": 4,                 # samples per image
                   "repeat_mode": "average_embeddings" | "average_voxels",
                   "img2img_strength": null | 0.8,
+                  ...,                          # every other field of ReconstructConfig.to_dict()
                   "image_size": 64},            # pixels per side of the generated images
      "embedder": "demo" | "/path/to/clip",     # the image embedder of the run's targets
      "items": [{"image_index": 12,             # row in the subject's images
