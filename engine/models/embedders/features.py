@@ -229,19 +229,28 @@ def _clip_extractor(folder: Path, device) -> FeatureExtractor:
                                      f"bilinear resize to {size[0]}, CLIP mean/std")
 
 
-def _hidden_state_extractor(folder: Path, layer: str, device) -> FeatureExtractor:
-    import torch
-    from transformers import AutoConfig, AutoModel
+def _auto_vision_model(folder: Path, auto_model, what: str, device):
+    """(config, model in eval mode on the device, device, input size, mean, std) of a local transformers folder loaded
+    through ``auto_model`` (an ``AutoModel*`` class); ``FeatureUnavailable`` naming ``what`` when it cannot be read."""
+    from transformers import AutoConfig
 
     try:
         cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise FeatureUnavailable(f"{folder}: cannot read the model config ({exc})") from exc
-    model = _load(AutoModel, folder, "transformers vision model", config=cfg)
+        raise FeatureUnavailable(f"{folder}: cannot read the {what} config ({exc})") from exc
+    model = _load(auto_model, folder, what, config=cfg)
     dev = _device(device)
     model.to(dev).eval().float()
     default = int(getattr(cfg, "image_size", 224) or 224)
     size, mean, std = _processor_settings(folder, default, IMAGENET_MEAN, IMAGENET_STD)
+    return cfg, model, dev, size, mean, std
+
+
+def _hidden_state_extractor(folder: Path, layer: str, device) -> FeatureExtractor:
+    import torch
+    from transformers import AutoModel
+
+    cfg, model, dev, size, mean, std = _auto_vision_model(folder, AutoModel, "transformers vision model", device)
     if layer not in ("pooler", "last"):
         try:
             index = int(layer.removeprefix("hidden_states."))
@@ -293,20 +302,13 @@ class ImageClassifier:
 def load_classifier(path, *, device: str | None = None, batch_size: int = 32) -> ImageClassifier:
     """A transformers image-classification folder (``AutoModelForImageClassification``) as an ``ImageClassifier``."""
     import torch
-    from transformers import AutoConfig, AutoModelForImageClassification
+    from transformers import AutoModelForImageClassification
 
     folder = Path(path)
     if not (folder / "config.json").is_file():
         raise FeatureUnavailable(f"{folder}: not a local transformers image classifier (no config.json)")
-    try:
-        cfg = AutoConfig.from_pretrained(folder, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise FeatureUnavailable(f"{folder}: cannot read the classifier config ({exc})") from exc
-    model = _load(AutoModelForImageClassification, folder, "image classifier", config=cfg)
-    dev = _device(device)
-    model.to(dev).eval().float()
-    default = int(getattr(cfg, "image_size", 224) or 224)
-    size, mean, std = _processor_settings(folder, default, IMAGENET_MEAN, IMAGENET_STD)
+    cfg, model, dev, size, mean, std = _auto_vision_model(folder, AutoModelForImageClassification,
+                                                          "image classifier", device)
     n = int(cfg.num_labels)
     id2label = getattr(cfg, "id2label", None) or {}
     labels = [str(id2label.get(k, id2label.get(str(k), k))) for k in range(n)]
