@@ -277,4 +277,5 @@ def test_large_gram_matrices_use_the_threaded_eigh_and_agree_with_numpys(rng, mo
     assert len(calls) == 1
     np.testing.assert_allclose(threaded.cv_scores_, plain.cv_scores_, atol=1e-5)
     np.testing.assert_array_equal(threaded.alphas_, plain.alphas_)
-    np.testing.assert_allclose(threaded.coef_, plain.coef_, rtol=1e-3, atol=1e-5)
+    # float32 decompositions: agreement to 1e-4 of the weights' scale (one LAPACK thread or several round differently)
+    np.testing.assert_allclose(threaded.coef_, plain.coef_, rtol=1e-3, atol=1e-4 * np.abs(plain.coef_).max())
