@@ -33,9 +33,10 @@ class DemoTrainConfig:
     seed: int = 0
     n_images: int = 10000
     stimulus_seed: int = 1234
-    # Build 3 (2026-12-04, issue 17): build 2's architecture + the spatial condition, its UNet and VAE as the start
-    # (``init_from``; the spatial input channels start at zero), a fresh adapter for the new embedder, 2 cycles of
-    # 1,000 steps on 10,000 images (~50 min on a third of a CPU core). Build 2: 4,000 images, no spatial condition,
+    # Build 4 (2026-12-05, issue 17): build 3 continued to 6 UNet cycles (``--continue-from``; build 3 kept no
+    # optimizer state, so cycle 3 warm-restarted from its EMA weights). Build 3 (2026-12-04): build 2's architecture +
+    # the spatial condition, its UNet and VAE as the start (``init_from``; the spatial input channels start at zero),
+    # a fresh adapter for the new embedder, 2 cycles of 1,000 steps on 10,000 images (~50 min on a third of a core). Build 2: 4,000 images, no spatial condition,
     # VAE 1,500 steps + 3 cycles of 1,500 UNet steps from scratch (lr 1e-3): blobs of roughly the right colour.
     vae_steps: int = 1500
     vae_batch: int = 32
@@ -45,7 +46,7 @@ class DemoTrainConfig:
     unet_steps: int = 1000
     unet_batch: int = 32
     unet_lr: float = 5e-4
-    unet_cycles: int = 2  # warm restarts of the UNet stage, each ``unet_steps`` long
+    unet_cycles: int = 6  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6)
     cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
     warmup: int = 100
     drop_prob: float = 0.1
