@@ -90,7 +90,7 @@ def _build(cls: type, d: Any, prefix: str):
         d = {}
     if not isinstance(d, dict):
         raise ConfigError(key=prefix or None, expected="a mapping of keys", found=d, owner=owner)
-    fields = _field_types(cls)
+    fields = field_types(cls)
     unknown = sorted((k for k in d if k not in fields), key=str)
     if unknown:
         more = f" (also {unknown[1:]})" if len(unknown) > 1 else ""
@@ -108,7 +108,8 @@ def _build(cls: type, d: Any, prefix: str):
 
 
 @functools.cache
-def _field_types(cls: type) -> dict[str, Any]:
+def field_types(cls: type) -> dict[str, Any]:
+    """The annotated type of every init field of a dataclass (resolved once per class)."""
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls.__name__} is not a dataclass")
     hints = typing.get_type_hints(cls)

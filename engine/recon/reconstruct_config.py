@@ -7,11 +7,9 @@ img2img strength) are ``SamplerConfig``'s, run when the job starts.
 
 from __future__ import annotations
 
-import dataclasses
-import typing
 from dataclasses import dataclass
 
-from engine.config import Config, coerce
+from engine.config import Config, coerce, field_types
 from engine.errors import ConfigError
 from engine.recon import defaults
 
@@ -77,9 +75,8 @@ class ReconstructConfig(Config):
 
     def __post_init__(self) -> None:
         owner = type(self).__name__
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):  # kwargs from a form or a script are checked as from_dict checks a file
-            object.__setattr__(self, f.name, coerce(getattr(self, f.name), hints[f.name], f.name, owner))
+        for name, hint in field_types(type(self)).items():  # kwargs from a form or a script: checked as from_dict
+            object.__setattr__(self, name, coerce(getattr(self, name), hint, name, owner))
         if self.source not in SOURCES:
             raise ConfigError(key="source", expected=f"one of {list(SOURCES)}", found=self.source, owner=owner)
         if self.source == "oracle" and self.img2img_strength is not None:
@@ -94,10 +91,6 @@ class ReconstructConfig(Config):
         if self.compile not in COMPILE_MODES:
             raise ConfigError(key="compile", expected=f"one of {list(COMPILE_MODES)}", found=self.compile,
                               owner=owner)
-
-    def panel_settings(self) -> dict:
-        """The values of ``PANEL_SETTINGS`` (what tells two results of an image apart in the app)."""
-        return {k: getattr(self, k) for k in PANEL_SETTINGS}
 
     def sampler_config(self):
         """The ``SamplerConfig`` of these settings (its checks: sampler, steps, guidance, img2img strength)."""
