@@ -25,34 +25,37 @@ _STATE = {"preloading": False, "jobs": 0, "short": 0, "torch": False, "torch_bus
 _LOCAL = threading.local()  # .counted: "jobs" or "short" when this thread is counted as running one
 
 
+def _count_in(kind: str, ready, timeout_s: float) -> None:
+    """Wait (at most ``timeout_s``) until ``ready()``, then count this thread as running a ``kind`` job."""
+    with _COND:
+        _COND.wait_for(ready, timeout_s)
+        _STATE[kind] += 1
+    _LOCAL.counted = kind
+
+
+def _count_out(kind: str) -> None:
+    _LOCAL.counted = None
+    with _COND:
+        _STATE[kind] -= 1
+        _COND.notify_all()
+
+
 def job_started(timeout_s: float = 300.0) -> None:
     """An engine job begins (its worker thread): wait for a running preload or torch import to finish."""
-    with _COND:
-        _COND.wait_for(lambda: not _STATE["preloading"] and not _STATE["torch_busy"], timeout_s)
-        _STATE["jobs"] += 1
-    _LOCAL.counted = "jobs"
+    _count_in("jobs", lambda: not _STATE["preloading"] and not _STATE["torch_busy"], timeout_s)
 
 
 def job_finished() -> None:
-    _LOCAL.counted = None
-    with _COND:
-        _STATE["jobs"] -= 1
-        _COND.notify_all()
+    _count_out("jobs")
 
 
 def short_job_started(timeout_s: float = 300.0) -> None:
     """A short pool job begins: wait while torch is being imported (see ``ensure_torch``)."""
-    with _COND:
-        _COND.wait_for(lambda: not _STATE["torch_busy"], timeout_s)
-        _STATE["short"] += 1
-    _LOCAL.counted = "short"
+    _count_in("short", lambda: not _STATE["torch_busy"], timeout_s)
 
 
 def short_job_finished() -> None:
-    _LOCAL.counted = None
-    with _COND:
-        _STATE["short"] -= 1
-        _COND.notify_all()
+    _count_out("short")
 
 
 def ensure_torch(timeout_s: float = 120.0):
