@@ -31,6 +31,7 @@ from engine.config import Config, check
 from engine.errors import CheckpointError, ConfigError
 from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.guidance import NullCondition, apply_drop
+from engine.recon.spatial_decoder import SPATIAL_HEADS, build_spatial_decoder
 from engine.models.construction import MODEL_BUILD_LOCK
 
 CONFIG_FILE = "config.json"
@@ -59,6 +60,8 @@ class ConditioningConfig(Config):
         A latent-sized map predicted from the embedding and concatenated to the UNet's noisy latents (as
         InstructPix2Pix concatenates its image latents), for UNets with ``in_channels`` = latent channels + C; None
         otherwise. Its null condition is zeros.
+    spatial_head : str
+        What predicts that map (``engine.recon.spatial_decoder``): ``"mlp"`` or ``"conv"``.
     """
 
     input_shape: tuple[int, ...]
@@ -68,6 +71,7 @@ class ConditioningConfig(Config):
     pooled_tokens: int = 4
     image_embed_dim: int | None = None
     spatial_shape: tuple[int, int, int] | None = None
+    spatial_head: str = "mlp"
 
     def __post_init__(self) -> None:
         shape = tuple(int(s) for s in self.input_shape)
@@ -77,6 +81,8 @@ class ConditioningConfig(Config):
             check(len(spatial) == 3 and all(s > 0 for s in spatial), "ConditioningConfig", "spatial_shape",
                   "(C, h, w)", spatial)
             object.__setattr__(self, "spatial_shape", spatial)
+        check(self.spatial_head in SPATIAL_HEADS, "ConditioningConfig", "spatial_head",
+              f"one of {', '.join(SPATIAL_HEADS)}", self.spatial_head)
         check(len(shape) in (1, 2) and all(s > 0 for s in shape), "ConditioningConfig", "input_shape",
               "(D,) or (T, D)", shape)
         for key in ("n_tokens", "context_dim", "pooled_tokens"):
@@ -86,6 +92,8 @@ class ConditioningConfig(Config):
         d = super().to_dict()
         if self.spatial_shape is None:
             d.pop("spatial_shape")  # config files of adapters without one stay as they were
+        if self.spatial_head == "mlp":
+            d.pop("spatial_head")
         return d
 
 
@@ -158,8 +166,7 @@ class ConditioningAdapter(nn.Module):
                                                                                       config.image_embed_dim))
                            if config.image_embed_dim else None)
         flat_dim = int(np.prod(shape))
-        self.spatial_proj = (nn.Sequential(nn.LayerNorm(flat_dim), nn.Linear(flat_dim, 512), nn.GELU(),
-                                           nn.Linear(512, int(np.prod(config.spatial_shape))))
+        self.spatial_proj = (build_spatial_decoder(config.spatial_head, flat_dim, config.spatial_shape)
                              if config.spatial_shape else None)
         self.null = NullCondition(config.n_tokens, config.context_dim, config.pooled_dim, config.image_embed_dim)
 
@@ -189,8 +196,7 @@ class ConditioningAdapter(nn.Module):
         tokens = self.out_norm(h + self.pos)
         pooled = self.pooled_proj(flat) if self.pooled_proj is not None else None
         image = self.image_proj(flat) if self.image_proj is not None else None
-        spatial = (self.spatial_proj(flat).view(flat.shape[0], *self.config.spatial_shape)
-                   if self.spatial_proj is not None else None)
+        spatial = self.spatial_proj(flat) if self.spatial_proj is not None else None
         return Condition(tokens, pooled, image, spatial)
 
     def null_condition(self, batch: int) -> Condition:

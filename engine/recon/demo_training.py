@@ -2,7 +2,8 @@
 
 Training recipe (``DemoTrainConfig``, fixed seed): render demo stimuli, embed them, train the VAE as a deterministic
 autoencoder (L1 + MSE on the decoded posterior mean, a small penalty on that mean) or reuse one (``vae_from``), encode
-the latents, then train the UNet (from scratch, or from an earlier build's UNet: ``init_from``) + adapter on
+the latents, fine-tune the VAE's decoder on whole images (encoder frozen), pre-train the adapter's spatial head alone
+on the latents, then train the UNet (from scratch, or from an earlier build's UNet: ``init_from``) + adapter on
 ε-prediction with min-SNR-γ weighting (+ the spatial map's regression), the condition dropped to the null condition
 with p = 0.1, and an EMA of the weights, in ``unet_cycles`` warm-restart cycles (each from the previous cycle's EMA
 weights, at a lower peak learning rate).
@@ -31,22 +32,30 @@ class DemoTrainConfig:
     """The fixed recipe that builds the shipped weights (seeded)."""
 
     seed: int = 0
-    n_images: int = 10000
+    n_images: int = 40000
     stimulus_seed: int = 1234
-    # Build 4 (2026-12-05, issue 17): build 3 continued to 6 UNet cycles (``--continue-from``; build 3 kept no
+    # Build 5 (2026-12-05, issue 17): build 4's UNet and VAE as the start (``init_from``), a conv spatial head
+    # (``DemoGeneratorConfig.spatial_head``: builds 3-4's MLP head drew blobs that the judge names in 22 % of cases),
+    # pre-trained alone on 40,000 images, the VAE's decoder fine-tuned on whole images (its encoder, hence the latent
+    # space, frozen), then UNet cycles restarted at the base learning rate.
+    # Build 4: build 3 continued to 6 UNet cycles (``--continue-from``; build 3 kept no
     # optimizer state, so cycle 3 warm-restarted from its EMA weights). Build 3 (2026-12-04): build 2's architecture +
     # the spatial condition, its UNet and VAE as the start (``init_from``; the spatial input channels start at zero),
-    # a fresh adapter for the new embedder, 2 cycles of 1,000 steps on 10,000 images (~50 min on a third of a core). Build 2: 4,000 images, no spatial condition,
+    # a fresh adapter for the new embedder, 2 cycles of 1,000 steps on 10,000 images (~50 min on a third of a core).
+    # Build 2: 4,000 images, no spatial condition,
     # VAE 1,500 steps + 3 cycles of 1,500 UNet steps from scratch (lr 1e-3): blobs of roughly the right colour.
     vae_steps: int = 1500
     vae_batch: int = 32
     vae_crop: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4
-    unet_steps: int = 1000
+    # A reused VAE's decoder fine-tuned on whole images (encoder frozen: the latents, hence the UNet, are unchanged).
+    vae_decoder_steps: int = 1500
+    vae_decoder_lr: float = 5e-4
+    unet_steps: int = 1500
     unet_batch: int = 32
     unet_lr: float = 5e-4
-    unet_cycles: int = 6  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6)
+    unet_cycles: int = 2  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6 × 1,000)
     cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
     warmup: int = 100
     drop_prob: float = 0.1
@@ -55,9 +64,9 @@ class DemoTrainConfig:
     spatial_weight: float = 1.0  # the spatial map's regression onto the clean latent
     # Before the UNet: the adapter's spatial head alone regressed onto the clean latents (no UNet in the loop, so
     # cheap), so the UNet is given an informative layout from its first step.
-    spatial_pretrain_steps: int = 2000
-    spatial_pretrain_batch: int = 256
-    threads: int = 1  # 1 is fastest on a shared 2-core machine (2 threads stall each other)
+    spatial_pretrain_steps: int = 3000
+    spatial_pretrain_batch: int = 128
+    threads: int = 2  # build 5 had the 2 cores to itself (builds 2-4: 1, on a shared machine)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,7 +114,7 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
     dev = torch.device(device)
-    total = recipe.vae_steps + recipe.unet_cycles * recipe.unet_steps
+    total = _steps_before_unet(recipe, cfg) + recipe.unet_cycles * recipe.unet_steps
     yield Started(job="build-demo-generator", run_dir=str(out_dir), total=total)
     images, embeddings, embedder_identity, stimuli = _training_set(recipe, cfg, images, embeddings, embedder_identity)
     yield Log(f"{len(images)} images, embeddings {tuple(embeddings.shape)}")
@@ -114,17 +123,17 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     vae_from = init_from if vae_from is None else vae_from  # a UNet initialised from a build reuses its VAE
     vae, unet, adapter, state, resume, vae_from = yield from _starting_point(continue_from, vae_from, recipe, cfg)
     fresh_vae = continue_from is None and vae_from is None
-    resumed_at = 0 if fresh_vae else recipe.vae_steps + state["cycle"] * recipe.unet_steps + state["step"]
+    resumed_at = (0 if fresh_vae else recipe.vae_steps if continue_from is None else
+                  _steps_before_unet(recipe, cfg) + state["cycle"] * recipe.unet_steps + state["step"])
     clock = EtaClock(total, start_step=resumed_at)
 
-    # ---- stage 1: VAE ------------------------------------------------------------------------------------------------
-    if fresh_vae:
-        vae = yield from _train_vae(images, recipe, cfg, gen, cancel, clock)
-    vae, lat = yield from _encode_latents(vae, images, dev, set_scaling=fresh_vae)
+    # ---- stage 1: VAE (trained, or reused with its decoder fine-tuned; as it was when continuing) ---------------------
+    vae, lat = yield from _vae_stage(vae, images, recipe, cfg, gen, dev, cancel, clock, fresh=fresh_vae,
+                                     finetune_decoder=continue_from is None)
 
     # ---- stage 2: UNet + conditioning adapter, in cycles ------------------------------------------------------------
     if continue_from is None:
-        unet, adapter = yield from _fresh_unet_and_adapter(cfg, recipe, init_from, embeddings, lat, dev)
+        unet, adapter = yield from _fresh_unet_and_adapter(cfg, recipe, init_from, embeddings, lat, dev, cancel, clock)
     unet.to(dev).train()
     adapter.to(dev).train()
     sched = build_scheduler()
@@ -198,7 +207,8 @@ def _encode_latents(vae, images: np.ndarray, dev, *, set_scaling: bool):
     return vae, lat
 
 
-def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, init_from, embeddings, lat, dev):
+def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, init_from, embeddings, lat, dev,
+                            cancel, clock):
     """Sub-job: a new UNet (or one initialised from ``init_from``) and adapter, its spatial head pre-trained."""
     import torch
 
@@ -209,8 +219,8 @@ def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, i
     adapter = build_adapter(cfg)
     adapter.set_statistics(embeddings)
     if adapter.spatial_proj is not None and recipe.spatial_pretrain_steps:
-        err = _pretrain_spatial(adapter, torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev), lat,
-                                recipe, dev)
+        err = yield from _pretrain_spatial(adapter, torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev),
+                                           lat, recipe, dev, cancel, clock)
         yield Log(f"spatial head pre-trained: {recipe.spatial_pretrain_steps} steps, latent MSE {err:.3f}")
     return unet, adapter
 
@@ -246,7 +256,7 @@ def _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe: 
             if step + 1 < recipe.unet_steps:
                 yield from _save_midway(out_dir, params, ema, opt, cycle, step, snapshot_every=snapshot_every,
                                         checkpoint_every=checkpoint_every, save_kw=save_kw, done=done)
-            s = recipe.vae_steps + done + 1
+            s = _steps_before_unet(recipe, save_kw["cfg"]) + done + 1
             yield Progress(s, clock.total, eta_s=clock.eta(s), stage=f"unet cycle {cycle + 1}")
         with torch.no_grad():
             for p, e in zip(params, ema):
@@ -275,6 +285,17 @@ def _save_midway(out_dir, params, ema, opt, cycle: int, step: int, *, snapshot_e
                                                                  "complete": False},
                                 optimizer=optimizer_state(opt, params, live))
             yield Log(f"checkpoint after {done + 1} UNet steps: {out_dir}")
+
+
+def _vae_stage(vae, images: np.ndarray, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, gen, dev, cancel, clock,
+               *, fresh: bool, finetune_decoder: bool):
+    """Sub-job, stage 1: (frozen VAE, scaled latents of ``images``)."""
+    if fresh:
+        vae = yield from _train_vae(images, recipe, cfg, gen, cancel, clock)
+    vae, lat = yield from _encode_latents(vae, images, dev, set_scaling=fresh)
+    if finetune_decoder and recipe.vae_decoder_steps:
+        yield from _finetune_vae_decoder(vae, images, lat, recipe, dev, cancel, clock)
+    return vae, lat
 
 
 def _train_vae(images: np.ndarray, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, gen, cancel, clock):
@@ -333,25 +354,72 @@ def _init_unet_from(unet, folder: Path) -> None:
 PRETRAIN_STREAM = 999  # the spatial pre-training's batches: its own stream of ``_step_rng``
 
 
-def _pretrain_spatial(adapter, emb, lat, recipe: DemoTrainConfig, dev) -> float:
-    """Fit the adapter's spatial head alone to the clean latents (AdamW, cosine lr); returns the last batch's MSE."""
+def _pretrain_spatial(adapter, emb, lat, recipe: DemoTrainConfig, dev, cancel, clock):
+    """Sub-job: fit the adapter's spatial head alone to the clean latents (AdamW, cosine lr); returns the last
+    batch's MSE."""
     import torch
 
     adapter.to(dev)
     params = list(adapter.spatial_proj.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
     loss = torch.zeros(())
+    start = recipe.vae_steps + recipe.vae_decoder_steps
     for step in range(recipe.spatial_pretrain_steps):
+        cancel.raise_if_set()
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(step, recipe.spatial_pretrain_steps, 1e-3, recipe.warmup)
         idx = torch.randint(0, len(lat), (recipe.spatial_pretrain_batch,),
                             generator=_step_rng(recipe.seed, PRETRAIN_STREAM, step)).to(dev)
         z = ((emb[idx] - adapter.mean) / adapter.std).flatten(1)  # as ConditioningAdapter.forward
-        loss = spatial_regression(adapter.spatial_proj(z).view(len(idx), *adapter.config.spatial_shape), lat[idx])
+        loss = spatial_regression(adapter.spatial_proj(z), lat[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if step % 50 == 0 or step == recipe.spatial_pretrain_steps - 1:
+            yield Metric("spatial_pretrain_loss", float(loss.detach()), step=step)
+        yield Progress(start + step + 1, clock.total, eta_s=clock.eta(start + step + 1), stage="spatial head")
     return float(loss.detach())
+
+
+DECODER_STREAM = 998  # the VAE decoder fine-tuning's batches
+
+
+def _finetune_vae_decoder(vae, images: np.ndarray, lat, recipe: DemoTrainConfig, dev, cancel, clock):
+    """Sub-job: fine-tune the VAE's decoder (encoder frozen, so the latents stay as encoded) on whole images, L1 + MSE.
+
+    The first VAE was trained on 32-px crops for 1,500 CPU steps: its reconstructions of held-out demo images were
+    named right by the judge in 94 % of cases, under the generator's 95 % goal.
+    """
+    import torch
+
+    scaling = float(vae.config.scaling_factor)
+    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    vae.decoder.train()
+    opt = torch.optim.AdamW(params, lr=recipe.vae_decoder_lr, weight_decay=0.0)
+    for step in range(recipe.vae_decoder_steps):
+        cancel.raise_if_set()
+        for g in opt.param_groups:
+            g["lr"] = warmup_cosine_lr(step, recipe.vae_decoder_steps, recipe.vae_decoder_lr, recipe.warmup)
+        idx = torch.randint(0, len(lat), (recipe.vae_batch,), generator=_step_rng(recipe.seed, DECODER_STREAM, step))
+        x = images_to_tensor(images[idx.numpy()]).to(dev)
+        rec = vae.decode(lat[idx.to(dev)] / scaling).sample
+        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % 50 == 0 or step == recipe.vae_decoder_steps - 1:
+            yield Metric("vae_decoder_loss", float(loss.detach()), step=step)
+        s = recipe.vae_steps + step + 1
+        yield Progress(s, clock.total, eta_s=clock.eta(s), stage="vae decoder")
+    vae.eval().requires_grad_(False)
+    yield Log(f"VAE decoder fine-tuned: {recipe.vae_decoder_steps} steps, last batch loss {float(loss.detach()):.4f}")
+
+
+def _steps_before_unet(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig) -> int:
+    """Progress steps of the stages before the UNet (VAE, its decoder, the spatial head's pre-training)."""
+    return recipe.vae_steps + recipe.vae_decoder_steps + (recipe.spatial_pretrain_steps if cfg.spatial_channels else 0)
 
 
 def _step_rng(seed: int, cycle: int, step: int):

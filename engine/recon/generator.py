@@ -81,9 +81,10 @@ class Generator:
     def adapter_config(self, input_shape) -> ConditioningConfig:
         """The config of a fresh conditioning adapter from embeddings of ``input_shape`` to this generator."""
         spatial = self.adapter.config.spatial_shape if self.adapter is not None else None
+        head = self.adapter.config.spatial_head if self.adapter is not None else "mlp"
         return ConditioningConfig(input_shape=tuple(input_shape), n_tokens=self.n_tokens,
                                   context_dim=self.context_dim, pooled_dim=self.pooled_dim,
-                                  image_embed_dim=self.image_embed_dim, spatial_shape=spatial)
+                                  image_embed_dim=self.image_embed_dim, spatial_shape=spatial, spatial_head=head)
 
     # ---- the UNet call ----------------------------------------------------------------------------------------------
 

@@ -50,3 +50,22 @@ def test_adapter_round_trips_through_its_folder(tmp_path):
 def test_config_refuses_bad_shapes():
     with pytest.raises(ConfigError, match="input_shape"):
         ConditioningConfig(input_shape=(2, 3, 4))
+
+
+@pytest.mark.parametrize("head", ["mlp", "conv"])
+def test_spatial_map_round_trips_and_only_the_conv_kind_is_written_to_the_config(tmp_path, head):
+    cfg = ConditioningConfig(input_shape=(10,), n_tokens=2, context_dim=8, spatial_shape=(4, 16, 16),
+                             spatial_head=head)
+    a = ConditioningAdapter(cfg).eval()
+    a.save(tmp_path / "ad")
+    b = ConditioningAdapter.load(tmp_path / "ad").eval()
+    x = torch.randn(3, 10)
+    assert a(x).spatial.shape == (3, 4, 16, 16) and torch.allclose(a(x).spatial, b(x).spatial)
+    assert b.config.spatial_head == head
+    # adapter folders written before the conv kind keep their config file byte for byte
+    assert ("spatial_head" in (tmp_path / "ad" / "config.json").read_text()) == (head == "conv")
+
+
+def test_config_refuses_an_unknown_spatial_head():
+    with pytest.raises(ConfigError, match="spatial_head"):
+        ConditioningConfig(input_shape=(10,), spatial_shape=(4, 16, 16), spatial_head="transformer")

@@ -30,7 +30,8 @@ def _tiny_build(seed: int, unet_steps: int):
     images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     emb = rng.standard_normal((16, 12)).astype(np.float32)
     recipe = dataclasses.replace(DemoTrainConfig(), vae_steps=2, unet_steps=unet_steps, vae_batch=4, unet_batch=4,
-                                 warmup=1, unet_cycles=1, spatial_pretrain_steps=3, spatial_pretrain_batch=4)
+                                 warmup=1, unet_cycles=1, spatial_pretrain_steps=3, spatial_pretrain_batch=4,
+                                 vae_decoder_steps=2)
     return images, emb, recipe, DemoGeneratorConfig(embed_dim=12, **TINY_DEMO)
 
 
@@ -39,8 +40,8 @@ def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
     events = []
     folder = drive(train_demo_generator(tmp_path / "g", recipe, cfg, images=images, embeddings=emb,
                                         embedder_identity="test"), events.append)
-    assert [e.step for e in events if isinstance(e, Progress)][-1] == 4
-    assert any(isinstance(e, Metric) and e.name == "diffusion_loss" for e in events)
+    assert [e.step for e in events if isinstance(e, Progress)][-1] == 6  # VAE 2 + its decoder 2 + UNet 2
+    assert {"vae_loss", "vae_decoder_loss", "diffusion_loss"} <= {e.name for e in events if isinstance(e, Metric)}
     gen = load_generator(str(folder), device="cpu")
     assert gen.image_size == 32 and gen.adapter.config.input_shape == (12,)
     assert gen.info["recipe"]["unet_steps"] == 2
@@ -65,7 +66,7 @@ def test_a_build_continued_with_more_unet_cycles_equals_one_from_scratch(tmp_pat
     drive(train_demo_generator(tmp_path / "first", one, cfg, **kw))
     events = []
     drive(train_demo_generator(tmp_path / "cont", two, cfg, continue_from=tmp_path / "first", **kw), events.append)
-    assert [e.step for e in events if isinstance(e, Progress)] == [6, 7, 8]  # VAE 2 + cycle 1 (3) already done
+    assert [e.step for e in events if isinstance(e, Progress)] == [8, 9, 10]  # VAE 2 + decoder 2 + cycle 1 (3) done
     for part in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
                  "adapter/model.safetensors"):
         a, b = load_file(str(tmp_path / "scratch" / part)), load_file(str(tmp_path / "cont" / part))
@@ -84,7 +85,7 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     import torch
 
     images, emb, recipe, cfg = _tiny_build(2, unet_steps=4)
-    cfg = dataclasses.replace(cfg, spatial_channels=2)
+    cfg = dataclasses.replace(cfg, spatial_channels=2, spatial_head="conv")
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
     drive(train_demo_generator(tmp_path / "scratch", recipe, cfg, **kw))
     # Stopped after the checkpoint at step 2 (the cancel token fires on the next step).
@@ -103,7 +104,8 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     assert state == {"cycle": 0, "step": 2, "complete": False}
     events = []
     drive(train_demo_generator(tmp_path / "ckpt", recipe, cfg, continue_from=tmp_path / "ckpt", **kw), events.append)
-    assert [e.step for e in events if isinstance(e, Progress)] == [5, 6]  # VAE 2 + 2 UNet steps already done
+    # VAE 2 + decoder 2 + spatial head 3 + 2 UNet steps already done
+    assert [e.step for e in events if isinstance(e, Progress)] == [10, 11]
     for part in ("unet/diffusion_pytorch_model.safetensors", "adapter/model.safetensors"):
         a, b = load_file(str(tmp_path / "scratch" / part)), load_file(str(tmp_path / "ckpt" / part))
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), part
@@ -135,3 +137,21 @@ def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_ch
     w = unet.state_dict()["conv_in.weight"]
     assert torch.equal(w[:, :4], src["conv_in.weight"]) and not w[:, 4:].any()
     assert torch.equal(unet.state_dict()["conv_out.weight"], src["conv_out.weight"])
+
+
+def test_a_reused_vae_keeps_its_encoder_and_gets_its_decoder_fine_tuned(tmp_path):
+    """The latent space the UNet was trained in stays put: only the decoder learns from whole images."""
+    from safetensors.torch import load_file
+
+    images, emb, recipe, cfg = _tiny_build(4, unet_steps=1)
+    drive(train_demo_generator(tmp_path / "first", dataclasses.replace(recipe, vae_decoder_steps=0), cfg,
+                               images=images, embeddings=emb))
+    events = []
+    drive(train_demo_generator(tmp_path / "next", recipe, cfg, images=images, embeddings=emb,
+                               init_from=tmp_path / "first"), events.append)
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tmp_path / "first" / vae)), load_file(str(tmp_path / "next" / vae))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k.startswith(("encoder.", "quant_conv.")))
+    assert not all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k.startswith("decoder."))
+    assert [e.step for e in events if isinstance(e, Progress)][0] == 3  # the VAE's 2 steps are skipped, not redone
+    assert "_name_or_path" not in (tmp_path / "next" / "vae" / "config.json").read_text()  # no build-machine path
