@@ -37,7 +37,8 @@ class DemoTrainConfig:
     # Build 5 (2026-12-05, issue 17): build 4's UNet and VAE as the start (``init_from``), a conv spatial head
     # (``DemoGeneratorConfig.spatial_head``: builds 3-4's MLP head drew blobs that the judge names in 22 % of cases),
     # pre-trained alone on 40,000 images, the VAE's decoder fine-tuned on whole images (its encoder, hence the latent
-    # space, frozen), then UNet cycles restarted at the base learning rate.
+    # space, frozen), then 4 UNet cycles of 1,500 steps restarted at the base learning rate (2 cores: 24 min for the
+    # decoder and the head, 9 min per cycle; cycles 3-4 added with ``--continue-from``).
     # Build 4: build 3 continued to 6 UNet cycles (``--continue-from``; build 3 kept no
     # optimizer state, so cycle 3 warm-restarted from its EMA weights). Build 3 (2026-12-04): build 2's architecture +
     # the spatial condition, its UNet and VAE as the start (``init_from``; the spatial input channels start at zero),
@@ -55,7 +56,7 @@ class DemoTrainConfig:
     unet_steps: int = 1500
     unet_batch: int = 32
     unet_lr: float = 5e-4
-    unet_cycles: int = 2  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6 × 1,000)
+    unet_cycles: int = 4  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6 × 1,000)
     cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
     warmup: int = 100
     drop_prob: float = 0.1
