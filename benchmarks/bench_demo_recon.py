@@ -274,6 +274,32 @@ def judge_image_sets(work: Path, image_sets: dict[str, Path], quick: bool):
     return judge, judged
 
 
+def embedding_probe(run: Path, seed: int = 0) -> dict:
+    """What the brain's predicted test embeddings carry, read without any generator: the share of test images whose
+    category / colour a logistic regression (fitted on the TRUE embeddings of the training images) reads from them.
+
+    Tells the generator's part from the brain's: a category the probe reads but the samples do not show is lost in
+    the generator. (Measured in the demo embedder's space: a diagnostic, not a goal.)
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from engine.data.demo.stimuli import render_stimuli
+    from engine.train.trained_model import TrainedModel
+
+    model = TrainedModel.open(run)
+    pred = model.predict("test")
+    true = model.targets()
+    train_index, _, _ = model.split("train")
+    stimuli = render_stimuli(len(true), seed=seed)
+    out = {}
+    for name, labels in (("category", stimuli.labels), ("colour", stimuli.attributes["colour"])):
+        probe = LogisticRegression(max_iter=2000).fit(true[train_index], labels[train_index])
+        out[name] = round(float((probe.predict(pred.embeddings) == labels[pred.image_index]).mean()), 3)
+        out[f"{name} from the true test embeddings"] = round(float(
+            (probe.predict(true[pred.image_index]) == labels[pred.image_index]).mean()), 3)
+    return out
+
+
 def brain_goals(table: dict, judged: dict, times: dict, oracle: Path, routes: dict[str, Path]) -> tuple[dict, str]:
     """Issue 17's goals with their values, and the guided route (of ``routes``) they were read from."""
     # The brain goals are read from the better of the two guided routes (from noise, from blurry), by PixCorr.
@@ -346,6 +372,7 @@ def main(argv=None) -> int:
         "times": times,
         "goals": goals,
         "judge": {**judge.info(), "by_image_set": judged},
+        "brain embeddings, linear probe": embedding_probe(run),
         "two_way": {f"guidance {args.guidance:g}": two_way(table, g3), "guidance 0": two_way(table, g0),
                     f"guidance {args.guidance:g}, from blurry {args.img2img:g}": two_way(table, gb),
                     "oracle": two_way(table, oracle)},

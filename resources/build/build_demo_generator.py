@@ -8,6 +8,9 @@
     python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
         --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
+    python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
+        # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
+        # spatial head; DIR/generator.json records the recipe
 
 The recipe (``engine.recon.demo_training.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
 the folder's ``generator.json``, with ``train_state`` (cycles and steps done). The inputs are the demo stimuli

@@ -50,6 +50,26 @@ def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_sub
     assert meta["steps"] == state["step"] == 1 and meta["config"]["max_steps"] == 1
 
 
+def test_fine_tuning_keeps_the_generators_own_spatial_head_and_trains_the_rest(fresh_ridge, tiny_subject_s, tmp_path):
+    """In the generator's own embedding space the adapter starts from the generator's; its layout decoder stays frozen
+    (the diffusion loss on noisy brain predictions alone blurs it), the token path trains."""
+    import torch
+
+    from engine.recon.generators import load_generator
+    from tests.engine.recon.tiny_models import build_tiny_demo_generator
+
+    gen_dir = build_tiny_demo_generator(tmp_path / "gen", spatial_channels=2, spatial_head="conv")
+    run = tmp_path / "run"
+    shutil.copytree(fresh_ridge, run)
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, lr=1e-2),
+                       subject=tiny_subject_s))
+    own = load_generator(str(gen_dir), device="cpu").adapter.state_dict()
+    tuned = Decoder.open(run).adapter.state_dict()
+    spatial = [k for k in own if k.startswith("spatial_proj.")]
+    assert spatial and all(torch.equal(own[k], tuned[k]) for k in spatial)
+    assert not torch.equal(own["proj.weight"], tuned["proj.weight"])
+
+
 def test_zero_shot_state_of_a_demo_embedding_run(fresh_ridge, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(fresh_ridge, run)

@@ -130,15 +130,16 @@ TINY_DEMO = dict(image_size=32, vae_channels=(8, 16), unet_channels=(16, 32), at
                  context_dim=16, n_tokens=2, attention_head_dim=8)
 
 
-def build_tiny_demo_generator(folder: Path, embed_dim: int = 64, embedder: str = "pixels") -> Path:
-    """An untrained generator in the demo layout (VAE + UNet + adapter), reading ``embed_dim``-d embeddings."""
+def build_tiny_demo_generator(folder: Path, embed_dim: int = 64, embedder: str = "pixels", **architecture) -> Path:
+    """An untrained generator in the demo layout (VAE + UNet + adapter), reading ``embed_dim``-d embeddings;
+    ``architecture``: other ``DemoGeneratorConfig`` fields (e.g. the spatial condition)."""
     import torch
 
     from engine.recon.demo_generator import (DemoGeneratorConfig, build_adapter, build_scheduler, build_unet,
                                              build_vae, save_demo_generator)
 
     torch.manual_seed(0)
-    cfg = DemoGeneratorConfig(embed_dim=embed_dim, **TINY_DEMO)
+    cfg = DemoGeneratorConfig(embed_dim=embed_dim, **{**TINY_DEMO, **architecture})
     path = save_demo_generator(folder, vae=build_vae(cfg), unet=build_unet(cfg), adapter=build_adapter(cfg),
                                scheduler=build_scheduler(), cfg=cfg)
     manifest = json.loads((path / "generator.json").read_text())
