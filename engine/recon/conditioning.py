@@ -83,6 +83,10 @@ class ConditioningConfig(Config):
             object.__setattr__(self, "spatial_shape", spatial)
         check(self.spatial_head in SPATIAL_HEADS, "ConditioningConfig", "spatial_head",
               f"one of {', '.join(SPATIAL_HEADS)}", self.spatial_head)
+        if self.spatial_head == "conv" and self.spatial_shape is not None:
+            h, w = self.spatial_shape[1:]
+            check(h == w and h >= 4 and not h & (h - 1), "ConditioningConfig", "spatial_shape",
+                  "a square map of 4·2^k for the conv spatial head", self.spatial_shape)
         check(len(shape) in (1, 2) and all(s > 0 for s in shape), "ConditioningConfig", "input_shape",
               "(D,) or (T, D)", shape)
         for key in ("n_tokens", "context_dim", "pooled_tokens"):

@@ -9,7 +9,7 @@ import numpy as np
 
 from engine.events import CancelToken, EtaClock, Log, Metric, Progress, Started, ensure_token
 from engine.recon.demo_generator import MANIFEST, DemoGeneratorConfig, build_adapter, build_scheduler
-from engine.recon.demo_training import DemoTrainConfig
+from engine.recon.demo_training import DemoTrainConfig, pretrain_spatial_head
 from engine.recon.diffusion_training import min_snr_weights, spatial_regression, warmup_cosine_lr
 
 
@@ -30,9 +30,10 @@ def refit_demo_adapter(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCo
     cancel = ensure_token(cancel)
     torch.manual_seed(recipe.seed)
     torch.set_num_threads(recipe.threads)
-    yield Started(job="refit-demo-adapter", run_dir=str(folder), total=steps)
     gen = load_demo_generator(folder, config=None)
     cfg = DemoGeneratorConfig.from_dict(gen.info["config"])
+    pretrain = recipe.spatial_pretrain_steps if cfg.spatial_channels else 0
+    yield Started(job="refit-demo-adapter", run_dir=str(folder), total=pretrain + steps)
     if images is None:
         from engine.data.demo.stimuli import render_stimuli
 
@@ -49,9 +50,12 @@ def refit_demo_adapter(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCo
     adapter.set_statistics(embeddings)
     sched = build_scheduler()
     emb = torch.from_numpy(np.asarray(embeddings, np.float32))
+    clock = EtaClock(pretrain + steps)
+    if pretrain:  # a fresh layout decoder learns nothing useful in the few joint steps below (as in the build)
+        err = yield from pretrain_spatial_head(adapter, emb, lat, recipe, torch.device("cpu"), cancel, clock, start=0)
+        yield Log(f"spatial head pre-trained: {pretrain} steps, latent MSE {err:.3f}")
     opt = torch.optim.AdamW(adapter.parameters(), lr=lr, weight_decay=1e-2)
     gen_rng = torch.Generator().manual_seed(recipe.seed)
-    clock = EtaClock(steps)
     for step in range(steps):
         cancel.raise_if_set()
         for g in opt.param_groups:
@@ -71,7 +75,7 @@ def refit_demo_adapter(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCo
         opt.step()
         if step % 50 == 0 or step == steps - 1:
             yield Metric("diffusion_loss", float(loss.detach()), step=step)
-        yield Progress(step + 1, steps, eta_s=clock.eta(step + 1), stage="adapter")
+        yield Progress(pretrain + step + 1, clock.total, eta_s=clock.eta(pretrain + step + 1), stage="adapter")
     folder = Path(folder)
     adapter.save(folder / "adapter")
     meta = dict(gen.info)

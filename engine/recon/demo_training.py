@@ -124,9 +124,8 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     vae_from = init_from if vae_from is None else vae_from  # a UNet initialised from a build reuses its VAE
     vae, unet, adapter, state, resume, vae_from = yield from _starting_point(continue_from, vae_from, recipe, cfg)
     fresh_vae = continue_from is None and vae_from is None
-    resumed_at = (0 if fresh_vae else recipe.vae_steps if continue_from is None else
-                  _steps_before_unet(recipe, cfg) + state["cycle"] * recipe.unet_steps + state["step"])
-    clock = EtaClock(total, start_step=resumed_at)
+    clock = EtaClock(total, start_step=_steps_done(recipe, cfg, state, continued=continue_from is not None,
+                                                   fresh_vae=fresh_vae))
 
     # ---- stage 1: VAE (trained, or reused with its decoder fine-tuned; as it was when continuing) ---------------------
     vae, lat = yield from _vae_stage(vae, images, recipe, cfg, gen, dev, cancel, clock, fresh=fresh_vae,
@@ -220,8 +219,9 @@ def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, i
     adapter = build_adapter(cfg)
     adapter.set_statistics(embeddings)
     if adapter.spatial_proj is not None and recipe.spatial_pretrain_steps:
-        err = yield from _pretrain_spatial(adapter, torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev),
-                                           lat, recipe, dev, cancel, clock)
+        err = yield from pretrain_spatial_head(adapter, torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev),
+                                           lat, recipe, dev, cancel, clock,
+                                           start=recipe.vae_steps + recipe.vae_decoder_steps)
         yield Log(f"spatial head pre-trained: {recipe.spatial_pretrain_steps} steps, latent MSE {err:.3f}")
     return unet, adapter
 
@@ -355,16 +355,15 @@ def _init_unet_from(unet, folder: Path) -> None:
 PRETRAIN_STREAM = 999  # the spatial pre-training's batches: its own stream of ``_step_rng``
 
 
-def _pretrain_spatial(adapter, emb, lat, recipe: DemoTrainConfig, dev, cancel, clock):
-    """Sub-job: fit the adapter's spatial head alone to the clean latents (AdamW, cosine lr); returns the last
-    batch's MSE."""
+def pretrain_spatial_head(adapter, emb, lat, recipe: DemoTrainConfig, dev, cancel, clock, start: int):
+    """Sub-job: fit the adapter's spatial head alone to the clean latents (AdamW, cosine lr); its progress counts
+    from ``start``. Returns the last batch's MSE."""
     import torch
 
     adapter.to(dev)
     params = list(adapter.spatial_proj.parameters())
     opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-4)
     loss = torch.zeros(())
-    start = recipe.vae_steps + recipe.vae_decoder_steps
     for step in range(recipe.spatial_pretrain_steps):
         cancel.raise_if_set()
         for g in opt.param_groups:
@@ -416,6 +415,14 @@ def _finetune_vae_decoder(vae, images: np.ndarray, lat, recipe: DemoTrainConfig,
         yield Progress(s, clock.total, eta_s=clock.eta(s), stage="vae decoder")
     vae.eval().requires_grad_(False)
     yield Log(f"VAE decoder fine-tuned: {recipe.vae_decoder_steps} steps, last batch loss {float(loss.detach()):.4f}")
+
+
+def _steps_done(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, state: dict, *, continued: bool,
+                fresh_vae: bool) -> int:
+    """Progress steps already done when the build starts."""
+    if continued:  # every stage before the UNet, and the cycles and steps of ``state``
+        return _steps_before_unet(recipe, cfg) + state["cycle"] * recipe.unet_steps + state["step"]
+    return 0 if fresh_vae else recipe.vae_steps  # a reused VAE skips only its training
 
 
 def _steps_before_unet(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig) -> int:

@@ -38,9 +38,9 @@ class ConvSpatialDecoder(nn.Module):
     def __init__(self, in_dim: int, shape: tuple[int, int, int], width: int = 256) -> None:
         super().__init__()
         c, h, w = shape
-        ups = int(np.log2(h // 4))
-        if h != w or h != 4 * 2 ** ups:
+        if h != w or h < 4 or h & (h - 1):
             raise ValueError(f"conv spatial decoder: map size must be square and 4·2^k, got {h}×{w}")
+        ups = h.bit_length() - 3  # 4 → 0, 8 → 1, 16 → 2 upsamplings
         widths = [max(width // 2 ** i, 8) for i in range(ups + 1)]
         self.width = widths[0]
         self.norm = nn.LayerNorm(in_dim)

@@ -69,3 +69,5 @@ def test_spatial_map_round_trips_and_only_the_conv_kind_is_written_to_the_config
 def test_config_refuses_an_unknown_spatial_head():
     with pytest.raises(ConfigError, match="spatial_head"):
         ConditioningConfig(input_shape=(10,), spatial_shape=(4, 16, 16), spatial_head="transformer")
+    with pytest.raises(ConfigError, match="spatial_shape"):
+        ConditioningConfig(input_shape=(10,), spatial_shape=(4, 12, 12), spatial_head="conv")

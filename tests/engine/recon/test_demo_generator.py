@@ -121,6 +121,12 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     lat = sample_latents(gen, cond, null, SamplerConfig(steps=2, guidance=3.0))
     assert lat.shape == (2, 4, 16, 16) and gen.decode(lat).shape == (2, 32, 32, 3)
 
+    # A refit of the adapter pre-trains its fresh conv layout decoder first, as the build does.
+    events = []
+    drive(refit_demo_adapter(tmp_path / "ckpt", recipe, steps=1, images=images, embeddings=emb), events.append)
+    assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]  # 3 pre-training steps + 1
+    assert any(isinstance(e, Metric) and e.name == "spatial_pretrain_loss" for e in events)
+
 
 def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_channels(tmp_path):
     import torch
