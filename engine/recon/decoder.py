@@ -35,6 +35,7 @@ ADAPTER_DIR = "adapter"
 LORA_FILE = "unet_lora.safetensors"
 CROSS_ATTN_FILE = "unet_cross_attn.safetensors"
 ROUTER_DIR = "router"
+PRIOR_DIR = "embedding_prior"
 ENCODER_DIR = "encoder"
 BLURRY_FILE = "blurry.npz"
 RESUME_DIR = "resume"
@@ -66,7 +67,15 @@ class Decoder:
     router: object = None
     blurry: object = None
     encoder_dir: Path | None = None
+    prior: object = None  # EmbeddingPrior: the brain's predictions -> the adapter's input (not the oracle's)
     info: dict = dataclasses.field(default_factory=dict)
+
+    def condition(self, embeddings, *, from_brain: bool = True):
+        """The adapter's ``Condition`` for ``embeddings`` (a torch tensor on the generator's device); a brain
+        prediction passes through the embedding prior first, an image's true embedding (the oracle) does not."""
+        if from_brain and self.prior is not None:
+            embeddings = self.prior(embeddings.float())
+        return self.adapter(embeddings)
 
     @classmethod
     def open(cls, run, generator_config=None, *, info: dict | None = None) -> "Decoder":
@@ -110,6 +119,7 @@ class Decoder:
 
         from engine.recon.blurry import BlurryRidge
         from engine.recon.conditioning import ConditioningAdapter
+        from engine.recon.embedding_prior import EmbeddingPrior
         from engine.recon.timestep_router import TimestepRouter
 
         adapter = ConditioningAdapter.load(folder / ADAPTER_DIR).to(gen.device).eval()
@@ -130,9 +140,10 @@ class Decoder:
                     own[k].copy_(v.to(own[k].dtype))
         router = (TimestepRouter.load(folder / ROUTER_DIR).to(gen.device).eval()
                   if (folder / ROUTER_DIR).is_dir() else None)
+        prior = EmbeddingPrior.load(folder / PRIOR_DIR).to(gen.device) if (folder / PRIOR_DIR).is_dir() else None
         blurry = BlurryRidge.load(folder / BLURRY_FILE) if (folder / BLURRY_FILE).is_file() else None
         enc = folder / ENCODER_DIR if (folder / ENCODER_DIR).is_dir() else None
-        return cls(gen, adapter, router=router, blurry=blurry, encoder_dir=enc, info=meta)
+        return cls(gen, adapter, router=router, blurry=blurry, encoder_dir=enc, prior=prior, info=meta)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -160,8 +171,9 @@ def decoder_state(run) -> DecoderState:
         except (OSError, ValueError):
             meta = {}
         # fine-tuning always leaves a blurry image: the encoder's low-level head, or a ridge from the embeddings
+        prior = ", embedding prior" if meta.get("prior") else ""
         return DecoderState(f"Decoder: fine-tuned ({meta.get('generator', '?')} generator, UNet "
-                            f"{meta.get('unet', 'frozen')}, {meta.get('steps', '?')} steps)", True, True)
+                            f"{meta.get('unet', 'frozen')}{prior}, {meta.get('steps', '?')} steps)", True, True)
     try:
         model = TrainedModel.open(run)
     except (NeuroLensError, OSError, ValueError):
@@ -185,7 +197,7 @@ def decoder_state(run) -> DecoderState:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encoder, info: dict, step: int,
+def save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encoder, prior, info: dict, step: int,
                  emb: np.ndarray, enc_blurry, images, images_of_rows, levels, rows, *, optimizer=None, rng=None,
                  position: dict | None = None) -> Path:
     """Write the decoder folder ``out_dir`` in one atomic step; with ``position``, also what resuming needs."""
@@ -213,6 +225,8 @@ def save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encod
                                     {k: v.detach() for k, v in cross_attn_parameters(gen.unet).items()})
         if router is not None:
             router.save(tmp / ROUTER_DIR)
+        if prior is not None:
+            prior.save(tmp / PRIOR_DIR)
         if encoder is not None:
             encoder.save(tmp / ENCODER_DIR, overwrite=False)
         if enc_blurry is None:
@@ -224,7 +238,8 @@ def save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encod
             "input_shape": list(adapter.config.input_shape),
             "embedder": info.get("embedder"), "target": info.get("target"), "unet": cfg.unet, "lora": lora,
             "ip_adapter": gen.info.get("ip_adapter") if gen.image_embed_dim else None,
-            "router": router is not None, "joint_encoder": encoder is not None, "config": cfg.to_dict(),
+            "router": router is not None, "prior": prior is not None, "joint_encoder": encoder is not None,
+            "config": cfg.to_dict(),
             "steps": step, "complete": bool(position is None or position["step"] >= position["total"]),
             "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return out_dir

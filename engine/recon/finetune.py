@@ -11,7 +11,9 @@ trials, what turns this run's predicted embeddings into images:
 - optionally the brain encoder itself (``joint_encoder``), with the auxiliary alignment loss
   ``align_weight * (1 - cos(predicted, true embedding))`` (upstream NeuroLens "clipA": 0.03);
 - for a Mixture-of-Experts encoder, a ``TimestepRouter`` over its expert levels;
-- a ``BlurryRidge`` for the low-level image when the encoder has no blurry head.
+- a ``BlurryRidge`` for the low-level image when the encoder has no blurry head;
+- first, for vector embeddings, the embedding prior (``engine.recon.embedding_prior``, ``prior_epochs``): the brain's
+  predictions → the image embeddings they stand for; the adapter trains on, and sampling reads, its output.
 
 Loss: ε-MSE on the VAE latents of the seen images, with min-SNR-γ weights when ``min_snr_gamma`` is set.
 Everything is written to ``RUN_DIR/decoder/`` (``engine.recon.decoder``: atomically, after every epoch and when
@@ -76,6 +78,7 @@ class _Training:
     adapter: object
     router: object
     encoder: object  # the jointly trained encoder, else None
+    prior: object  # the fitted EmbeddingPrior, else None
     optimizer: object
     params: list
     scaler: object
@@ -91,7 +94,7 @@ class _Training:
         position = {"step": self.step, "epoch": epoch, "batch": batch, "loss": self.last_loss, "total": self.total,
                     "order": None if order is None else order.tolist()}
         d = self.data
-        return save_decoder(self.out_dir, self.cfg, self.gen, self.adapter, self.router, self.encoder,
+        return save_decoder(self.out_dir, self.cfg, self.gen, self.adapter, self.router, self.encoder, self.prior,
                             self.model.info, self.step, d.embeddings, d.blurry, self.model.subject.images,
                             d.images_of_rows, d.levels, d.rows, optimizer=self.optimizer, rng=self.rng,
                             position=position)
@@ -126,13 +129,16 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
         saved_meta, saved_state = read_resume_state(model.run.decoder_dir)
         cfg = FinetuneConfig.from_dict(saved_meta["config"], "config",
                                        source=model.run.decoder_dir / DECODER_FILE)
+        if "prior_epochs" not in saved_meta["config"]:  # started before the embedding prior existed
+            cfg = cfg.replace(prior_epochs=0)
     yield Started(job="finetune", run_dir=str(model.run.path))
     subj = model.subject
     torch.manual_seed(cfg.seed)
     rng = torch.Generator().manual_seed(cfg.seed)
     gen = yield from _load_generator(cfg, subj)
     data = yield from _training_data(model, gen, cfg, cancel)
-    t = yield from _build_training(cfg, model, gen, data, rng)
+    prior = yield from _embedding_prior(cfg, data, gen, cancel)
+    t = yield from _build_training(cfg, model, gen, data, prior, rng)
     start_epoch, start_batch, saved_order = 0, 0, None
     if saved_state is not None:
         restore_training_state(t.out_dir, saved_state, adapter=t.adapter, router=t.router, unet=gen.unet,
@@ -188,14 +194,31 @@ def _training_data(model: TrainedModel, gen, cfg: FinetuneConfig, cancel):
                          torch.cat(parts))
 
 
-def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _TrainingData, rng):
+def _embedding_prior(cfg: FinetuneConfig, data: _TrainingData, gen, cancel):
+    """Stage: the embedding prior fitted on the training trials, on the generator's device (from its own CPU random
+    stream, so a resumed fine-tuning fits the same one); None when off or not applicable."""
+    from engine.recon.embedding_prior import PRIOR_BATCH, fit_embedding_prior
+
+    if not cfg.prior_epochs or cfg.joint_encoder or data.embeddings.ndim != 2:
+        return None
+    targets = data.targets[data.images_of_rows]
+    steps = -(-len(targets) // PRIOR_BATCH) * cfg.prior_epochs
+    steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
+    prior = yield from fit_embedding_prior(data.embeddings, targets, steps=steps, noise=cfg.prior_noise,
+                                           seed=cfg.seed, cancel=cancel, device=gen.device)
+    yield Log(f"embedding prior fitted on {len(targets)} training trials ({steps} steps, input noise "
+              f"{cfg.prior_noise:g})")
+    return prior.requires_grad_(False)
+
+
+def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _TrainingData, prior, rng):
     """Stage: the adapter (and router, UNet weights, encoder) that train, their optimizer and the loss's parts."""
     import torch
     from diffusers import DDPMScheduler
 
     from engine.recon.finetune_step import FinetuneParts
 
-    adapter, router = yield from _adapter_and_router(cfg, model, gen, data)
+    adapter, router = yield from _adapter_and_router(cfg, model, gen, data, prior)
     groups = [{"params": [p for p in adapter.parameters() if p.requires_grad], "lr": cfg.lr}]
     if router is not None:
         # only the slopes (one per level: the schedule's shape) at router_lr; the time query and level keys at the
@@ -218,15 +241,15 @@ def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Traini
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     # The generator's own noise schedule (an SD folder ships a PNDM config; the betas are what matter here).
     sched = DDPMScheduler.from_config({k: v for k, v in gen.scheduler_config.items() if not k.startswith("_")})
-    parts = FinetuneParts(gen, sched, adapter, router, encoder, model.subject_key)
+    parts = FinetuneParts(gen, sched, adapter, router, encoder, model.subject_key, prior)
     n = len(data.rows)
     per_epoch = max(1, n // cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs, cfg.max_steps)
-    return _Training(cfg, model, model.run.decoder_dir, gen, data, adapter, router, encoder, opt,
+    return _Training(cfg, model, model.run.decoder_dir, gen, data, adapter, router, encoder, prior, opt,
                      [p for g in groups for p in g["params"]], scaler, amp_dtype, parts, rng, per_epoch, total)
 
 
-def _adapter_and_router(cfg: FinetuneConfig, model: TrainedModel, gen, data: _TrainingData):
+def _adapter_and_router(cfg: FinetuneConfig, model: TrainedModel, gen, data: _TrainingData, prior):
     """The conditioning adapter (from the generator's own when the run predicts its embedding) and, for a
     Mixture-of-Experts encoder, the timestep router, on the generator's device."""
     from engine.recon.conditioning import ConditioningAdapter
@@ -245,7 +268,7 @@ def _adapter_and_router(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Tr
             yield Log("the adapter's spatial head stays as the generator trained it")
     else:
         adapter = ConditioningAdapter(gen.adapter_config(shape))
-    adapter.set_statistics(data.embeddings)
+    adapter.set_statistics(data.embeddings if prior is None else prior.map_array(data.embeddings))
     adapter.to(gen.device).train()
     router = None
     if data.levels is not None and cfg.router:

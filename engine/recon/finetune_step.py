@@ -31,6 +31,7 @@ class FinetuneParts:
     router: object = None
     encoder: object = None  # trained jointly when set
     subject_key: str = ""
+    prior: object = None  # the frozen EmbeddingPrior between the brain's prediction and the adapter
 
 
 @dataclass
@@ -68,6 +69,8 @@ def finetune_loss(parts: FinetuneParts, batch: FinetuneBatch, cfg, rng) -> Finet
         e = to_device(batch.embeddings, dev)
         lv = None if batch.levels is None else to_device(batch.levels, dev)
     e_in = parts.router.mix(lv, t) if parts.router is not None and lv is not None else e
+    if parts.prior is not None:
+        e_in = parts.prior(e_in.float())
     cond = parts.adapter.drop(parts.adapter(e_in.float()), drop_mask(n, cfg.drop_prob, generator=rng, device=dev))
     pred = gen.predict_noise(xt, t, cond).float()
     per = ((pred - noise) ** 2).mean(dim=(1, 2, 3))

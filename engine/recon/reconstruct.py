@@ -295,9 +295,9 @@ def _sample_batch(cfg: ReconstructConfig, scfg, decoder, pred: BrainPrediction, 
 
             def cond(t, lv=lv):
                 with torch.no_grad():
-                    return decoder.adapter(decoder.router.mix(lv, t.reshape(1))).repeat(k_samples)
+                    return decoder.condition(decoder.router.mix(lv, t.reshape(1))).repeat(k_samples)
         else:
-            cond = decoder.adapter(emb).repeat(k_samples)
+            cond = decoder.condition(emb, from_brain=cfg.source == "brain").repeat(k_samples)
     seeds = [sample_seed(cfg.seed, int(i), k) for i in img_idx for k in range(k_samples)]
     init = None
     if cfg.img2img_strength is not None:

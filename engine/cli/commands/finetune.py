@@ -5,7 +5,7 @@ from __future__ import annotations
 NAME = "finetune"
 HELP = "fine-tune the image generator's conditioning (and optionally LoRA) on a trained run's brain encoder"
 DESCRIPTION = (
-    "Train, on the subject's training trials, the adapter that turns the run's predicted embeddings into the "
+    "Train, on the subject's training trials, the embedding prior (vector embeddings) and the adapter that turns the run's predicted embeddings into the "
     "generator's cross-attention condition (with a learned null condition for classifier-free guidance), and "
     "optionally LoRA or the cross-attention layers of the UNet, a timestep router over a Mixture-of-Experts "
     "encoder's levels, or the encoder itself. Writes RUN_DIR/decoder/ after every epoch and when cancelled "
@@ -35,6 +35,11 @@ def add_arguments(p) -> None:
     p.add_argument("--no-router", action="store_true", help="MoE encoders: do not learn a timestep router")
     p.add_argument("--router-lr", type=float, default=FinetuneConfig.router_lr,
                    help=f"learning rate of the timestep router (default {FinetuneConfig.router_lr:g})")
+    p.add_argument("--prior-epochs", type=int, default=FinetuneConfig.prior_epochs, metavar="N",
+                   help="epochs of fitting the embedding prior (brain prediction -> image embedding) on the training "
+                        f"trials before the adapter; 0: none (default {FinetuneConfig.prior_epochs})")
+    p.add_argument("--prior-noise", type=float, default=FinetuneConfig.prior_noise,
+                   help=f"input noise while fitting the prior (default {FinetuneConfig.prior_noise:g})")
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: CUDA when present)")
@@ -64,7 +69,7 @@ def run(args) -> int:
                          drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
                          joint_encoder=args.joint_encoder, align_weight=args.align_weight,
                          router=not args.no_router, router_lr=args.router_lr, seed=args.seed, device=args.device,
-                         dtype=args.dtype,
+                         dtype=args.dtype, prior_epochs=args.prior_epochs, prior_noise=args.prior_noise,
                          max_steps=args.max_steps,
                          ip_adapter=None if args.ip_adapter.lower() == "none" else args.ip_adapter)
     result = run_job(lambda cancel: finetune_job(args.run_dir, config=cfg, cancel=cancel, subject=args.subject,

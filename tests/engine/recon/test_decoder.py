@@ -45,7 +45,8 @@ def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_sub
                        subject=tiny_subject_s))
     assert has_decoder(run) and has_decoder(Run(run)) and timestep_router_dir(run) is None  # a ridge: no levels
     description, can, blurry = decoder_state(Run(run))  # a NamedTuple: unpacks as the panel's tuple did
-    assert can and blurry and description == f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, 1 steps)"
+    assert can and blurry and description == (f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, "
+                                             "embedding prior, 1 steps)")
     meta, state = read_resume_state(Run(run).decoder_dir)
     assert meta["steps"] == state["step"] == 1 and meta["config"]["max_steps"] == 1
 
