@@ -5,8 +5,9 @@ generator, fed one, draws something between images (demo, build 5: the judge nam
 while a linear probe reads the right category from the same predictions for 97 % of test images). MindEye maps its
 backbone's output into the image-embedding distribution before generating (its diffusion prior); this is the
 deterministic form of that step: a small MLP fitted on the training trials, prediction → the true embedding of the
-seen image (MSE, in standardised units), with Gaussian noise added to its inputs during fitting because the
-predictions of the training trials are in-sample (closer to the truth than a held-out trial's).
+seen image (MSE, in standardised units; hidden layers of 512, or the embedding's width when wider), with Gaussian
+noise added to its inputs during fitting because the predictions of the training trials are in-sample (closer to the
+truth than a held-out trial's).
 
 Used for vector embeddings only (``(batch, D)``): ``finetune`` fits it first, the adapter then trains on its output,
 and ``reconstruct`` applies it to the brain's predictions (never to the oracle's true embeddings).
@@ -29,6 +30,7 @@ from engine.jsonfile import read_object
 from engine.models.construction import MODEL_BUILD_LOCK
 
 PRIOR_BATCH = 256
+PRIOR_HIDDEN = 512  # at least; as wide as the embedding when that is wider (CLIP ViT-L: 768)
 PRIOR_LR = 1e-3
 
 
@@ -120,7 +122,7 @@ def fit_embedding_prior(predictions: np.ndarray, targets: np.ndarray, *, steps: 
     y = torch.as_tensor(np.asarray(targets, np.float32))
     gen = torch.Generator().manual_seed(seed)
     with MODEL_BUILD_LOCK:
-        prior = EmbeddingPrior(x.shape[1], generator=gen)
+        prior = EmbeddingPrior(x.shape[1], max(PRIOR_HIDDEN, x.shape[1]), generator=gen)
     prior.in_mean.copy_(x.mean(0))
     prior.in_std.copy_(x.std(0).clamp_min(1e-6))
     prior.out_mean.copy_(y.mean(0))

@@ -198,11 +198,16 @@ def _embedding_prior(cfg: FinetuneConfig, data: _TrainingData, gen, cancel):
     """Stage: the embedding prior fitted on the training trials, on the generator's device (from its own CPU random
     stream, so a resumed fine-tuning fits the same one); None when off or not applicable."""
     from engine.recon.embedding_prior import PRIOR_BATCH, fit_embedding_prior
+    from engine.recon.finetune_config import DEFAULT_PRIOR_EPOCHS
+    from engine.recon.own_generator import KIND as OWN_KIND
 
-    if not cfg.prior_epochs or cfg.joint_encoder or data.embeddings.ndim != 2:
+    epochs = cfg.prior_epochs
+    if epochs is None:
+        epochs = 0 if gen.kind == OWN_KIND else DEFAULT_PRIOR_EPOCHS
+    if not epochs or cfg.joint_encoder or data.embeddings.ndim != 2:
         return None
     targets = data.targets[data.images_of_rows]
-    steps = -(-len(targets) // PRIOR_BATCH) * cfg.prior_epochs
+    steps = -(-len(targets) // PRIOR_BATCH) * epochs
     steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)
     prior = yield from fit_embedding_prior(data.embeddings, targets, steps=steps, noise=cfg.prior_noise,
                                            seed=cfg.seed, cancel=cancel, device=gen.device)

@@ -15,7 +15,7 @@ ORDER = 60
 
 
 def add_arguments(p) -> None:
-    from engine.recon.finetune_config import FinetuneConfig
+    from engine.recon.finetune_config import DEFAULT_PRIOR_EPOCHS, FinetuneConfig
 
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     p.add_argument("--generator", default="demo", metavar="PATH|demo",
@@ -35,9 +35,10 @@ def add_arguments(p) -> None:
     p.add_argument("--no-router", action="store_true", help="MoE encoders: do not learn a timestep router")
     p.add_argument("--router-lr", type=float, default=FinetuneConfig.router_lr,
                    help=f"learning rate of the timestep router (default {FinetuneConfig.router_lr:g})")
-    p.add_argument("--prior-epochs", type=int, default=FinetuneConfig.prior_epochs, metavar="N",
+    p.add_argument("--prior-epochs", type=int, default=None, metavar="N",
                    help="epochs of fitting the embedding prior (brain prediction -> image embedding) on the training "
-                        f"trials before the adapter; 0: none (default {FinetuneConfig.prior_epochs})")
+                        f"trials before the adapter; 0: none (default {DEFAULT_PRIOR_EPOCHS}; none for a generator "
+                        "trained on the subject's own images)")
     p.add_argument("--prior-noise", type=float, default=FinetuneConfig.prior_noise,
                    help=f"input noise while fitting the prior (default {FinetuneConfig.prior_noise:g})")
     p.add_argument("--max-steps", type=int, default=None)

@@ -70,7 +70,7 @@ def test_fine_tuning_fits_a_prior_that_reconstruction_uses_for_the_brain_not_the
     drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=1, prior_epochs=30),
                        subject=tiny_subject_s))
     dec = Decoder.open(run)
-    assert dec.prior is not None and dec.info["prior"] is True
+    assert dec.prior is not None and dec.info["prior"] is True and dec.info["config"]["prior_epochs"] == 30
     e = torch.randn(3, *dec.adapter.config.input_shape)
     with torch.no_grad():
         brain, oracle = dec.condition(e), dec.condition(e, from_brain=False)

@@ -119,6 +119,8 @@ def test_the_generator_route_end_to_end(subject, generator, tmp_path):
     drive(train_job(cfg, subject, tmp_path / "run"))
     drive(finetune_job(tmp_path / "run", config=FinetuneConfig(generator=str(generator), epochs=1, batch_size=8,
                                                                device="cpu")))
+    # a generator of the subject's own images takes the ridge's principal-component scores as they are: no prior
+    assert not (tmp_path / "run" / "decoder" / "embedding_prior").exists()
     res = drive(reconstruct_job(tmp_path / "run", ReconstructConfig(samples=2, steps=3, device="cpu"),
                                 subject=subject, out_dir=tmp_path / "rec"))
     index = json.loads((tmp_path / "rec" / "index.json").read_text())
