@@ -293,8 +293,13 @@ def restore_training_state(decoder_dir: Path, state: dict, *, adapter, router, u
         from engine.models.registry import load_encoder_folder
 
         encoder.load_state_dict(load_encoder_folder(decoder_dir / ENCODER_DIR).state_dict())
-    optimizer.load_state_dict(unflatten_optimizer_state(
-        load_file(str(decoder_dir / RESUME_DIR / "optimizer.safetensors")), state["optimizer"]))
+    try:
+        optimizer.load_state_dict(unflatten_optimizer_state(
+            load_file(str(decoder_dir / RESUME_DIR / "optimizer.safetensors")), state["optimizer"]))
+    except (ValueError, KeyError) as e:  # e.g. a state saved when other parameters trained (an older NeuroLens)
+        raise CheckpointError(f"{decoder_dir / RESUME_DIR}: the saved optimizer state does not fit the parameters "
+                              f"this fine-tuning trains ({e}); start it again: 'neurolens finetune' without --resume, "
+                              "with --overwrite") from None
     restore_rng(state["rng"], load_file(str(decoder_dir / RESUME_DIR / "rng.safetensors")), rng)
 
 

@@ -55,3 +55,27 @@ def test_resume_without_a_saved_state_names_what_is_missing(ridge_run, tmp_path)
     shutil.copytree(ridge_run, run, ignore=shutil.ignore_patterns("decoder"))
     with pytest.raises(CheckpointError, match="missing decoder.json"):
         drive(finetune_job(run, resume=True))
+
+
+def test_resume_with_an_optimizer_state_of_other_parameters_is_one_clear_line(ridge_run, tiny_demo_gen,
+                                                                             tiny_subject_s, tmp_path):
+    """A state saved when another set of parameters trained (as before the spatial head was frozen) is refused by
+    name, with what to do, instead of torch's error about parameter groups."""
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(ridge_run, run, ignore=shutil.ignore_patterns("decoder"))
+    cfg = FinetuneConfig(generator=str(tiny_demo_gen), epochs=2, batch_size=64, prior_epochs=0)
+    token = CancelToken()
+    with pytest.raises(Cancelled):
+        for ev in finetune_job(run, config=cfg, subject=tiny_subject_s, cancel=token):
+            if isinstance(ev, Progress) and ev.stage.startswith("finetune") and ev.step == 2:
+                token.set()
+    state_file = run / "decoder" / "resume" / "state.json"
+    state = json.loads(state_file.read_text())
+    state["optimizer"]["param_groups"][0]["params"].append(999)  # one parameter more than this fine-tuning has
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(CheckpointError) as e:
+        drive(finetune_job(run, subject=tiny_subject_s, resume=True))
+    assert "does not fit the parameters" in str(e.value) and "without --resume" in str(e.value)
+    assert "\n" not in str(e.value)
