@@ -56,8 +56,8 @@ def test_save_and_load_give_the_same_mapping(tmp_path):
         EmbeddingPrior.load(tmp_path / "p")
 
 
-def test_fine_tuning_fits_a_prior_that_reconstruction_uses_for_the_brain_not_the_oracle(tmp_path, tiny_subject_s):
-    from engine.recon.decoder import Decoder
+def _fine_tuned_run(tmp_path, subject, **finetune):
+    """A tiny ridge run whose decoder is fine-tuned for a tiny demo generator with ``finetune`` settings."""
     from engine.recon.finetune import finetune_job
     from engine.recon.finetune_config import FinetuneConfig
     from engine.train.presets import get_preset
@@ -66,9 +66,17 @@ def test_fine_tuning_fits_a_prior_that_reconstruction_uses_for_the_brain_not_the
 
     gen_dir = build_tiny_demo_generator(tmp_path / "gen")
     run = tmp_path / "run"
-    drive(train_job(get_preset("tiny-ridge", tiny_subject_s), tiny_subject_s, run))
-    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=1, prior_epochs=30),
-                       subject=tiny_subject_s))
+    drive(train_job(get_preset("tiny-ridge", subject), subject, run))
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), **finetune), subject=subject))
+    return run, gen_dir
+
+
+def test_fine_tuning_fits_a_prior_that_reconstruction_uses_for_the_brain_not_the_oracle(tmp_path, tiny_subject_s):
+    from engine.recon.decoder import Decoder
+    from engine.recon.finetune import finetune_job
+    from engine.recon.finetune_config import FinetuneConfig
+
+    run, gen_dir = _fine_tuned_run(tmp_path, tiny_subject_s, max_steps=1, prior_epochs=30)
     dec = Decoder.open(run)
     assert dec.prior is not None and dec.info["prior"] is True and dec.info["config"]["prior_epochs"] == 30
     e = torch.randn(3, *dec.adapter.config.input_shape)
@@ -90,20 +98,11 @@ def test_reconstruct_draws_the_brain_rows_through_the_prior_and_the_oracle_witho
     """Same run and seeds: removing the decoder's prior changes the brain's samples, not the oracle's."""
     from PIL import Image
 
-    from engine.recon.finetune import finetune_job
-    from engine.recon.finetune_config import FinetuneConfig
     from engine.recon.index import read_index
     from engine.recon.reconstruct import reconstruct_job
     from engine.recon.reconstruct_config import ReconstructConfig
-    from engine.train.presets import get_preset
-    from engine.train.trainer import train_job
-    from tests.engine.recon.tiny_models import build_tiny_demo_generator
 
-    gen_dir = build_tiny_demo_generator(tmp_path / "gen")
-    run = tmp_path / "run"
-    drive(train_job(get_preset("tiny-ridge", tiny_subject_s), tiny_subject_s, run))
-    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=20, prior_epochs=20),
-                       subject=tiny_subject_s))
+    run, _ = _fine_tuned_run(tmp_path, tiny_subject_s, max_steps=20, prior_epochs=20)
 
     def samples(source: str, out: str) -> np.ndarray:
         cfg = ReconstructConfig(samples=1, steps=2, device="cpu", source=source)
