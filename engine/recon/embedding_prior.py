@@ -42,7 +42,7 @@ class EmbeddingPrior(nn.Module):
     not move the random draws of the job around it.
     """
 
-    def __init__(self, dim: int, hidden: int = 512, dropout: float = 0.2, *, generator=None) -> None:
+    def __init__(self, dim: int, hidden: int = PRIOR_HIDDEN, dropout: float = 0.2, *, generator=None) -> None:
         super().__init__()
         self.dim, self.hidden, self.dropout = int(dim), int(hidden), float(dropout)
         for name in ("in_mean", "out_mean"):
@@ -115,8 +115,7 @@ def fit_embedding_prior(predictions: np.ndarray, targets: np.ndarray, *, steps: 
 
     ``noise`` is the standard deviation of the Gaussian noise added to the standardised predictions of each batch.
     Every draw (weights, batches, noise, dropout) comes from one generator seeded with ``seed``: torch's global
-    stream does not move. Yields ``Metric``
-    (``prior_loss``) and ``Progress``; returns the prior in eval mode.
+    stream does not move. Yields ``Metric`` (``prior_loss``) and ``Progress``; returns the prior in eval mode.
     """
     x = torch.as_tensor(np.asarray(predictions, np.float32))
     y = torch.as_tensor(np.asarray(targets, np.float32))

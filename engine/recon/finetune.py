@@ -137,7 +137,8 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     rng = torch.Generator().manual_seed(cfg.seed)
     gen = yield from _load_generator(cfg, subj)
     data = yield from _training_data(model, gen, cfg, cancel)
-    prior = yield from _embedding_prior(cfg, data, gen, cancel)
+    prior = yield from _embedding_prior(cfg, data, gen, cancel,
+                                        resume_dir=None if saved_state is None else model.run.decoder_dir)
     t = yield from _build_training(cfg, model, gen, data, prior, rng)
     start_epoch, start_batch, saved_order = 0, 0, None
     if saved_state is not None:
@@ -194,10 +195,11 @@ def _training_data(model: TrainedModel, gen, cfg: FinetuneConfig, cancel):
                          torch.cat(parts))
 
 
-def _embedding_prior(cfg: FinetuneConfig, data: _TrainingData, gen, cancel):
+def _embedding_prior(cfg: FinetuneConfig, data: _TrainingData, gen, cancel, *, resume_dir: Path | None):
     """Stage: the embedding prior fitted on the training trials, on the generator's device (from its own CPU random
-    stream, so a resumed fine-tuning fits the same one); None when off or not applicable."""
-    from engine.recon.embedding_prior import PRIOR_BATCH, fit_embedding_prior
+    stream), or the one saved with the fine-tuning being resumed; None when off or not applicable."""
+    from engine.recon.decoder import PRIOR_DIR
+    from engine.recon.embedding_prior import PRIOR_BATCH, EmbeddingPrior, fit_embedding_prior
     from engine.recon.finetune_config import DEFAULT_PRIOR_EPOCHS
     from engine.recon.own_generator import KIND as OWN_KIND
 
@@ -206,6 +208,9 @@ def _embedding_prior(cfg: FinetuneConfig, data: _TrainingData, gen, cancel):
         epochs = 0 if gen.kind == OWN_KIND else DEFAULT_PRIOR_EPOCHS
     if not epochs or cfg.joint_encoder or data.embeddings.ndim != 2:
         return None
+    if resume_dir is not None and (resume_dir / PRIOR_DIR).is_dir():
+        yield Log("embedding prior: the one fitted before the interruption")
+        return EmbeddingPrior.load(resume_dir / PRIOR_DIR).to(gen.device).requires_grad_(False)
     targets = data.targets[data.images_of_rows]
     steps = -(-len(targets) // PRIOR_BATCH) * epochs
     steps = steps if cfg.max_steps is None else min(steps, cfg.max_steps)

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.errors import Cancelled, CheckpointError
-from engine.events import CancelToken, Checkpoint, Progress, drive
+from engine.events import CancelToken, Checkpoint, Log, Progress, drive
 from engine.recon.finetune import finetune_job
 from engine.recon.finetune_config import FinetuneConfig
 
@@ -42,6 +42,9 @@ def test_cancelled_finetune_resumes_to_the_uninterrupted_result(ridge_run, tiny_
                 events.append)
     assert res.steps == 6
     assert [e.step for e in events if isinstance(e, Progress) and e.stage.startswith("finetune")] == [5, 6]
+    # the embedding prior is the saved one, not fitted again
+    assert any(isinstance(e, Log) and "fitted before the interruption" in e.message for e in events)
+    assert not any(isinstance(e, Progress) and e.stage == "embedding prior" for e in events)
     a, b = _weights(full), _weights(cut)
     assert a.keys() == b.keys()
     for k in a:
