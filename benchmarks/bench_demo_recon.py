@@ -39,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import report  # noqa: E402 - needs the path above
+from engine.data.demo.simulate import DEMO_SNR_SCALE  # noqa: E402
 
 GRID_PATH = ROOT / "docs" / "images" / "demo-reconstructions.png"
 N_GRID = 12
@@ -225,10 +226,11 @@ def parse_args(argv) -> argparse.Namespace:
                    help="reconstruct only this many test images, spread over the split (0: all 100)")
     p.add_argument("--quick", action="store_true",
                    help="smoke test (5 fine-tuning steps, 3 denoising steps, 1 sample), written into --work only")
-    p.add_argument("--snr-scale", type=float, default=1.0,
-                   help="simulate the subject with this signal-to-noise scale (demo create --snr-scale; 1: the "
-                        "shipped NSD-like demo). A high value (e.g. 10) measures what a near-perfect decoder of the "
-                        "simulated voxels reaches; results go to bench_demo_recon_snrF.json and the grid beside them")
+    p.add_argument("--snr-scale", type=float, default=DEMO_SNR_SCALE,
+                   help=f"simulate the subject with this signal-to-noise scale (demo create --snr-scale; default "
+                        f"{DEMO_SNR_SCALE:g}: the shipped demo; 1: NSD's single-trial level). A high value (e.g. 10) "
+                        f"measures what a near-perfect decoder of the simulated voxels reaches. Another scale than the "
+                        f"default writes bench_demo_recon_snrF.json and the grid beside them")
     p.add_argument("--grid-only", type=Path, default=None, metavar="RUN_DIR",
                    help="only redraw the grid from the recon folders in RUN_DIR")
     return p.parse_args(argv)
@@ -354,7 +356,7 @@ def main(argv=None) -> int:
     n_images = len(read_index(g3).items)
     gen_info = load_generator("demo", device="cpu").info
     goals, best = brain_goals(table, judged, times, oracle, {"guidance 3": g3, f"from blurry {args.img2img:g}": gb})
-    snr = "" if args.snr_scale == 1 else f"_snr{args.snr_scale:g}"
+    snr = "" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}"
     grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{snr.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),
                            work / grid_path.name if args.quick else grid_path)

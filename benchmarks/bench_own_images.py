@@ -139,7 +139,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pixel-only", action="store_true",
                     help="only the pixel decoders (pixel-ridge, PCA, multi-scale) and the numpy reference: no generator")
     ap.add_argument("--snr-scale", type=float, default=1.0,
-                    help="the simulated subject's signal-to-noise scale (demo create --snr-scale; 1 = NSD-like)")
+                    help="the simulated subject's signal-to-noise scale (demo create --snr-scale; 1 = NSD's "
+                         "single-trial level, as these results were recorded; the demo subject's default is 3.7)")
     ap.add_argument("--pictures", default=str(ROOT / "docs" / "images"), help="folder for the picture grids")
     return ap.parse_args()
 

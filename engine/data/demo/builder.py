@@ -23,8 +23,8 @@ from engine.events import EtaClock, Event, Finished, Log, Progress, Started, dri
 
 GENERATOR = "neurolens demo"
 # Bump whenever the simulation's output changes: cached demo subjects of another version are rebuilt.
-# 2: hue-tuned colour channels, NSD-like single-trial SNR.
-MODEL_VERSION = 2
+# 2: hue-tuned colour channels, NSD-like single-trial SNR. 3: SNR × DEMO_SNR_SCALE (NSD's training information).
+MODEL_VERSION = 3
 _RENDER_CHUNK = 300
 # Independent random streams per part of the simulation, so changing one part leaves the others as they were.
 _STREAM_LAYOUT, _STREAM_VOXELS, _STREAM_MODEL, _STREAM_SCHEDULE, _STREAM_NOISE, _STREAM_COUNT, _STREAM_COLOUR = range(7)

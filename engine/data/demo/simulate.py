@@ -33,6 +33,10 @@ from engine.data.demo.stimuli import CATEGORIES, StimulusSet
 
 # Per ROI, in ROI_NAMES order (V1, V2, V3, hV4, LO, VOT).
 ROI_SNR = (0.68, 0.6, 0.54, 0.46, 0.4, 0.36)  # median single-trial signal-to-noise ratio (NSD-like, see docs)
+# The demo's default SNR, as a multiple of ROI_SNR. NSD's subject 1 has 27,000 training trials, the demo 2,000; a
+# linear decoder's error from N trials at noise SD s equals that from k·N trials at s·sqrt(k), so sqrt(27,000 / 2,000)
+# gives the demo's training set NSD's information. Its test trials are cleaner than NSD's too (docs/demo-subject.md).
+DEMO_SNR_SCALE = 3.7
 ROI_CATEGORY_WEIGHT = (0.0, 0.0, 0.05, 0.2, 0.7, 0.9)
 ROI_EXPONENT = (0.9, 0.75, 0.65, 0.55, 0.45, 0.4)  # compressive spatial summation
 ROI_CONTRAST_WEIGHT = ((0.5, 0.9), (0.45, 0.85), (0.4, 0.8), (0.15, 0.5), (0.4, 0.8), (0.4, 0.8))  # vs colour
@@ -62,8 +66,10 @@ class DemoConfig:
     energy_grid : int
         Resolution of the image energy maps the receptive fields integrate over.
     snr_scale : float
-        Multiplies every voxel's single-trial signal-to-noise ratio: 1 is the NSD-like default (``ROI_SNR``); lower
-        values simulate a weaker signal (a 1.5 T scanner, shorter runs, a teaching dataset), where priors matter more.
+        Multiplies every voxel's NSD-like single-trial signal-to-noise ratio (``ROI_SNR``). The default,
+        ``DEMO_SNR_SCALE`` (3.7), gives the demo's 2,000 training trials the information of NSD's 27,000; 1 is NSD's
+        single-trial level; lower values simulate a weaker signal (a 1.5 T scanner, shorter runs), where priors matter
+        more.
     """
 
     n_train_images: int = 2000
@@ -74,7 +80,7 @@ class DemoConfig:
     image_size: int = 64
     n_voxels: int | None = None
     energy_grid: int = 32
-    snr_scale: float = 1.0
+    snr_scale: float = DEMO_SNR_SCALE
 
     def __post_init__(self) -> None:
         if not 0 < self.snr_scale <= 10:
