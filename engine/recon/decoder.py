@@ -77,6 +77,24 @@ class Decoder:
             embeddings = self.prior(embeddings.float())
         return self.adapter(embeddings)
 
+    def layout(self, embeddings: np.ndarray, *, from_brain: bool = True, batch: int = 256) -> np.ndarray | None:
+        """The generator's own coarse picture of ``embeddings``, a low-level image: the adapter's spatial map (the
+        layout latent the UNet is conditioned on; for brain predictions, from the prior's output) decoded by the VAE,
+        ``(n, 3, H, W)`` in [0, 1]. None when the adapter predicts no latent-shaped map (Stable Diffusion adapters)."""
+        gen, out = self.generator, []
+        shape = getattr(getattr(self.adapter, "config", None), "spatial_shape", None)
+        if getattr(self.adapter, "spatial_proj", None) is None or \
+                tuple(shape or ()) != (gen.latent_channels, gen.latent_size, gen.latent_size):
+            return None
+        import torch
+
+        x = np.asarray(embeddings, np.float32)
+        with torch.no_grad():
+            for s in range(0, len(x), batch):
+                emb = torch.from_numpy(x[s:s + batch]).to(gen.device)
+                out.append(gen.decode(self.condition(emb, from_brain=from_brain).spatial))
+        return np.concatenate(out).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+
     @classmethod
     def open(cls, run, generator_config=None, *, info: dict | None = None) -> "Decoder":
         """The fine-tuned decoder of a run (``RUN_DIR/decoder/``), or, when there is none, the demo generator's own
@@ -170,7 +188,7 @@ def decoder_state(run) -> DecoderState:
             meta = json.loads(dec.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             meta = {}
-        # fine-tuning always leaves a blurry image: the encoder's low-level head, or a ridge from the embeddings
+        # fine-tuning always leaves a low-level image: the encoder's head, the generator's layout or a ridge
         prior = ", embedding prior" if meta.get("prior") else ""
         return DecoderState(f"Decoder: fine-tuned ({meta.get('generator', '?')} generator, UNet "
                             f"{meta.get('unet', 'frozen')}{prior}, {meta.get('steps', '?')} steps)", True, True)
@@ -186,8 +204,14 @@ def decoder_state(run) -> DecoderState:
                             "reconstructions (no generator); for sharper images, train a generator on this subject's "
                             "images", True, False)
     if info.get("embedder") == "demo" and info.get("target") == "pooled":
+        from engine.recon.generators import demo_folder
+
+        try:  # the shipped generator's layout head gives a low-level image without fine-tuning
+            layout = "spatial_shape" in read_object(demo_folder() / ADAPTER_DIR / "config.json").get("config", {})
+        except (NeuroLensError, OSError, ValueError, AttributeError):
+            layout = False
         return DecoderState("Decoder: the demo generator reads this run's demo embeddings directly (zero-shot); "
-                            "fine-tuning adapts it to the brain predictions", True, model.has_blurry_head())
+                            "fine-tuning adapts it to the brain predictions", True, model.has_blurry_head() or layout)
     return DecoderState(f"No decoder: this run predicts '{info.get('embedder')}' targets; fine-tune a decoder first",
                         False, False)
 

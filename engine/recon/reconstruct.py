@@ -234,11 +234,13 @@ def _blurry_images(cfg: ReconstructConfig, model: TrainedModel, decoder, pred: B
             blurry = predicted_images(pred.embeddings, model.subject.image_shape)
         if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
             blurry = embedding_images(gen, pred.embeddings)
+        if blurry is None:  # a generator with a layout head draws its own coarse picture (the demo generator)
+            blurry = decoder.layout(pred.embeddings)
         if blurry is None and decoder.blurry is not None:
             blurry = decoder.blurry.predict(pred.embeddings)
     if cfg.img2img_strength is not None and blurry is None:
         raise ConfigError("img2img_strength needs a blurry image: the run's encoder has no low-level head and the "
-                          "decoder has no blurry ridge (run finetune)")
+                          "decoder has neither a layout head nor a blurry ridge (run finetune)")
     return None if blurry is None else resize(to_uint8(blurry), gen.image_size)
 
 

@@ -71,6 +71,42 @@ def test_fine_tuning_keeps_the_generators_own_spatial_head_and_trains_the_rest(f
     assert not torch.equal(own["proj.weight"], tuned["proj.weight"])
 
 
+def test_the_low_level_image_is_the_generators_layout_of_the_priors_output(fresh_ridge, tiny_subject_s, tmp_path):
+    """With a layout (spatial) head, the blurry image a reconstruction writes and may start from is that head's map of
+    the prior's output, decoded by the VAE (not the thumbnail ridge)."""
+    from PIL import Image
+
+    from engine.recon.blurry import resize, to_uint8
+    from engine.recon.index import read_index
+    from engine.recon.reconstruct import reconstruct_job
+    from engine.recon.generators import load_generator
+    from engine.recon.reconstruct_config import ReconstructConfig
+    from engine.train.trained_model import TrainedModel
+    from tests.engine.recon.tiny_models import build_tiny_demo_generator
+
+    gen_dir = build_tiny_demo_generator(tmp_path / "gen", spatial_channels=4, spatial_head="conv")  # latent-shaped
+    run = tmp_path / "run"
+    shutil.copytree(fresh_ridge, run)
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, prior_epochs=1),
+                       subject=tiny_subject_s))
+    dec = Decoder.open(run)
+    pred = TrainedModel.open(run, tiny_subject_s).predict("test")
+    layout = dec.layout(pred.embeddings[:2])
+    assert layout.shape == (2, 3, dec.generator.image_size, dec.generator.image_size)
+    assert 0 <= layout.min() and layout.max() <= 1
+    assert not np.array_equal(layout, dec.layout(pred.embeddings[:2], from_brain=False))  # through the prior
+    drive(reconstruct_job(run, ReconstructConfig(samples=1, steps=2, img2img_strength=0.5, device="cpu"),
+                          subject=tiny_subject_s, trials=[200], out_dir=tmp_path / "r"))
+    item = read_index(tmp_path / "r").items[0]
+    written = np.asarray(Image.open(tmp_path / "r" / item.blurry).convert("RGB"))
+    assert np.array_equal(written, resize(to_uint8(layout[:1]), dec.generator.image_size)[0])
+    dec.adapter.spatial_proj = None  # an adapter without a layout head (Stable Diffusion's) has none
+    assert dec.layout(pred.embeddings[:2]) is None
+    gen2 = load_generator(str(build_tiny_demo_generator(tmp_path / "gen2", spatial_channels=2, spatial_head="conv")),
+                          device="cpu")
+    assert Decoder(gen2, gen2.adapter).layout(pred.embeddings[:2]) is None  # a map that is not latent-shaped
+
+
 def test_zero_shot_state_of_a_demo_embedding_run(fresh_ridge, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(fresh_ridge, run)
@@ -79,7 +115,8 @@ def test_zero_shot_state_of_a_demo_embedding_run(fresh_ridge, tmp_path):
     info.update(embedder="demo", target="pooled")
     info_path.write_text(json.dumps(info))
     state = decoder_state(run)
-    assert state.can_reconstruct and "zero-shot" in state.description and not state.has_blurry  # ridge: no head
+    # the ridge has no low-level head, but the shipped demo generator draws its own layout
+    assert state.can_reconstruct and "zero-shot" in state.description and state.has_blurry
 
 
 def test_decoder_open_reads_the_runs_model_info_itself(fresh_ridge, tiny_demo_gen, tmp_path):
