@@ -32,7 +32,10 @@ class QtLogHandler(logging.Handler):
         except Exception:  # noqa: BLE001 - logging must never raise
             text = record.getMessage()
         self.history = (self.history + [(record.levelno, text)])[-2000:]
-        self.emitter.record.emit(record.levelno, text)
+        try:
+            self.emitter.record.emit(record.levelno, text)
+        except RuntimeError:  # the emitter went with the application's objects at exit: history and file keep it
+            pass
 
 
 _HANDLER: QtLogHandler | None = None

@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         settings = settings.snapshot(Path(tempfile.mkdtemp(prefix="neurolens-screenshot-")) / "settings.ini")
+        # the window exits once drawn: importing torch & co. in the background would be cut off mid-import
+        settings.set_value("engine/preload", "false")
     if args.theme:
         settings.theme = args.theme
     apply_theme(app, settings.theme)
@@ -118,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
 def _end_workers(rc: int) -> int:
     """Cancel and wait for worker threads still running when the event loop ended (a screenshot that failed while the
     subject was opening): Qt aborts the process when a running QThread is destroyed."""
+    from PySide6.QtCore import QThreadPool
+
     from neurolens_app.workers.engine_worker import wait_for_threads
 
+    # short pool jobs (a file read, the engine preload's imports) finish first: cut off at interpreter exit, an
+    # import half done raises in its thread
+    QThreadPool.globalInstance().waitForDone(15000)
     if not wait_for_threads(30.0):
         print("neurolens-app: a background job did not stop within 30 s; exiting without it", file=sys.stderr,
               flush=True)

@@ -20,6 +20,7 @@ def test_screenshot_of_one_panel(surface_subject_path, tmp_path):
                         "--settings", str(tmp_path / "s.ini")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, r.stdout + r.stderr
+    assert "Traceback" not in r.stderr  # nothing left running in the background to break at exit
     img = QImage(str(out))
     assert img.width() > 400 and img.height() > 300
 
