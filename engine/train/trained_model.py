@@ -68,14 +68,34 @@ class TrainedModel:
         from engine.data.subject import Subject
 
         subject = self._subject
-        if isinstance(subject, Subject):
-            return subject
         if subject is None:
             subject = self.run.subject_path()
             if not subject:
                 raise CheckpointError(f"{self.run.path}: provenance.json does not name the subject's path; pass "
                                       "the subject")
-        return open_subject(subject)
+        subject = subject if isinstance(subject, Subject) else open_subject(subject)
+        self._check_same_data(subject)
+        return subject
+
+    def _check_same_data(self, subject) -> None:
+        """The run's own subject must still hold the data it was trained on (a simulation rebuilt by a newer version
+        of NeuroLens, an edited folder): checked for simulated subjects, whose data are small enough to hash on every
+        open (a recorded real subject is checked when a training resumes)."""
+        from engine.train.targets import array_digest
+
+        recorded = self.run.subject_path()
+        if not (subject.is_simulation and recorded and subject.path
+                and Path(subject.path).resolve() == Path(recorded).resolve()):
+            return  # another subject on purpose (cross-subject use), or one that cannot be told apart cheaply
+        try:
+            expected = self.run.provenance().get("data_hash")
+        except (OSError, ValueError, CheckpointError):
+            return
+        found = array_digest(subject.betas, np.asarray(subject.trials.image_index), np.asarray(subject.trials.split))
+        if expected and expected != found:
+            raise DataError(subject.path, key="betas", expected=f"the data {self.run.path} was trained on (hash "
+                            f"{expected})", found=f"other data (hash {found}): the subject changed since that run "
+                            "was trained; retrain the run, or pass the subject it was trained on")
 
     @cached_property
     def encoder(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -115,3 +116,25 @@ def test_has_blurry_head_reads_the_encoder_config_only(runs, tmp_path):
     cfg = json.loads((model.run.model_dir / "encoder" / "config.json").read_text())
     assert model.has_blurry_head() == bool(cfg.get("blurry") or cfg.get("config", {}).get("blurry")) is True
     assert not TrainedModel.open(runs["ridge"]).has_blurry_head()
+
+
+def test_a_simulated_subject_rebuilt_with_other_data_is_refused_in_one_line(tmp_path):
+    """A newer simulation (or an edited folder) under the path a run recorded must not be read as its data."""
+    import dataclasses
+
+    from engine.data.demo import DemoConfig, create_demo_subject
+
+    small = DemoConfig(n_train_images=60, n_test_images=10, n_sessions=4, runs_per_session=2, n_voxels=300)
+    path = create_demo_subject(tmp_path / "sim.nlsubj", seed=0, subject=1, config=small)
+    run_dir = drive(train_job(tiny_config("ridge"), path, tmp_path / "run")).run_dir
+    assert TrainedModel.open(run_dir).subject.n_trials == 90  # the same data: opens
+    create_demo_subject(path, seed=0, subject=1, config=dataclasses.replace(small, snr_scale=1.0), overwrite=True)
+    with pytest.raises(DataError) as err:
+        TrainedModel.open(run_dir).subject
+    message = str(err.value)
+    assert "sim.nlsubj" in message and "'betas'" in message and "retrain" in message and "\n" not in message
+    with pytest.raises(DataError, match="changed since"):  # given explicitly, the same folder is still that subject
+        TrainedModel.open(run_dir, open_subject(path)).subject
+    shutil.copytree(path, tmp_path / "other.nlsubj")  # another subject on purpose (cross-subject use): not checked
+    other = open_subject(tmp_path / "other.nlsubj")
+    assert TrainedModel.open(run_dir, other).subject is other
