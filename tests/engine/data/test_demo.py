@@ -271,6 +271,15 @@ def test_snr_scale_weakens_signal_not_voxels(tmp_path):
         DemoConfig(snr_scale=0)
 
 
+def test_cli_help_states_the_default_snr_scale(capsys):
+    from engine.cli.main import main
+
+    with pytest.raises(SystemExit):
+        main(["demo", "create", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"default {simulate.DEMO_SNR_SCALE:g}:" in text  # the help's number is the simulation's
+
+
 def test_cli_refuses_bad_snr_scale(tmp_path, capsys):
     from engine.cli.main import main
 
