@@ -67,13 +67,19 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
 
     folder = Path(folder)
     meta = read_object(folder / MANIFEST)
-    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **(meta.get("recipe") or {})}
-    mine = recipe.to_dict()
-    differ = sorted(k for k in mine if k != "unet_cycles" and done_recipe.get(k) != mine[k])
-    if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
-        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")
+    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, "lr_restart_cycle": 0,
+                   **(meta.get("recipe") or {})}
     state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
     state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
+    mine = recipe.to_dict()
+    # The learning-rate restart may be set (or moved) to a cycle not yet begun: the begun ones keep their schedule
+    # (a restart at 0 is none).
+    begun = state["cycle"] + (1 if state["step"] else 0)
+    restarts = [r or float("inf") for r in (mine["lr_restart_cycle"], done_recipe["lr_restart_cycle"])]
+    free = {"unet_cycles"} | ({"lr_restart_cycle"} if begun <= min(restarts) else set())
+    differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
+    if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
+        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")
     if state["cycle"] >= recipe.unet_cycles:
         raise CheckpointError(f"{folder}: already has {state['cycle']} UNet cycle(s); the recipe asks for "
                               f"{recipe.unet_cycles}")

@@ -57,7 +57,10 @@ class DemoTrainConfig:
     unet_batch: int = 32
     unet_lr: float = 5e-4
     unet_cycles: int = 4  # warm restarts of the UNet stage, each ``unet_steps`` long (build 4: 6 × 1,000)
-    cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c
+    cycle_lr_decay: float = 0.5  # peak lr of cycle c: unet_lr * cycle_lr_decay ** c (see ``cycle_peak_lr``)
+    # Cycles from this one on start the decay again at ``unet_lr``: more cycles added to a finished build learn at the
+    # base rate instead of the ever smaller one the decay leaves them (build 4's cycles 7-10 barely moved it).
+    lr_restart_cycle: int = 0
     warmup: int = 100
     drop_prob: float = 0.1
     min_snr_gamma: float = 5.0
@@ -71,6 +74,12 @@ class DemoTrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def cycle_peak_lr(recipe: DemoTrainConfig, cycle: int) -> float:
+    """The peak learning rate of UNet cycle ``cycle`` (0-based): decayed per cycle, from the restart cycle on anew."""
+    since = cycle - recipe.lr_restart_cycle if cycle >= recipe.lr_restart_cycle else cycle
+    return recipe.unet_lr * recipe.cycle_lr_decay ** since
 
 
 def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(),
@@ -238,7 +247,7 @@ def _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe: 
 
     for cycle in range(state["cycle"], recipe.unet_cycles):
         first = state["step"] if cycle == state["cycle"] else 0
-        peak = recipe.unet_lr * recipe.cycle_lr_decay ** cycle
+        peak = cycle_peak_lr(recipe, cycle)
         opt = torch.optim.AdamW(params, lr=peak, weight_decay=1e-2)
         ema = [p.detach().clone() for p in params]
         if first and resume is not None:

@@ -7,6 +7,8 @@
     python resources/build/build_demo_generator.py --device cuda         # the same recipe on a GPU (minutes)
     python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
         --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
+    python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
+        --unet-cycles 8 --lr-restart-cycle 4 --checkpoint-every 250      # cycles 5-8 at the base rate again
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
@@ -53,8 +55,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
                     help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
+    ap.add_argument("--lr-restart-cycle", type=int, default=0, metavar="C",
+                    help="UNet cycles from C on (1-based: C + 1 on) start the learning-rate decay again at the base "
+                         "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
     args = ap.parse_args(argv)
-    recipe = DemoTrainConfig()
+    recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle)
     if args.unet_cycles is not None:
         recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
     if args.refit_adapter:

@@ -161,3 +161,23 @@ def test_a_reused_vae_keeps_its_encoder_and_gets_its_decoder_fine_tuned(tmp_path
     assert not all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a if k.startswith("decoder."))
     assert [e.step for e in events if isinstance(e, Progress)][0] == 3  # the VAE's 2 steps are skipped, not redone
     assert "_name_or_path" not in (tmp_path / "next" / "vae" / "config.json").read_text()  # no build-machine path
+
+
+def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
+    from engine.errors import CheckpointError
+    from engine.recon.demo_training import cycle_peak_lr
+
+    base = DemoTrainConfig()
+    restarted = dataclasses.replace(base, unet_cycles=8, lr_restart_cycle=4)
+    assert [cycle_peak_lr(base, c) for c in range(6)] == [base.unet_lr * 0.5 ** c for c in range(6)]
+    assert [cycle_peak_lr(restarted, c) / base.unet_lr for c in range(8)] == [1, .5, .25, .125, 1, .5, .25, .125]
+
+    images, emb, one, cfg = _tiny_build(2, unet_steps=2)
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    drive(train_demo_generator(tmp_path / "one", one, cfg, **kw))  # 1 cycle done, no restart in its recipe
+    more = dataclasses.replace(one, unet_cycles=3, lr_restart_cycle=1)
+    drive(train_demo_generator(tmp_path / "more", more, cfg, continue_from=tmp_path / "one", **kw))
+    assert load_generator(str(tmp_path / "more"), device="cpu").info["recipe"]["lr_restart_cycle"] == 1
+    with pytest.raises(CheckpointError, match="lr_restart_cycle"):  # cycle 2 was trained without that restart
+        drive(train_demo_generator(tmp_path / "x", dataclasses.replace(more, unet_cycles=4, lr_restart_cycle=2),
+                                   cfg, continue_from=tmp_path / "more", **kw))
