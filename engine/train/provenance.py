@@ -16,7 +16,7 @@ from engine.train.config import TrainConfig
 from engine.train.dataset import PreparedData
 from engine.train.device import device_name
 from engine.train.run import Run
-from engine.train.targets import array_digest
+from engine.train.targets import array_digest, subject_data_hash
 
 
 def write_provenance(run: Run, config: TrainConfig, subject, data: PreparedData, device, world_size: int, *,
@@ -30,8 +30,7 @@ def write_provenance(run: Run, config: TrainConfig, subject, data: PreparedData,
     if prov_path.exists():
         with contextlib.suppress(Exception):
             sessions = run.provenance().get("sessions", [])
-    data_hash = array_digest(subject.betas, np.asarray(subject.trials.image_index),
-                             np.asarray(subject.trials.split))
+    data_hash = subject_data_hash(subject)
     if resumed and prov_path.exists():
         old = run.provenance()
         if old.get("data_hash") not in (None, data_hash):

@@ -83,3 +83,8 @@ def array_digest(*arrays, block_rows: int = 4096) -> str:
         for s in range(0, max(1, a.shape[0]), block_rows):
             h.update(np.ascontiguousarray(a[s : s + block_rows]).tobytes())
     return h.hexdigest()[:16]
+
+
+def subject_data_hash(subject) -> str:
+    """The hash a run's provenance keeps of its subject's data: betas, each trial's image and split."""
+    return array_digest(subject.betas, np.asarray(subject.trials.image_index), np.asarray(subject.trials.split))

@@ -81,18 +81,19 @@ class TrainedModel:
         """The run's own subject must still hold the data it was trained on (a simulation rebuilt by a newer version
         of NeuroLens, an edited folder): checked for simulated subjects, whose data are small enough to hash on every
         open (a recorded real subject is checked when a training resumes)."""
-        from engine.train.targets import array_digest
+        from engine.train.targets import subject_data_hash
 
-        recorded = self.run.subject_path()
-        if not (subject.is_simulation and recorded and subject.path
-                and Path(subject.path).resolve() == Path(recorded).resolve()):
-            return  # another subject on purpose (cross-subject use), or one that cannot be told apart cheaply
+        if not subject.is_simulation or not subject.path:
+            return  # a real subject is too large to hash on every open
         try:
-            expected = self.run.provenance().get("data_hash")
-        except (OSError, ValueError, CheckpointError):
+            prov = self.run.provenance()
+            recorded, expected = prov["subject"]["path"], prov.get("data_hash")
+        except (OSError, KeyError, TypeError, ValueError, CheckpointError):
             return
-        found = array_digest(subject.betas, np.asarray(subject.trials.image_index), np.asarray(subject.trials.split))
-        if expected and expected != found:
+        if not (recorded and expected) or Path(subject.path).resolve() != Path(recorded).resolve():
+            return  # another subject on purpose (cross-subject use)
+        found = subject_data_hash(subject)
+        if expected != found:
             raise DataError(subject.path, key="betas", expected=f"the data {self.run.path} was trained on (hash "
                             f"{expected})", found=f"other data (hash {found}): the subject changed since that run "
                             "was trained; retrain the run, or pass the subject it was trained on")
