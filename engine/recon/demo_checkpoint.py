@@ -4,6 +4,7 @@ weights with their AdamW moments, so a stopped build continues with the same res
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 from engine.jsonfile import read_object  # bounded, top-level type checked
@@ -64,19 +65,21 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
 
     from engine.errors import CheckpointError
     from engine.recon.conditioning import ConditioningAdapter
+    from engine.recon.demo_training import cycle_peak_lr  # the recipe's module imports this one
 
     folder = Path(folder)
     meta = read_object(folder / MANIFEST)
+    schedule = ("lr_restart_cycle", "lr_restart_every")
     done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, "lr_restart_cycle": 0,
-                   **(meta.get("recipe") or {})}
+                   "lr_restart_every": 0, **(meta.get("recipe") or {})}
     state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
     state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
     mine = recipe.to_dict()
-    # The learning-rate restart may be set (or moved) to a cycle not yet begun: the begun ones keep their schedule
-    # (a restart at 0 is none).
+    # The learning-rate restarts may be set or moved as long as every begun cycle keeps its peak rate.
     begun = state["cycle"] + (1 if state["step"] else 0)
-    restarts = [r or float("inf") for r in (mine["lr_restart_cycle"], done_recipe["lr_restart_cycle"])]
-    free = {"unet_cycles"} | ({"lr_restart_cycle"} if begun <= min(restarts) else set())
+    done_schedule = dataclasses.replace(recipe, **{k: done_recipe[k] for k in schedule})
+    same_schedule = all(cycle_peak_lr(done_schedule, c) == cycle_peak_lr(recipe, c) for c in range(begun))
+    free = {"unet_cycles"} | (set(schedule) if same_schedule else set())
     differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
     if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
         raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")

@@ -61,6 +61,8 @@ class DemoTrainConfig:
     # Cycles from this one on start the decay again at ``unet_lr``: more cycles added to a finished build learn at the
     # base rate instead of the ever smaller one the decay leaves them (build 4's cycles 7-10 barely moved it).
     lr_restart_cycle: int = 0
+    # With ``lr_restart_cycle``: the decay starts again every this many cycles (SGDR-like periods; 0: one restart).
+    lr_restart_every: int = 0
     warmup: int = 100
     drop_prob: float = 0.1
     min_snr_gamma: float = 5.0
@@ -77,8 +79,13 @@ class DemoTrainConfig:
 
 
 def cycle_peak_lr(recipe: DemoTrainConfig, cycle: int) -> float:
-    """The peak learning rate of UNet cycle ``cycle`` (0-based): decayed per cycle, from the restart cycle on anew."""
-    since = cycle - recipe.lr_restart_cycle if cycle >= recipe.lr_restart_cycle else cycle
+    """The peak learning rate of UNet cycle ``cycle`` (0-based): decayed per cycle, from the restart cycle on anew
+    (and again every ``lr_restart_every`` cycles after it)."""
+    since = cycle
+    if recipe.lr_restart_cycle and cycle >= recipe.lr_restart_cycle:
+        since = cycle - recipe.lr_restart_cycle
+        if recipe.lr_restart_every:
+            since %= recipe.lr_restart_every
     return recipe.unet_lr * recipe.cycle_lr_decay ** since
 
 

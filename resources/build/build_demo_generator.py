@@ -9,6 +9,8 @@
         --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
         --unet-cycles 8 --lr-restart-cycle 4 --checkpoint-every 250      # cycles 5-8 at the base rate again
+    python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 \
+        --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
@@ -58,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-restart-cycle", type=int, default=0, metavar="C",
                     help="UNet cycles from C on (1-based: C + 1 on) start the learning-rate decay again at the base "
                          "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
+    ap.add_argument("--lr-restart-every", type=int, default=0, metavar="P",
+                    help="with --lr-restart-cycle: start the decay again every P cycles after it (0: once)")
     args = ap.parse_args(argv)
-    recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle)
+    recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
+                                 lr_restart_every=args.lr_restart_every)
     if args.unet_cycles is not None:
         recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
     if args.refit_adapter:

@@ -171,6 +171,8 @@ def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
     restarted = dataclasses.replace(base, unet_cycles=8, lr_restart_cycle=4)
     assert [cycle_peak_lr(base, c) for c in range(6)] == [base.unet_lr * 0.5 ** c for c in range(6)]
     assert [cycle_peak_lr(restarted, c) / base.unet_lr for c in range(8)] == [1, .5, .25, .125, 1, .5, .25, .125]
+    periodic = dataclasses.replace(restarted, unet_cycles=12, lr_restart_every=4)
+    assert [cycle_peak_lr(periodic, c) / base.unet_lr for c in range(12)] == [1, .5, .25, .125] * 3
 
     images, emb, one, cfg = _tiny_build(2, unet_steps=2)
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
@@ -180,4 +182,11 @@ def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
     assert load_generator(str(tmp_path / "more"), device="cpu").info["recipe"]["lr_restart_cycle"] == 1
     with pytest.raises(CheckpointError, match="lr_restart_cycle"):  # cycle 2 was trained without that restart
         drive(train_demo_generator(tmp_path / "x", dataclasses.replace(more, unet_cycles=4, lr_restart_cycle=2),
+                                   cfg, continue_from=tmp_path / "more", **kw))
+    # Periodic restarts that leave the 3 begun cycles' rates as they were (1, 1, .5) are allowed; others are not.
+    again = dataclasses.replace(more, unet_cycles=4, lr_restart_every=2)
+    drive(train_demo_generator(tmp_path / "again", again, cfg, continue_from=tmp_path / "more", **kw))
+    assert load_generator(str(tmp_path / "again"), device="cpu").info["recipe"]["lr_restart_every"] == 2
+    with pytest.raises(CheckpointError, match="lr_restart_every"):  # cycle 3 would have restarted at the base rate
+        drive(train_demo_generator(tmp_path / "y", dataclasses.replace(more, unet_cycles=4, lr_restart_every=1),
                                    cfg, continue_from=tmp_path / "more", **kw))
