@@ -65,7 +65,6 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
 
     from engine.errors import CheckpointError
     from engine.recon.conditioning import ConditioningAdapter
-    from engine.recon.demo_training import cycle_peak_lr  # the recipe's module imports this one
 
     folder = Path(folder)
     meta = read_object(folder / MANIFEST)
@@ -78,7 +77,7 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     # The learning-rate restarts may be set or moved as long as every begun cycle keeps its peak rate.
     begun = state["cycle"] + (1 if state["step"] else 0)
     done_schedule = dataclasses.replace(recipe, **{k: done_recipe[k] for k in schedule})
-    same_schedule = all(cycle_peak_lr(done_schedule, c) == cycle_peak_lr(recipe, c) for c in range(begun))
+    same_schedule = all(done_schedule.cycle_peak_lr(c) == recipe.cycle_peak_lr(c) for c in range(begun))
     free = {"unet_cycles"} | (set(schedule) if same_schedule else set())
     differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
     if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:

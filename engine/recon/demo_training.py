@@ -34,6 +34,9 @@ class DemoTrainConfig:
     seed: int = 0
     n_images: int = 40000
     stimulus_seed: int = 1234
+    # Build 6 (2026-12-05, issue 17): build 5 continued to 12 UNet cycles (``--continue-from``, cycles 5-8 and 9-12
+    # each restarted at the base rate: ``lr_restart_cycle=4``, ``lr_restart_every=4``; 2 cores, ~9 min per cycle,
+    # over two sessions). Defaults below stay build 5's; the shipped folder's ``generator.json`` records build 6's.
     # Build 5 (2026-12-05, issue 17): build 4's UNet and VAE as the start (``init_from``), a conv spatial head
     # (``DemoGeneratorConfig.spatial_head``: builds 3-4's MLP head drew blobs that the judge names in 22 % of cases),
     # pre-trained alone on 40,000 images, the VAE's decoder fine-tuned on whole images (its encoder, hence the latent
@@ -77,16 +80,15 @@ class DemoTrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def cycle_peak_lr(recipe: DemoTrainConfig, cycle: int) -> float:
-    """The peak learning rate of UNet cycle ``cycle`` (0-based): decayed per cycle, from the restart cycle on anew
-    (and again every ``lr_restart_every`` cycles after it)."""
-    since = cycle
-    if recipe.lr_restart_cycle and cycle >= recipe.lr_restart_cycle:
-        since = cycle - recipe.lr_restart_cycle
-        if recipe.lr_restart_every:
-            since %= recipe.lr_restart_every
-    return recipe.unet_lr * recipe.cycle_lr_decay ** since
+    def cycle_peak_lr(self, cycle: int) -> float:
+        """The peak learning rate of UNet cycle ``cycle`` (0-based): decayed per cycle, from the restart cycle on
+        anew (and again every ``lr_restart_every`` cycles after it)."""
+        since = cycle
+        if self.lr_restart_cycle and cycle >= self.lr_restart_cycle:
+            since = cycle - self.lr_restart_cycle
+            if self.lr_restart_every:
+                since %= self.lr_restart_every
+        return self.unet_lr * self.cycle_lr_decay ** since
 
 
 def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(),
@@ -254,7 +256,7 @@ def _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe: 
 
     for cycle in range(state["cycle"], recipe.unet_cycles):
         first = state["step"] if cycle == state["cycle"] else 0
-        peak = cycle_peak_lr(recipe, cycle)
+        peak = recipe.cycle_peak_lr(cycle)
         opt = torch.optim.AdamW(params, lr=peak, weight_decay=1e-2)
         ema = [p.detach().clone() for p in params]
         if first and resume is not None:

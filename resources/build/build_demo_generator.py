@@ -11,6 +11,7 @@
         --unet-cycles 8 --lr-restart-cycle 4 --checkpoint-every 250      # cycles 5-8 at the base rate again
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 \
         --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
+        # build 6: build 5 with these two steps (cycles 5-8, then 9-12)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv

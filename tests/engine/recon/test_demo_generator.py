@@ -165,14 +165,13 @@ def test_a_reused_vae_keeps_its_encoder_and_gets_its_decoder_fine_tuned(tmp_path
 
 def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
     from engine.errors import CheckpointError
-    from engine.recon.demo_training import cycle_peak_lr
 
     base = DemoTrainConfig()
     restarted = dataclasses.replace(base, unet_cycles=8, lr_restart_cycle=4)
-    assert [cycle_peak_lr(base, c) for c in range(6)] == [base.unet_lr * 0.5 ** c for c in range(6)]
-    assert [cycle_peak_lr(restarted, c) / base.unet_lr for c in range(8)] == [1, .5, .25, .125, 1, .5, .25, .125]
+    assert [base.cycle_peak_lr(c) for c in range(6)] == [base.unet_lr * 0.5 ** c for c in range(6)]
+    assert [restarted.cycle_peak_lr(c) / base.unet_lr for c in range(8)] == [1, .5, .25, .125, 1, .5, .25, .125]
     periodic = dataclasses.replace(restarted, unet_cycles=12, lr_restart_every=4)
-    assert [cycle_peak_lr(periodic, c) / base.unet_lr for c in range(12)] == [1, .5, .25, .125] * 3
+    assert [periodic.cycle_peak_lr(c) / base.unet_lr for c in range(12)] == [1, .5, .25, .125] * 3
 
     images, emb, one, cfg = _tiny_build(2, unet_steps=2)
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
