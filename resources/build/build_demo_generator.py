@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr-restart-every", type=int, default=0, metavar="P",
                     help="with --lr-restart-cycle: start the decay again every P cycles after it (0: once)")
     args = ap.parse_args(argv)
+    if args.lr_restart_every and not args.lr_restart_cycle:
+        ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
     recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
                                  lr_restart_every=args.lr_restart_every)
     if args.unet_cycles is not None:
