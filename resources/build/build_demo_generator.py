@@ -13,12 +13,15 @@
         --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
         # build 6: build 5 with these two steps (cycles 5-8, then 9-12)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
+    python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 12 --device cuda \
+        --checkpoint-every 1000                                          # a 32x32-latent VAE: keeps small objects
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
         # spatial head; DIR/generator.json records the recipe
 
-The recipe (``engine.recon.demo_training.DemoTrainConfig``) and architecture (``DEMO_ARCHITECTURE``) are recorded in
-the folder's ``generator.json``, with ``train_state`` (cycles and steps done). The inputs are the demo stimuli
+The recipe (``engine.recon.demo_training.DemoTrainConfig``) and architecture
+(``engine.recon.demo_generator.demo_architecture(--latent-size)``) are recorded in the folder's ``generator.json``,
+with ``train_state`` (cycles and steps done). The inputs are the demo stimuli
 (``render_stimuli(n_images, seed=stimulus_seed)``) and the shipped demo image embedder, nothing else. ``--vae-from``
 reuses the VAE of an earlier build (build 3 reuses build 2's: it does not depend on the embedder).
 """
@@ -33,7 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_generator import DEMO_ARCHITECTURE, FOLDER_NAME  # noqa: E402
+from engine.recon.demo_generator import FOLDER_NAME, VAE_CHANNELS_BY_LATENT_SIZE, demo_architecture  # noqa: E402
 from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
@@ -58,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
                     help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
+    ap.add_argument("--latent-size", type=int, default=16, choices=sorted(VAE_CHANNELS_BY_LATENT_SIZE),
+                    help="the VAE's latent size (16: builds 2-6; 32 keeps small objects, ~4x the UNet's cost per "
+                         "step: a GPU build, e.g. --latent-size 32 --unet-cycles 12 --device cuda)")
     ap.add_argument("--lr-restart-cycle", type=int, default=0, metavar="C",
                     help="UNet cycles from C on (1-based: C + 1 on) start the learning-rate decay again at the base "
                          "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
@@ -66,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.lr_restart_every and not args.lr_restart_cycle:
         ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
+    if args.latent_size != 16 and (args.vae_from or args.init_from):
+        ap.error(f"--latent-size {args.latent_size} trains its own VAE and UNet: --vae-from and --init-from reuse a "
+                 "16x16-latent build's")
     recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
                                  lr_restart_every=args.lr_restart_every)
     if args.unet_cycles is not None:
@@ -73,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
-        run_job(lambda cancel: train_demo_generator(args.out, recipe, DEMO_ARCHITECTURE, cancel=cancel,
+        cfg = demo_architecture(args.latent_size)
+        run_job(lambda cancel: train_demo_generator(args.out, recipe, cfg, cancel=cancel,
                                                     snapshot_every=args.snapshot_every,
                                                     continue_from=args.continue_from,
                                                     checkpoint_every=args.checkpoint_every,

@@ -189,3 +189,27 @@ def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
     with pytest.raises(CheckpointError, match="lr_restart_every"):  # cycle 3 would have restarted at the base rate
         drive(train_demo_generator(tmp_path / "y", dataclasses.replace(more, unet_cycles=4, lr_restart_every=1),
                                    cfg, continue_from=tmp_path / "more", **kw))
+
+
+def test_the_32px_latent_architecture_is_wired_through_vae_adapter_and_unet():
+    import torch
+
+    from engine.errors import ConfigError
+    from engine.recon.demo_generator import (DEMO_ARCHITECTURE, build_adapter, build_unet, build_vae,
+                                             demo_architecture)
+    from engine.recon.diffusion_training import images_to_tensor
+
+    assert demo_architecture() == DEMO_ARCHITECTURE and DEMO_ARCHITECTURE.latent_size == 16
+    cfg = demo_architecture(32)
+    assert cfg.latent_size == 32 and cfg.spatial_shape == (4, 32, 32)
+    torch.manual_seed(0)
+    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    with torch.no_grad():
+        lat = build_vae(cfg).encode(images_to_tensor(images)).latent_dist.mean
+        cond = build_adapter(cfg)(torch.randn(2, cfg.embed_dim))
+        unet = build_unet(cfg)
+        # as Generator.predict_noise calls it: the spatial map on the latents' channels, the tokens as context
+        eps = unet(torch.cat([lat, cond.spatial], 1), torch.tensor([10, 500]), encoder_hidden_states=cond.tokens).sample
+    assert lat.shape == (2, 4, 32, 32) and eps.shape == lat.shape
+    with pytest.raises(ConfigError, match="latent_size"):
+        demo_architecture(8)
