@@ -191,25 +191,26 @@ def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
                                    cfg, continue_from=tmp_path / "more", **kw))
 
 
-def test_the_32px_latent_architecture_is_wired_through_vae_adapter_and_unet():
+def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(tmp_path):
     import torch
 
     from engine.errors import ConfigError
-    from engine.recon.demo_generator import (DEMO_ARCHITECTURE, build_adapter, build_unet, build_vae,
-                                             demo_architecture)
-    from engine.recon.diffusion_training import images_to_tensor
+    from engine.recon.demo_generator import DEMO_ARCHITECTURE, demo_architecture
+    from engine.recon.sampler import SamplerConfig, sample_latents
 
     assert demo_architecture() == DEMO_ARCHITECTURE and DEMO_ARCHITECTURE.latent_size == 16
     cfg = demo_architecture(32)
     assert cfg.latent_size == 32 and cfg.spatial_shape == (4, 32, 32)
-    torch.manual_seed(0)
-    images = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
-    with torch.no_grad():
-        lat = build_vae(cfg).encode(images_to_tensor(images)).latent_dist.mean
-        cond = build_adapter(cfg)(torch.randn(2, cfg.embed_dim))
-        unet = build_unet(cfg)
-        # as Generator.predict_noise calls it: the spatial map on the latents' channels, the tokens as context
-        eps = unet(torch.cat([lat, cond.spatial], 1), torch.tensor([10, 500]), encoder_hidden_states=cond.tokens).sample
-    assert lat.shape == (2, 4, 32, 32) and eps.shape == lat.shape
     with pytest.raises(ConfigError, match="latent_size"):
         demo_architecture(8)
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (8, 64, 64, 3), dtype=np.uint8)
+    emb = rng.standard_normal((8, cfg.embed_dim)).astype(np.float32)
+    _, _, recipe, _ = _tiny_build(0, unet_steps=1)
+    drive(train_demo_generator(tmp_path / "g32", recipe, cfg, images=images, embeddings=emb, embedder_identity="t"))
+    gen = load_generator(str(tmp_path / "g32"), device="cpu")
+    assert gen.latent_size == 32 and tuple(gen.encode(images[:2]).shape) == (2, 4, 32, 32)
+    with torch.no_grad():
+        cond = gen.adapter(torch.from_numpy(emb[:1]))
+        lat = sample_latents(gen, cond, gen.adapter.null_condition(1), SamplerConfig(steps=2))
+    assert cond.spatial.shape == (1, 4, 32, 32) and gen.decode(lat).shape == (1, 64, 64, 3)
