@@ -80,8 +80,11 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     same_schedule = all(done_schedule.cycle_peak_lr(c) == recipe.cycle_peak_lr(c) for c in range(begun))
     free = {"unet_cycles"} | (set(schedule) if same_schedule else set())
     differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
-    if differ or DemoGeneratorConfig.from_dict(meta["config"]) != cfg:
-        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe or architecture (keys {differ})")
+    built, wanted = DemoGeneratorConfig.from_dict(meta["config"]).to_dict(), cfg.to_dict()
+    arch_differ = sorted(k for k in wanted if built.get(k) != wanted[k])
+    if differ or arch_differ:
+        raise CheckpointError(f"{folder / MANIFEST}: built with another recipe (keys {differ}) or architecture "
+                              f"(keys {arch_differ}, e.g. another --latent-size)")
     if state["cycle"] >= recipe.unet_cycles:
         raise CheckpointError(f"{folder}: already has {state['cycle']} UNet cycle(s); the recipe asks for "
                               f"{recipe.unet_cycles}")

@@ -194,7 +194,7 @@ def test_a_learning_rate_restart_applies_to_cycles_not_yet_begun(tmp_path):
 def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(tmp_path):
     import torch
 
-    from engine.errors import ConfigError
+    from engine.errors import CheckpointError, ConfigError
     from engine.recon.demo_generator import DEMO_ARCHITECTURE, demo_architecture
     from engine.recon.sampler import SamplerConfig, sample_latents
 
@@ -214,3 +214,7 @@ def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(
         cond = gen.adapter(torch.from_numpy(emb[:1]))
         lat = sample_latents(gen, cond, gen.adapter.null_condition(1), SamplerConfig(steps=2))
     assert cond.spatial.shape == (1, 4, 32, 32) and gen.decode(lat).shape == (1, 64, 64, 3)
+    with pytest.raises(CheckpointError, match=r"architecture \(keys \['vae_channels'\]"):  # continued as 16x16
+        drive(train_demo_generator(tmp_path / "g16", dataclasses.replace(recipe, unet_cycles=2), demo_architecture(),
+                                   images=images, embeddings=emb, embedder_identity="t",
+                                   continue_from=tmp_path / "g32"))
