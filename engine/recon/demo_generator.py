@@ -76,17 +76,23 @@ class DemoGeneratorConfig:
 
 # The shipped demo generator's architecture: build 2's + the spatial condition (build 3), drawn by a conv head (build 5).
 DEMO_ARCHITECTURE = DemoGeneratorConfig(spatial_channels=4, spatial_head="conv")
-# Its VAE's blocks per latent size of a 64-px image. 32 × 32 (one downsampling less) keeps the small objects the
-# shipped 16 × 16 latent loses: VAEs trained alike round-trip the demo's test images with an independent judge's
-# category 100 % against 93 % (docs/benchmarks.md, "Demo generator build 6"); the UNet then costs about 4× per step.
-VAE_CHANNELS_BY_LATENT_SIZE = {16: (16, 32, 64), 32: (16, 32)}
+# Per latent size of a 64-px image: the VAE's blocks and, where they differ from ``DEMO_ARCHITECTURE``'s, the UNet's
+# levels. 32 × 32 (one downsampling less) keeps the small objects the shipped 16 × 16 latent loses: VAEs trained alike
+# round-trip the demo's test images with an independent judge's category 100 % against 93 % (8 × 16 × 16: 96 %;
+# docs/benchmarks.md, "Demo generator build 6"). Its UNet is build 6's with one more level in front (32 channels at
+# 32 × 32, no attention), so attention stays at 8 × 8 and 4 × 4: 1.6× build 6's cost per step on a CPU, where the
+# same three levels on 32 × 32 latents (self-attention at 16 × 16) cost 5.5×.
+ARCHITECTURE_BY_LATENT_SIZE = {
+    16: {"vae_channels": (16, 32, 64)},
+    32: {"vae_channels": (16, 32), "unet_channels": (32, 32, 64, 64), "attention_levels": (False, False, True, True)},
+}
 
 
 def demo_architecture(latent_size: int = 16) -> DemoGeneratorConfig:
-    """``DEMO_ARCHITECTURE`` with the VAE that gives ``latent_size`` × ``latent_size`` latents."""
-    check(latent_size in VAE_CHANNELS_BY_LATENT_SIZE, "demo generator", "latent_size",
-          f"one of {sorted(VAE_CHANNELS_BY_LATENT_SIZE)}", latent_size)
-    return replace(DEMO_ARCHITECTURE, vae_channels=VAE_CHANNELS_BY_LATENT_SIZE[latent_size])
+    """``DEMO_ARCHITECTURE`` with the VAE that gives ``latent_size`` × ``latent_size`` latents, and its UNet."""
+    check(latent_size in ARCHITECTURE_BY_LATENT_SIZE, "demo generator", "latent_size",
+          f"one of {sorted(ARCHITECTURE_BY_LATENT_SIZE)}", latent_size)
+    return replace(DEMO_ARCHITECTURE, **ARCHITECTURE_BY_LATENT_SIZE[latent_size])
 
 
 def build_vae(cfg: DemoGeneratorConfig):

@@ -13,8 +13,9 @@
         --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
         # build 6: build 5 with these two steps (cycles 5-8, then 9-12)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
-    python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 12 --device cuda \
-        --checkpoint-every 1000                                          # a 32x32-latent VAE: keeps small objects
+    python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 \
+        --lr-restart-every 4 --checkpoint-every 250                      # a 32x32-latent VAE that keeps small objects,
+        # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same flags)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
         # spatial head; DIR/generator.json records the recipe
@@ -36,7 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_generator import FOLDER_NAME, VAE_CHANNELS_BY_LATENT_SIZE, demo_architecture  # noqa: E402
+from engine.recon.demo_generator import FOLDER_NAME, ARCHITECTURE_BY_LATENT_SIZE, demo_architecture  # noqa: E402
 from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
                     help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
-    ap.add_argument("--latent-size", type=int, default=16, choices=sorted(VAE_CHANNELS_BY_LATENT_SIZE),
-                    help="the VAE's latent size (16: builds 2-6; 32 keeps small objects, ~4x the UNet's cost per "
-                         "step: a GPU build, e.g. --latent-size 32 --unet-cycles 12 --device cuda)")
+    ap.add_argument("--latent-size", type=int, default=16, choices=sorted(ARCHITECTURE_BY_LATENT_SIZE),
+                    help="the VAE's latent size (16: builds 2-6; 32 keeps small objects, with a UNet level more: 1.6x "
+                         "the cost per step)")
     ap.add_argument("--lr-restart-cycle", type=int, default=0, metavar="C",
                     help="UNet cycles from C on (1-based: C + 1 on) start the learning-rate decay again at the base "
                          "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
