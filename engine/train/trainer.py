@@ -185,6 +185,7 @@ class _Trainer:
         finally:
             if self.tb is not None:
                 self.tb.close()
+            self.dist.close()
             torch.set_num_threads(threads_before)  # the process (a GUI, a notebook) keeps its own setting
         return result
 

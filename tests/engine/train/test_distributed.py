@@ -48,7 +48,8 @@ def test_two_processes_match_one_over_the_global_batch(tiny_subject_path, tmp_pa
     two = subprocess.run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "engine.cli.main", *args,
                           "--data", str(tiny_subject_path), "--out", str(tmp_path / "two")],
                          capture_output=True, text=True, timeout=240, env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
+    # The ranks' own errors come first in stderr, torchrun's summary last: show both.
+    assert two.returncode == 0, two.stderr[:3000] + "\n...\n" + two.stderr[-1500:]
     assert main([*args, "--data", str(tiny_subject_path), "--out", str(tmp_path / "one")]) == 0
 
     assert Run.open(tmp_path / "two").provenance()["device"]["world_size"] == 2
