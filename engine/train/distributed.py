@@ -195,7 +195,6 @@ class Distributed:
             dist.destroy_process_group()
 
 
-
 class _GatherRows(torch.autograd.Function):
     """All-gather of row blocks of different sizes; backward: the summed gradient of this process's rows."""
 
