@@ -57,6 +57,11 @@ def restore_optimizer(state: dict, params, opt) -> None:
                                 "exp_avg_sq": state[f"exp_avg_sq.{i}"].to(p.device).clone()}
 
 
+def checkpoint_architecture(folder) -> DemoGeneratorConfig:
+    """The architecture a demo-generator folder (a checkpoint or a finished build) was built with."""
+    return DemoGeneratorConfig.from_dict(read_object(Path(folder) / MANIFEST)["config"])
+
+
 def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     """(vae, unet, adapter, train state, optimizer state or None) of a folder the recipe ``recipe`` (a
     ``DemoTrainConfig``) wrote."""
@@ -80,7 +85,7 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     same_schedule = all(done_schedule.cycle_peak_lr(c) == recipe.cycle_peak_lr(c) for c in range(begun))
     free = {"unet_cycles"} | (set(schedule) if same_schedule else set())
     differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
-    built, wanted = DemoGeneratorConfig.from_dict(meta["config"]).to_dict(), cfg.to_dict()
+    built, wanted = checkpoint_architecture(folder).to_dict(), cfg.to_dict()
     arch_differ = sorted(k for k in wanted if built.get(k) != wanted[k])
     if differ or arch_differ:
         raise CheckpointError(f"{folder / MANIFEST}: built with another recipe (keys {differ}) or architecture "

@@ -15,7 +15,8 @@
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
     python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250                      # a 32x32-latent VAE that keeps small objects,
-        # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same flags)
+        # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same cycle and restart flags:
+        # the architecture comes from DIR)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
         # spatial head; DIR/generator.json records the recipe
@@ -37,10 +38,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
+from engine.recon.demo_checkpoint import checkpoint_architecture  # noqa: E402
 from engine.recon.demo_generator import FOLDER_NAME, ARCHITECTURE_BY_LATENT_SIZE, demo_architecture  # noqa: E402
 from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
+
+
+def build_architecture(latent_size: int | None, continue_from: Path | None):
+    """The architecture to build: ``--latent-size``'s, else the continued folder's, else the 16 × 16 one."""
+    if latent_size is None and continue_from is not None:
+        return checkpoint_architecture(continue_from)  # a resumed build keeps its architecture unasked
+    return demo_architecture(latent_size or 16)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,9 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     ap.add_argument("--unet-cycles", type=int, default=None, metavar="N",
                     help="UNet cycles (default: the recipe's); more than a folder has, with --continue-from, adds them")
-    ap.add_argument("--latent-size", type=int, default=16, choices=sorted(ARCHITECTURE_BY_LATENT_SIZE),
-                    help="the VAE's latent size (16: builds 2-6; 32 keeps small objects, with a UNet level more: 1.6x "
-                         "the cost per step)")
+    ap.add_argument("--latent-size", type=int, default=None, choices=sorted(ARCHITECTURE_BY_LATENT_SIZE),
+                    help="the VAE's latent size (default 16, builds 2-6, or with --continue-from the folder's; 32 keeps "
+                         "small objects, with a UNet level more: 1.6x the cost per step)")
     ap.add_argument("--lr-restart-cycle", type=int, default=0, metavar="C",
                     help="UNet cycles from C on (1-based: C + 1 on) start the learning-rate decay again at the base "
                          "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
@@ -73,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.lr_restart_every and not args.lr_restart_cycle:
         ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
-    if args.latent_size != 16 and (args.vae_from or args.init_from):
+    if args.latent_size not in (None, 16) and (args.vae_from or args.init_from):
         ap.error(f"--latent-size {args.latent_size} trains its own VAE and UNet: --vae-from and --init-from reuse a "
                  "16x16-latent build's")
     recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
@@ -83,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
-        cfg = demo_architecture(args.latent_size)
+        cfg = build_architecture(args.latent_size, args.continue_from)
         run_job(lambda cancel: train_demo_generator(args.out, recipe, cfg, cancel=cancel,
                                                     snapshot_every=args.snapshot_every,
                                                     continue_from=args.continue_from,

@@ -1,4 +1,6 @@
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +11,8 @@ from engine.recon.demo_refit import refit_demo_adapter
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator
 from engine.recon.generators import load_generator
 from tests.engine.recon.tiny_models import TINY_DEMO
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "resources" / "build" / "build_demo_generator.py"
 
 
 def test_the_shipped_demo_generator_loads_and_samples():
@@ -214,7 +218,13 @@ def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(
         cond = gen.adapter(torch.from_numpy(emb[:1]))
         lat = sample_latents(gen, cond, gen.adapter.null_condition(1), SamplerConfig(steps=2))
     assert cond.spatial.shape == (1, 4, 32, 32) and gen.decode(lat).shape == (1, 64, 64, 3)
-    # Continued as 16x16: the keys that differ are named (its UNet has one level more, too).
+    # Resumed without --latent-size, the build script takes the folder's architecture; asked for another, the keys
+    # that differ are named (its UNet has one level more, too).
+    spec = importlib.util.spec_from_file_location("build_demo_generator", BUILD_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.build_architecture(None, tmp_path / "g32") == cfg
+    assert script.build_architecture(None, None) == DEMO_ARCHITECTURE == script.build_architecture(16, tmp_path / "g32")
     with pytest.raises(CheckpointError, match=r"architecture \(keys \['attention_levels', 'unet_channels', 'vae_ch"):
         drive(train_demo_generator(tmp_path / "g16", dataclasses.replace(recipe, unet_cycles=2), demo_architecture(),
                                    images=images, embeddings=emb, embedder_identity="t",
