@@ -2,7 +2,8 @@
 
     neurolens demo create S
     neurolens train --data S --preset P --out R                      (P: --preset, demo-moe by default)
-    neurolens reconstruct R --oracle --out R/recon-oracle    (true image embeddings, the generator's own adapter)
+    neurolens reconstruct R --oracle --img2img-strength 0.8 --out R/recon-oracle    (true image embeddings, the
+        generator's own adapter, from the low-level image it draws from them: the window's default settings)
     neurolens finetune R --generator demo
     neurolens reconstruct R --split test --samples 2 --guidance 3 --steps 25 --out R/recon-g3   (and --guidance 0)
     neurolens reconstruct R ... --guidance 3 --img2img-strength 0.8 --out R/recon-g3-blurry0.8  (the window's default)
@@ -181,7 +182,7 @@ def comparison_grid(rows_spec: list[tuple[str, Path, str, int]], out_path: Path,
 def grid_rows(run: Path, guidance: float, img2img: float) -> list[tuple[str, Path, str, int]]:
     gb = run / f"recon-g3-blurry{img2img:g}"
     return [("ground truth", run / "recon-g3", "gt", 0),
-            ("oracle (true embedding), g 3", run / "recon-oracle", "sample", 0),
+            (f"oracle (true embedding), from its layout {img2img:g}", run / "recon-oracle", "sample", 0),
             ("blurry (brain)", run / "recon-g3", "blurry", 0),
             (f"brain, guidance {guidance:g}, sample 1", run / "recon-g3", "sample", 0),
             (f"brain, from blurry {img2img:g}, sample 1", gb, "sample", 0),
@@ -255,8 +256,9 @@ def cli_stages(args, work: Path, run: Path, oracle: Path, g3: Path, g0: Path, gb
     if args.max_images:
         common += ["--trials", test_trials(subject, args.max_images)]
     # Before fine-tuning the run's decoder is the demo generator with its own adapter: the generator's ceiling.
+    # It runs with the window's default settings (from the low-level image), as the brain's best route does.
     times["reconstruct_oracle_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
-                                          "--oracle", "--out", str(oracle)])
+                                          "--img2img-strength", str(args.img2img), "--oracle", "--out", str(oracle)])
     times["finetune_s"] = _cli(["finetune", str(run), "--generator", "demo", *quick])
     times["reconstruct_guided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                           "--out", str(g3)])

@@ -215,6 +215,11 @@ def reconstruct_job(run_dir, config: ReconstructConfig | None = None, *, subject
         yield Log("oracle: conditioning on the true image embeddings of the split, not on the brain")
     keep = _kept_rows(pred, trials, subj, split)
     blurry_u8 = _blurry_images(cfg, model, decoder, pred)
+    if cfg.source == "oracle" and cfg.img2img_strength is not None and blurry_u8 is None:
+        cfg = cfg.replace(img2img_strength=None)
+        scfg = cfg.sampler_config()
+        yield Log(f"oracle: {gen.kind} generator draws no low-level image from an embedding (the brain's would not "
+                  "be the oracle's): its samples start from noise")
     yield Log(f"{len(keep)} images × {cfg.samples} samples, {scfg.sampler} {scfg.steps} steps, guidance "
               f"{scfg.guidance}, generator {gen.kind} ({gen.image_size}px)")
     yield from _write_samples(cfg, scfg, model, decoder, pred, keep, blurry_u8, out_dir, split, method, cancel)
@@ -228,8 +233,12 @@ def _blurry_images(cfg: ReconstructConfig, model: TrainedModel, decoder, pred: B
     from engine.recon.blurry import resize, to_uint8
 
     gen = decoder.generator
-    blurry = pred.blurry
-    if cfg.source == "brain":  # the oracle starts from noise: no low-level image of its own
+    if cfg.source == "oracle":  # only what the generator draws from the true embedding itself: never the brain's
+        blurry = embedding_images(gen, pred.embeddings)
+        if blurry is None:
+            blurry = decoder.layout(pred.embeddings, from_brain=False)
+    else:
+        blurry = pred.blurry
         if blurry is None and is_pixel_run(model.info):
             blurry = predicted_images(pred.embeddings, model.subject.image_shape)
         if blurry is None:  # a generator trained on the user's images decodes its embedding linearly
@@ -238,7 +247,7 @@ def _blurry_images(cfg: ReconstructConfig, model: TrainedModel, decoder, pred: B
             blurry = decoder.layout(pred.embeddings)
         if blurry is None and decoder.blurry is not None:
             blurry = decoder.blurry.predict(pred.embeddings)
-    if cfg.img2img_strength is not None and blurry is None:
+    if cfg.img2img_strength is not None and blurry is None and cfg.source == "brain":
         raise ConfigError("img2img_strength needs a blurry image: the run's encoder has no low-level head and the "
                           "decoder has neither a layout head nor a blurry ridge (run finetune)")
     return None if blurry is None else resize(to_uint8(blurry), gen.image_size)

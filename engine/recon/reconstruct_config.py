@@ -44,7 +44,10 @@ class ReconstructConfig(Config):
         Start from the blurry image, re-running this share of the schedule.
     source : {"brain", "oracle"}
         ``"oracle"``: condition on the TRUE image embeddings of the split instead of the brain's predictions, through
-        the same decoder (no timestep router, no blurry image): the decoder's ceiling.
+        the same decoder and settings (no timestep router): the decoder's ceiling. With ``img2img_strength`` its
+        samples start from the low-level image the generator draws from the true embedding (the demo generator's
+        layout, an own generator's principal components); a generator that draws none (Stable Diffusion, whose
+        blurry image comes from the brain) starts the oracle from noise.
     generator : str or None
         Override the decoder's generator (``"demo"`` or a folder). ``index.json`` records the generator used.
     device : str or None
@@ -79,9 +82,6 @@ class ReconstructConfig(Config):
             object.__setattr__(self, name, coerce(getattr(self, name), hint, name, owner))
         if self.source not in SOURCES:
             raise ConfigError(key="source", expected=f"one of {list(SOURCES)}", found=self.source, owner=owner)
-        if self.source == "oracle" and self.img2img_strength is not None:
-            raise ConfigError("the oracle starts from noise (its blurry image would come from the brain); leave it "
-                              "unset with source 'oracle'", key="img2img_strength", owner=owner)
         for key in ("samples", "batch_size"):
             if getattr(self, key) is not None and getattr(self, key) < 1:
                 raise ConfigError(key=key, expected="a positive integer", found=getattr(self, key), owner=owner)

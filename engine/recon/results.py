@@ -218,7 +218,7 @@ def reconstruct_trials_job(run_dir, subject, trials, config: ReconstructConfig, 
         from engine.events import Log
 
         try:
-            yield from reconstruct_job(run_dir, config.replace(source="oracle", img2img_strength=None),
+            yield from reconstruct_job(run_dir, config.replace(source="oracle"),
                                        subject=subject, split="test", trials=trials, out_dir=oracle_folder(out_dir),
                                        cancel=cancel)
         except NeuroLensError as exc:  # e.g. no local embedder for the run's targets: the brain result still shows

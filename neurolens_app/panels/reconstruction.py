@@ -14,7 +14,8 @@ decoder" runs that job from here. Results of single trials go to ``RUN_DIR/recon
 again. The panel shows the one selected run of the window (``RunState``); its "Run" box selects a run everywhere.
 
 "Oracle" (on by default) also decodes the TRUE image embedding of each image through the same decoder
-(``reconstruct_job(source="oracle")``, into ``<folder>.oracle/``) and shows it beside the brain's samples, with its
+(``reconstruct_job(source="oracle")``, into ``<folder>.oracle/``, with the same settings: "From blurry" starts it from
+the low-level image the generator draws from the true embedding) and shows it beside the brain's samples, with its
 metrics in their own column: what the generator can do, so what the brain adds is in plain sight.
 """
 

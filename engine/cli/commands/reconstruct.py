@@ -51,7 +51,8 @@ def add_arguments(p) -> None:
     p.add_argument("--generator", default=None, metavar="PATH|demo", help="override the decoder's generator")
     p.add_argument("--oracle", action="store_true",
                    help="condition on the true image embeddings instead of the brain (the decoder's ceiling; "
-                        "evaluate shows it as its own row)")
+                        "evaluate shows it as its own row); with --img2img-strength from the low-level image the "
+                        "generator draws from the true embedding, if it draws one")
     p.add_argument("--subject", default=None, help="subject path (default: the one recorded in the run)")
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default="auto", choices=["auto", "fp32", "fp16", "bf16"])

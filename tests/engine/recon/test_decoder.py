@@ -100,6 +100,19 @@ def test_the_low_level_image_is_the_generators_layout_of_the_priors_output(fresh
     item = read_index(tmp_path / "r").items[0]
     written = np.asarray(Image.open(tmp_path / "r" / item.blurry).convert("RGB"))
     assert np.array_equal(written, resize(to_uint8(layout[:1]), dec.generator.image_size)[0])
+    # The oracle, with the same settings, starts from the layout the generator draws from the TRUE embedding.
+    oracle = {}
+    for name, strength in (("o", 0.5), ("o-noise", None)):
+        drive(reconstruct_job(run, ReconstructConfig(samples=1, steps=2, img2img_strength=strength, device="cpu",
+                                                     source="oracle"),
+                              subject=tiny_subject_s, trials=[200], out_dir=tmp_path / name))
+        index = read_index(tmp_path / name)
+        oracle[name] = np.asarray(Image.open(index.path / index.items[0].samples[0]))
+    assert index.settings["img2img_strength"] is None and read_index(tmp_path / "o").settings["img2img_strength"] == 0.5
+    true_layout = dec.layout(TrainedModel.open(run, tiny_subject_s).targets()[[item.image_index]], from_brain=False)
+    written = np.asarray(Image.open(tmp_path / "o" / read_index(tmp_path / "o").items[0].blurry).convert("RGB"))
+    assert np.array_equal(written, resize(to_uint8(true_layout), dec.generator.image_size)[0])
+    assert not np.array_equal(oracle["o"], oracle["o-noise"])
     dec.adapter.spatial_proj = None  # an adapter without a layout head (Stable Diffusion's) has none
     assert dec.layout(pred.embeddings[:2]) is None
     gen2 = load_generator(str(build_tiny_demo_generator(tmp_path / "gen2", spatial_channels=2, spatial_head="conv")),

@@ -85,7 +85,7 @@ def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(l
           events.append)
     idx = read_index(tmp_path / "oracle")
     assert idx.method.startswith("oracle: true") and idx.settings["source"] == "oracle"
-    assert all(it.blurry is None for it in idx.items)  # the blurry image would come from the brain
+    assert all(it.blurry is None for it in idx.items)  # no layout head: a blurry image would come from the brain
     z = load_embeddings(tmp_path / "oracle")
     assert np.array_equal(z["brain"], z["target"])  # conditioned on the targets themselves
     brain = load_embeddings(tmp_path / "brain")
@@ -96,8 +96,13 @@ def test_oracle_reconstructs_from_the_true_embeddings_through_the_same_decoder(l
     # evaluate shows it as its own row, labelled as the oracle.
     rows = evaluate_folders([tmp_path / "brain", tmp_path / "oracle"]).rows
     assert any(r["method"].startswith("oracle: true") for r in rows)
-    with pytest.raises(ConfigError, match="oracle"):
-        cfg.replace(source="oracle", img2img_strength=0.5)
+    # With img2img, a generator that draws no low-level image of its own starts the oracle from noise, and says so.
+    events = []
+    drive(reconstruct_job(ridge_run, cfg.replace(source="oracle", img2img_strength=0.5), out_dir=tmp_path / "o2",
+                          **kw), events.append)
+    assert any("oracle" in getattr(e, "message", "") and "start from noise" in e.message for e in events)
+    assert read_index(tmp_path / "o2").settings["img2img_strength"] is None
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "o2" / idx.items[0].samples[0])), a)
 
 
 def test_unguided_reconstruction_samples_the_decoders_trained_null_condition(lora_decoder, ridge_run, tiny_subject_s,

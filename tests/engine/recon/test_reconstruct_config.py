@@ -40,7 +40,6 @@ def test_unknown_keys_are_refused_by_name(d, key):
     ({"steps": 2.5}, "key 'steps': expected an integer"),
     ({"guidance": "lots"}, "key 'guidance': expected a number"),
     ({"source": "dream"}, "key 'source': expected one of"),
-    ({"source": "oracle", "img2img_strength": 0.5}, "key 'img2img_strength': the oracle starts from noise"),
     ({"repeat_mode": "median"}, "key 'repeat_mode': expected one of"),
     ({"batch_size": 0}, "key 'batch_size': expected a positive integer"),
     ({"compile": "fast"}, "key 'compile': expected one of"),
