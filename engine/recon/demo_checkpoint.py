@@ -74,16 +74,21 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     folder = Path(folder)
     meta = read_object(folder / MANIFEST)
     schedule = ("lr_restart_cycle", "lr_restart_every")
+    offset = ("offset_noise", "offset_noise_cycle")
     done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, "lr_restart_cycle": 0,
-                   "lr_restart_every": 0, **(meta.get("recipe") or {})}
+                   "lr_restart_every": 0, "offset_noise": 0.0, "offset_noise_cycle": 0, **(meta.get("recipe") or {})}
     state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
     state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
     mine = recipe.to_dict()
-    # The learning-rate restarts may be set or moved as long as every begun cycle keeps its peak rate.
+    # The learning-rate restarts and the offset noise may be set or moved as long as every begun cycle keeps its
+    # peak rate and its offset noise.
     begun = state["cycle"] + (1 if state["step"] else 0)
-    done_schedule = dataclasses.replace(recipe, **{k: done_recipe[k] for k in schedule})
-    same_schedule = all(done_schedule.cycle_peak_lr(c) == recipe.cycle_peak_lr(c) for c in range(begun))
-    free = {"unet_cycles"} | (set(schedule) if same_schedule else set())
+    done = dataclasses.replace(recipe, **{k: done_recipe[k] for k in schedule + offset})
+    free = {"unet_cycles"}
+    if all(done.cycle_peak_lr(c) == recipe.cycle_peak_lr(c) for c in range(begun)):
+        free |= set(schedule)
+    if all(done.cycle_offset_noise(c) == recipe.cycle_offset_noise(c) for c in range(begun)):
+        free |= set(offset)
     differ = sorted(k for k in mine if k not in free and done_recipe.get(k) != mine[k])
     built, wanted = checkpoint_architecture(folder).to_dict(), cfg.to_dict()
     arch_differ = sorted(k for k in wanted if built.get(k) != wanted[k])

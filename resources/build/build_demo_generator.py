@@ -79,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
                          "rate, e.g. --continue-from a 4-cycle build --unet-cycles 8 --lr-restart-cycle 4")
     ap.add_argument("--lr-restart-every", type=int, default=0, metavar="P",
                     help="with --lr-restart-cycle: start the decay again every P cycles after it (0: once)")
+    ap.add_argument("--offset-noise", type=float, default=0.0, metavar="S",
+                    help="offset noise of SD S from UNet cycle --offset-noise-cycle on (0: none), so that samples "
+                         "from pure noise get the global colour from the condition")
+    ap.add_argument("--offset-noise-cycle", type=int, default=0, metavar="C",
+                    help="with --offset-noise: UNet cycles from C on (1-based: C + 1 on) train with it")
     args = ap.parse_args(argv)
     if args.lr_restart_every and not args.lr_restart_cycle:
         ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
@@ -86,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--latent-size {args.latent_size} trains its own VAE and UNet: --vae-from and --init-from reuse a "
                  "16x16-latent build's")
     recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
-                                 lr_restart_every=args.lr_restart_every)
+                                 lr_restart_every=args.lr_restart_every, offset_noise=args.offset_noise,
+                                 offset_noise_cycle=args.offset_noise_cycle)
     if args.unet_cycles is not None:
         recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
     if args.refit_adapter:

@@ -229,3 +229,27 @@ def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(
         drive(train_demo_generator(tmp_path / "g16", dataclasses.replace(recipe, unet_cycles=2), demo_architecture(),
                                    images=images, embeddings=emb, embedder_identity="t",
                                    continue_from=tmp_path / "g32"))
+
+
+def test_offset_noise_applies_to_cycles_not_yet_begun_and_resumes_exactly(tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.errors import CheckpointError
+
+    offset = dataclasses.replace(DemoTrainConfig(), offset_noise=0.1, offset_noise_cycle=1)
+    assert [offset.cycle_offset_noise(c) for c in range(3)] == [0.0, 0.1, 0.1]
+    images, emb, one, cfg = _tiny_build(5, unet_steps=2)
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    drive(train_demo_generator(tmp_path / "one", one, cfg, **kw))  # cycle 1 of 1, built before offset noise existed
+    two = dataclasses.replace(one, unet_cycles=2, offset_noise=0.1, offset_noise_cycle=1)
+    drive(train_demo_generator(tmp_path / "continued", two, cfg, continue_from=tmp_path / "one", **kw))
+    drive(train_demo_generator(tmp_path / "straight", two, cfg, **kw))
+    drive(train_demo_generator(tmp_path / "plain", dataclasses.replace(one, unet_cycles=2), cfg,
+                               continue_from=tmp_path / "one", **kw))
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    a, b, c = (load_file(str(tmp_path / name / unet)) for name in ("continued", "straight", "plain"))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)  # the same as built in one go
+    assert not all(np.array_equal(a[k].numpy(), c[k].numpy()) for k in a)  # and the offset noise did something
+    with pytest.raises(CheckpointError, match="offset_noise"):  # cycle 2 was trained with it
+        drive(train_demo_generator(tmp_path / "x", dataclasses.replace(two, unet_cycles=3, offset_noise=0.2), cfg,
+                                   continue_from=tmp_path / "continued", **kw))
