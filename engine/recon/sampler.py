@@ -40,7 +40,8 @@ class SamplerConfig:
     seed : int
         Base seed; item ``i`` uses its own seed from ``seeds``.
     strength : float or None
-        img2img: share of the schedule re-run from the init latents (1.0 = from pure noise); None = no init.
+        img2img: share of the schedule re-run from the init latents, noised to its first step (1.0: the whole
+        schedule, where the init still shows through the first noise level, as in diffusers' img2img); None = no init.
     """
 
     sampler: str = defaults.SAMPLER
@@ -148,7 +149,7 @@ def denoise(generator, cond: Condition, null: Condition, config: SamplerConfig, 
     timesteps = sched.timesteps
     shape = (generator.latent_channels, generator.latent_size, generator.latent_size)
     noise = initial_noise(shape, seeds, device=generator.device, dtype=torch.float32)
-    if init_latents is not None and config.strength is not None and config.strength < 1.0:
+    if init_latents is not None and config.strength is not None:  # 1.0: the whole schedule, from the noised init
         start = config.steps - max(1, int(round(config.steps * config.strength)))
         timesteps = timesteps[start * sched.order:]
         if hasattr(sched, "set_begin_index"):

@@ -16,7 +16,8 @@ from neurolens_app.widgets.run_picker import RunPicker
 # docs/benchmarks.md).
 DEFAULT_IMG2IMG = 0.8
 IMG2IMG_TIP = ("Start from the blurry reconstruction (MindEye's low-level route) and re-run this share of the denoising "
-               "schedule; off = start from noise. 0.8 is the recommended value.")
+               "schedule (1 = all of it, from the noised blurry image); off = start from noise. 0.8 is the "
+               "recommended value.")
 
 
 class DecoderRow(QHBoxLayout):

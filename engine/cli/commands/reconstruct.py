@@ -47,7 +47,8 @@ def add_arguments(p) -> None:
                    help="replace an existing reconstruction folder given as --out (kept until the new one is complete)")
     p.add_argument("--repeat-mode", choices=list(REPEAT_MODES), default=defaults.REPEAT_MODE)
     p.add_argument("--img2img-strength", type=float, default=None,
-                   help="start from the blurry image, re-running this share of the schedule (0..1]")
+                   help="start from the blurry image, re-running this share of the schedule (0..1]; 1 runs the "
+                        "whole schedule from the noised blurry image")
     p.add_argument("--generator", default=None, metavar="PATH|demo", help="override the decoder's generator")
     p.add_argument("--oracle", action="store_true",
                    help="condition on the true image embeddings instead of the brain (the decoder's ceiling; "

@@ -48,6 +48,10 @@ def test_img2img_runs_only_the_last_share_of_the_schedule(gen):
     sample_latents(gen, cond, null, SamplerConfig(steps=10, guidance=2.0, strength=0.3), init_latents=init,
                    callback=states.append)
     assert len(states) == 3
+    # At 1.0 the whole schedule runs from the init noised to its first step: the init still shows through.
+    whole = [sample_latents(gen, cond, null, SamplerConfig(steps=4, strength=1.0), init_latents=init + shift,
+                            callback=states.append) for shift in (0.0, 3.0)]
+    assert len(states) == 3 + 8 and not torch.allclose(whole[0], whole[1])
 
 
 def test_cancel_stops_between_steps(gen):
