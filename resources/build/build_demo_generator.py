@@ -16,7 +16,9 @@
     python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250                      # a 32x32-latent VAE that keeps small objects,
         # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same cycle and restart flags:
-        # the architecture comes from DIR)
+        # the architecture comes from DIR); build 7 went on from its cycle 8 with offset noise:
+    python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 16 --lr-restart-cycle 4 \
+        --lr-restart-every 4 --checkpoint-every 250 --offset-noise 0.1 --offset-noise-cycle 8
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
         # spatial head; DIR/generator.json records the recipe
