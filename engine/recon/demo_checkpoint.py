@@ -10,6 +10,8 @@ from pathlib import Path
 from engine.jsonfile import read_object  # bounded, top-level type checked
 from engine.recon.demo_generator import MANIFEST, OPTIMIZER_FILE, DemoGeneratorConfig
 
+GENERATOR_PARTS = ("vae", "unet", "adapter", "scheduler")
+
 
 @contextlib.contextmanager
 def ema_swapped(params, ema):
@@ -104,3 +106,28 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     opt_file = folder / OPTIMIZER_FILE
     resume = load_file(str(opt_file)) if state["step"] and opt_file.is_file() else None
     return vae, unet, adapter, state, resume
+
+
+def finish_checkpoint(folder, out_dir, *, overwrite: bool = False) -> Path:
+    """Write the checkpoint ``folder``, stopped at the end of a UNet cycle, to ``out_dir`` as the finished build of
+    that many cycles (its recipe's ``unet_cycles``), without the optimizer state: what a build asked for that many
+    cycles writes, since each cycle starts afresh from the previous one's EMA weights. Returns ``out_dir``."""
+    import json
+    import shutil
+
+    from engine.atomic import atomic_dir
+    from engine.errors import CheckpointError
+
+    folder = Path(folder)
+    meta = read_object(folder / MANIFEST)
+    state = meta.get("train_state") or {}
+    if state.get("complete") or state.get("step") != 0 or not state.get("cycle"):
+        raise CheckpointError(f"{folder / MANIFEST}: key 'train_state': expected a checkpoint at the end of a UNet "
+                              f"cycle (step 0 of a cycle after the first, not complete), found {state}")
+    meta["recipe"] = {**(meta.get("recipe") or {}), "unet_cycles": int(state["cycle"])}
+    meta["train_state"] = {"cycle": int(state["cycle"]), "step": 0, "complete": True}
+    with atomic_dir(out_dir, overwrite=overwrite) as tmp:
+        for part in GENERATOR_PARTS:
+            shutil.copytree(folder / part, tmp / part)
+        (tmp / MANIFEST).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    return Path(out_dir)

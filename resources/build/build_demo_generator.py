@@ -19,6 +19,8 @@
         # the architecture comes from DIR); build 7 went on from its cycle 8 with offset noise:
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 16 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250 --offset-noise 0.1 --offset-noise-cycle 8
+    python resources/build/build_demo_generator.py --finish CHECKPOINT --out DIR   # a checkpoint stopped at the end
+        # of UNet cycle N, written as the finished N-cycle build (no optimizer state)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
         # build 5 (then --continue-from DIR --unet-cycles 4): build 4's UNet and VAE, its decoder fine-tuned, a conv
         # spatial head; DIR/generator.json records the recipe
@@ -40,7 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
-from engine.recon.demo_checkpoint import checkpoint_architecture  # noqa: E402
+from engine.recon.demo_checkpoint import checkpoint_architecture, finish_checkpoint  # noqa: E402
 from engine.recon.demo_generator import FOLDER_NAME, ARCHITECTURE_BY_LATENT_SIZE, demo_architecture  # noqa: E402
 from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
@@ -58,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=resource_path("models", FOLDER_NAME),
                     help="output folder (default: the shipped one)")
+    ap.add_argument("--finish", type=Path, default=None, metavar="CHECKPOINT",
+                    help="write this checkpoint, stopped at the end of a UNet cycle, to OUT as the finished build of "
+                         "that many cycles (OUT must not exist)")
     ap.add_argument("--refit-adapter", action="store_true",
                     help="retrain only the conditioning adapter of the folder, in place")
     ap.add_argument("--continue-from", type=Path, default=None, metavar="FOLDER",
@@ -97,7 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                                  offset_noise_cycle=args.offset_noise_cycle)
     if args.unet_cycles is not None:
         recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
-    if args.refit_adapter:
+    if args.finish is not None:
+        print(f"finished build written to {finish_checkpoint(args.finish, args.out)}")
+    elif args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
         cfg = build_architecture(args.latent_size, args.continue_from)

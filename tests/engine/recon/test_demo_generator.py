@@ -253,3 +253,36 @@ def test_offset_noise_applies_to_cycles_not_yet_begun_and_resumes_exactly(tmp_pa
     with pytest.raises(CheckpointError, match="offset_noise"):  # cycle 2 was trained with it
         drive(train_demo_generator(tmp_path / "x", dataclasses.replace(two, unet_cycles=3, offset_noise=0.2), cfg,
                                    continue_from=tmp_path / "continued", **kw))
+
+
+def test_a_checkpoint_at_a_cycle_end_finishes_as_the_build_of_that_many_cycles(tmp_path):
+    from safetensors.torch import load_file
+
+    from engine.errors import CheckpointError
+    from engine.events import Cancelled, CancelToken, Log
+
+    spec = importlib.util.spec_from_file_location("build_demo_generator", BUILD_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    images, emb, one, cfg = _tiny_build(6, unet_steps=2)
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    three, token = dataclasses.replace(one, unet_cycles=3), CancelToken()
+
+    def stop_after_cycle_2(event):
+        if isinstance(event, Log) and event.message.startswith("UNet cycle 2 of 3 done"):
+            token.set()
+
+    with pytest.raises(Cancelled):
+        drive(train_demo_generator(tmp_path / "ckpt", three, cfg, checkpoint_every=1, cancel=token, **kw),
+              stop_after_cycle_2)
+    assert script.main(["--finish", str(tmp_path / "ckpt"), "--out", str(tmp_path / "done")]) == 0
+    drive(train_demo_generator(tmp_path / "two", dataclasses.replace(one, unet_cycles=2), cfg, **kw))
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tmp_path / "done" / unet)), load_file(str(tmp_path / "two" / unet))
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    info = load_generator(str(tmp_path / "done"), device="cpu").info
+    assert info["recipe"]["unet_cycles"] == 2 and info["train_state"] == {"cycle": 2, "step": 0, "complete": True}
+    assert not (tmp_path / "done" / "train_state").exists()
+    drive(train_demo_generator(tmp_path / "more", three, cfg, continue_from=tmp_path / "done", **kw))  # goes on
+    with pytest.raises(CheckpointError, match="key 'train_state': expected a checkpoint at the end of a UNet cycle"):
+        script.main(["--finish", str(tmp_path / "done"), "--out", str(tmp_path / "again")])
