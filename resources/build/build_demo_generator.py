@@ -13,12 +13,14 @@
         --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
         # build 6: build 5 with these two steps (cycles 5-8, then 9-12)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
-    python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 \
+    python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 8 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250                      # a 32x32-latent VAE that keeps small objects,
         # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same cycle and restart flags:
-        # the architecture comes from DIR); build 7 went on from its cycle 8 with offset noise:
-    python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 16 --lr-restart-cycle 4 \
+        # the architecture comes from DIR); then cycles 9-12 with offset noise:
+    python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250 --offset-noise 0.1 --offset-noise-cycle 8
+        # build 7 at cycle 12 (measured, not shipped: docs/benchmarks.md): these two steps (it ran with
+        # --unet-cycles 16, stopped after cycle 12 and was written with --finish, which gives the same weights)
     python resources/build/build_demo_generator.py --finish CHECKPOINT --out DIR   # a checkpoint stopped at the end
         # of UNet cycle N, written as the finished N-cycle build (no optimizer state)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
