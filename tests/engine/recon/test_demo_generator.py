@@ -15,6 +15,29 @@ from tests.engine.recon.tiny_models import TINY_DEMO
 BUILD_SCRIPT = Path(__file__).resolve().parents[3] / "resources" / "build" / "build_demo_generator.py"
 
 
+def _build_script():
+    """The build script, imported as a module."""
+    spec = importlib.util.spec_from_file_location("build_demo_generator", BUILD_SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script
+
+
+def _stopped_build(out, recipe, cfg, kw, *, checkpoint_every: int, stop_after: str):
+    """A build cancelled right after its first log line starting with ``stop_after`` (the token fires on the next
+    step, so the checkpoint that line reports is the last one written)."""
+    from engine.events import Cancelled, CancelToken, Log
+
+    token = CancelToken()
+
+    def stop(event):
+        if isinstance(event, Log) and event.message.startswith(stop_after):
+            token.set()
+
+    with pytest.raises(Cancelled):
+        drive(train_demo_generator(out, recipe, cfg, checkpoint_every=checkpoint_every, cancel=token, **kw), stop)
+
+
 def test_the_shipped_demo_generator_loads_and_samples():
     from engine.recon.sampler import SamplerConfig, sample_latents
     import torch
@@ -92,18 +115,7 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     cfg = dataclasses.replace(cfg, spatial_channels=2, spatial_head="conv")
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
     drive(train_demo_generator(tmp_path / "scratch", recipe, cfg, **kw))
-    # Stopped after the checkpoint at step 2 (the cancel token fires on the next step).
-    from engine.events import CancelToken, Cancelled, Log
-
-    token = CancelToken()
-
-    def stop_after_checkpoint(event):
-        if isinstance(event, Log) and event.message.startswith("checkpoint"):
-            token.set()
-
-    with pytest.raises(Cancelled):
-        drive(train_demo_generator(tmp_path / "ckpt", recipe, cfg, checkpoint_every=2, cancel=token, **kw),
-              stop_after_checkpoint)
+    _stopped_build(tmp_path / "ckpt", recipe, cfg, kw, checkpoint_every=2, stop_after="checkpoint")  # at step 2
     state = load_generator(str(tmp_path / "ckpt"), device="cpu").info["train_state"]
     assert state == {"cycle": 0, "step": 2, "complete": False}
     events = []
@@ -220,9 +232,7 @@ def test_the_32px_latent_architecture_builds_and_samples_through_the_real_paths(
     assert cond.spatial.shape == (1, 4, 32, 32) and gen.decode(lat).shape == (1, 64, 64, 3)
     # Resumed without --latent-size, the build script takes the folder's architecture; asked for another, the keys
     # that differ are named (its UNet has one level more, too).
-    spec = importlib.util.spec_from_file_location("build_demo_generator", BUILD_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _build_script()
     assert script.build_architecture(None, tmp_path / "g32") == cfg
     assert script.build_architecture(None, None) == DEMO_ARCHITECTURE == script.build_architecture(16, tmp_path / "g32")
     with pytest.raises(CheckpointError, match=r"architecture \(keys \['attention_levels', 'unet_channels', 'vae_ch"):
@@ -259,22 +269,11 @@ def test_a_checkpoint_at_a_cycle_end_finishes_as_the_build_of_that_many_cycles(t
     from safetensors.torch import load_file
 
     from engine.errors import CheckpointError
-    from engine.events import Cancelled, CancelToken, Log
-
-    spec = importlib.util.spec_from_file_location("build_demo_generator", BUILD_SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = _build_script()
     images, emb, one, cfg = _tiny_build(6, unet_steps=2)
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
-    three, token = dataclasses.replace(one, unet_cycles=3), CancelToken()
-
-    def stop_after_cycle_2(event):
-        if isinstance(event, Log) and event.message.startswith("UNet cycle 2 of 3 done"):
-            token.set()
-
-    with pytest.raises(Cancelled):
-        drive(train_demo_generator(tmp_path / "ckpt", three, cfg, checkpoint_every=1, cancel=token, **kw),
-              stop_after_cycle_2)
+    three = dataclasses.replace(one, unet_cycles=3)
+    _stopped_build(tmp_path / "ckpt", three, cfg, kw, checkpoint_every=1, stop_after="UNet cycle 2 of 3 done")
     assert script.main(["--finish", str(tmp_path / "ckpt"), "--out", str(tmp_path / "done")]) == 0
     drive(train_demo_generator(tmp_path / "two", dataclasses.replace(one, unet_cycles=2), cfg, **kw))
     unet = "unet/diffusion_pytorch_model.safetensors"
