@@ -8,9 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from engine.jsonfile import read_object  # bounded, top-level type checked
-from engine.recon.demo_generator import MANIFEST, OPTIMIZER_FILE, DemoGeneratorConfig
-
-GENERATOR_PARTS = ("vae", "unet", "adapter", "scheduler")
+from engine.recon.demo_generator import MANIFEST, OPTIMIZER_FILE, PARTS, DemoGeneratorConfig, write_manifest
 
 
 @contextlib.contextmanager
@@ -77,8 +75,9 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     meta = read_object(folder / MANIFEST)
     schedule = ("lr_restart_cycle", "lr_restart_every")
     offset = ("offset_noise", "offset_noise_cycle")
-    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, "lr_restart_cycle": 0,
-                   "lr_restart_every": 0, "offset_noise": 0.0, "offset_noise_cycle": 0, **(meta.get("recipe") or {})}
+    # Keys a manifest may lack (written before they existed): those builds ran without them.
+    off = {f.name: f.default for f in dataclasses.fields(recipe) if f.name in schedule + offset}
+    done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **off, **(meta.get("recipe") or {})}
     state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
     state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
     mine = recipe.to_dict()
@@ -112,7 +111,6 @@ def finish_checkpoint(folder, out_dir, *, overwrite: bool = False) -> Path:
     """Write the checkpoint ``folder``, stopped at the end of a UNet cycle, to ``out_dir`` as the finished build of
     that many cycles (its recipe's ``unet_cycles``), without the optimizer state: what a build asked for that many
     cycles writes, since each cycle starts afresh from the previous one's EMA weights. Returns ``out_dir``."""
-    import json
     import shutil
 
     from engine.atomic import atomic_dir
@@ -127,7 +125,7 @@ def finish_checkpoint(folder, out_dir, *, overwrite: bool = False) -> Path:
     meta["recipe"] = {**(meta.get("recipe") or {}), "unet_cycles": int(state["cycle"])}
     meta["train_state"] = {"cycle": int(state["cycle"]), "step": 0, "complete": True}
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        for part in GENERATOR_PARTS:
+        for part in PARTS:
             shutil.copytree(folder / part, tmp / part)
-        (tmp / MANIFEST).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp, meta)
     return Path(out_dir)

@@ -31,6 +31,7 @@ from engine.config import check
 
 FOLDER_NAME = "demo-generator"
 MANIFEST = "generator.json"
+PARTS = ("vae", "unet", "adapter", "scheduler")  # the folder's sub-folders, beside the manifest
 OPTIMIZER_FILE = "train_state/optimizer.safetensors"  # checkpoints only; not shipped
 
 
@@ -170,5 +171,10 @@ def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGene
             manifest["vae_from"] = str(vae_from)
         if init_from is not None:
             manifest["init_from"] = str(init_from)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        write_manifest(tmp, manifest)
     return out_dir
+
+
+def write_manifest(folder, manifest: dict) -> None:
+    """``generator.json`` of a folder being written (inside its ``atomic_dir``)."""
+    (Path(folder) / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
