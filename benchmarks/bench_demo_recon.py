@@ -371,7 +371,9 @@ def main(argv=None) -> int:
         "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps,
                      "guidance": args.guidance, "sampler": "ddim",
                      "img2img_strength": args.img2img, "test_images": n_images, "preset": args.preset,
-                     "finetune": "defaults (adapter, frozen UNet)", "brain route for the goals": best,
+                     "finetune": "defaults (embedding prior and timestep router; the generator's adapter kept, "
+                                 "UNet frozen)",
+                     "brain route for the goals": best,
                      "snr_scale": args.snr_scale},
         "times": times,
         "goals": goals,

@@ -189,9 +189,11 @@ def decoder_state(run) -> DecoderState:
         except (OSError, ValueError):
             meta = {}
         # fine-tuning always leaves a low-level image: the encoder's head, the generator's layout or a ridge
-        prior = ", embedding prior" if meta.get("prior") else ""
-        return DecoderState(f"Decoder: fine-tuned ({meta.get('generator', '?')} generator, UNet "
-                            f"{meta.get('unet', 'frozen')}{prior}, {meta.get('steps', '?')} steps)", True, True)
+        parts = [f"{meta.get('generator', '?')} generator", f"UNet {meta.get('unet', 'frozen')}"]
+        parts += ["embedding prior"] if meta.get("prior") else []
+        parts += ["the generator's own adapter"] if meta.get("adapter") == "kept" else []
+        parts += [f"{meta.get('steps', '?')} steps"] if meta.get("steps") != 0 else []
+        return DecoderState(f"Decoder: fine-tuned ({', '.join(parts)})", True, True)
     try:
         model = TrainedModel.open(run)
     except (NeuroLensError, OSError, ValueError):
@@ -260,6 +262,7 @@ def save_decoder(out_dir: Path, cfg: FinetuneConfig, gen, adapter, router, encod
         atomic_write_json(tmp / DECODER_FILE, {
             "schema": 1, "generator": gen.path, "generator_kind": gen.kind,
             "input_shape": list(adapter.config.input_shape),
+            "adapter": "trained" if any(p.requires_grad for p in adapter.parameters()) else "kept",
             "embedder": info.get("embedder"), "target": info.get("target"), "unet": cfg.unet, "lora": lora,
             "ip_adapter": gen.info.get("ip_adapter") if gen.image_embed_dim else None,
             "router": router is not None, "prior": prior is not None, "joint_encoder": encoder is not None,

@@ -3,8 +3,9 @@
 ``finetune_job(run_dir, generator="demo", config=FinetuneConfig(...), cancel=...)`` trains, on the subject's training
 trials, what turns this run's predicted embeddings into images:
 
-- the conditioning adapter (always; started from the demo generator's own adapter when the run predicts the same
-  embedding, else fresh) and its learned null condition, with the condition dropped with ``drop_prob`` (0.1);
+- the conditioning adapter (started from the generator's own adapter when the run predicts the same embedding, else
+  fresh) and its learned null condition, with the condition dropped with ``drop_prob`` (0.1); the generator's own
+  adapter is kept as trained when the embedding prior is fitted (``adapter="auto"``, see ``FinetuneConfig``);
 - optionally the UNet: ``unet="lora"`` adds peft LoRA of rank ``lora_rank`` on the attention projections
   (``to_q``, ``to_k``, ``to_v``, ``to_out.0``; plus ``ff.net.0.proj``, ``ff.net.2`` with ``lora_ff``), as MoRE-Brain;
   ``unet="cross_attn"`` trains the cross-attention layers (``attn2``, ``norm2``) as upstream NeuroLens / MinD-Vis;
@@ -13,7 +14,8 @@ trials, what turns this run's predicted embeddings into images:
 - for a Mixture-of-Experts encoder, a ``TimestepRouter`` over its expert levels;
 - a ``BlurryRidge`` for the low-level image when the encoder has no blurry head;
 - first, for vector embeddings, the embedding prior (``engine.recon.embedding_prior``, ``prior_epochs``): the brain's
-  predictions → the image embeddings they stand for; the adapter trains on, and sampling reads, its output.
+  predictions → the image embeddings they stand for; the adapter reads its output while training and sampling.
+  When nothing else trains (adapter kept, frozen UNet, no router), the fitted prior is the whole fine-tuning.
 
 Loss: ε-MSE on the VAE latents of the seen images, with min-SNR-γ weights when ``min_snr_gamma`` is set.
 Everything is written to ``RUN_DIR/decoder/`` (``engine.recon.decoder``: atomically, after every epoch and when
@@ -97,7 +99,7 @@ class _Training:
         return save_decoder(self.out_dir, self.cfg, self.gen, self.adapter, self.router, self.encoder, self.prior,
                             self.model.info, self.step, d.embeddings, d.blurry, self.model.subject.images,
                             d.images_of_rows, d.levels, d.rows, optimizer=self.optimizer, rng=self.rng,
-                            position=position)
+                            position=None if self.optimizer is None else position)
 
 
 def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig | None = None,
@@ -131,6 +133,8 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
                                        source=model.run.decoder_dir / DECODER_FILE)
         if "prior_epochs" not in saved_meta["config"]:  # started before the embedding prior existed
             cfg = cfg.replace(prior_epochs=0)
+        if "adapter" not in saved_meta["config"]:  # started when the adapter always trained
+            cfg = cfg.replace(adapter="train")
     yield Started(job="finetune", run_dir=str(model.run.path))
     subj = model.subject
     torch.manual_seed(cfg.seed)
@@ -151,7 +155,7 @@ def finetune_job(run_dir, generator: str | None = None, config: FinetuneConfig |
     yield from _train(t, cancel, start_epoch, start_batch, saved_order)
     if t.router is not None:
         yield Log(describe_router_change(t.router))
-    yield Finished(status="done", summary={"step": t.step, "diffusion_loss": t.last_loss})
+    yield Finished(status="done", summary={"step": t.step, "diffusion_loss": t.last_loss if t.step else None})
     return FinetuneResult(str(t.out_dir), t.step, t.last_loss)
 
 
@@ -247,7 +251,13 @@ def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Traini
     amp_dtype = gen.dtype if gen.dtype != torch.float32 else None
     for p in unet_params:
         p.data = p.data.float()
-    opt = torch.optim.AdamW(groups, weight_decay=1e-2, fused=True if gen.device.type == "cuda" else None)
+    groups = [g for g in groups if g["params"]]
+    opt = None
+    if groups:
+        opt = torch.optim.AdamW(groups, weight_decay=1e-2, fused=True if gen.device.type == "cuda" else None)
+    else:
+        yield Log("nothing else trains (the generator's adapter kept, frozen UNet, no router): the decoder is the "
+                  "generator's adapter reading the fitted prior")
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     # The generator's own noise schedule (an SD folder ships a PNDM config; the betas are what matter here).
     sched = DDPMScheduler.from_config({k: v for k, v in gen.scheduler_config.items() if not k.startswith("_")})
@@ -255,6 +265,8 @@ def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Traini
     n = len(data.rows)
     per_epoch = max(1, n // cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs, cfg.max_steps)
+    if opt is None:
+        total = 0
     return _Training(cfg, model, model.run.decoder_dir, gen, data, adapter, router, encoder, prior, opt,
                      [p for g in groups for p in g["params"]], scaler, amp_dtype, parts, rng, per_epoch, total)
 
@@ -268,7 +280,17 @@ def _adapter_and_router(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Tr
     shape = model.target_shape
     same_space = (gen.adapter is not None and tuple(gen.adapter.config.input_shape) == shape
                   and gen.embedder == model.info["embedder"])
-    if same_space:
+    keep = cfg.adapter == "keep" or (cfg.adapter == "auto" and prior is not None and same_space)
+    if keep and not same_space:
+        raise ConfigError(f"finetune: adapter 'keep' needs the generator's own adapter for this run's embedding: "
+                          f"generator {gen.path} reads {gen.embedder or 'no image embedding'}, the run predicts "
+                          f"{model.info['embedder']} {shape}; use adapter 'train' or 'auto'")
+    if keep:
+        adapter = copy.deepcopy(gen.adapter).float().requires_grad_(False)
+        yield Log("the generator's own adapter, kept as trained"
+                  + (": the embedding prior maps the brain's predictions into the embedding it reads"
+                     if prior is not None else " (adapter 'keep')"))
+    elif same_space:
         adapter = copy.deepcopy(gen.adapter).float()
         yield Log("adapter starts from the generator's own image-embedding adapter")
         if adapter.spatial_proj is not None:
@@ -278,8 +300,9 @@ def _adapter_and_router(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Tr
             yield Log("the adapter's spatial head stays as the generator trained it")
     else:
         adapter = ConditioningAdapter(gen.adapter_config(shape))
-    adapter.set_statistics(data.embeddings if prior is None else prior.map_array(data.embeddings))
-    adapter.to(gen.device).train()
+    if not keep:  # a kept adapter keeps the statistics of the embeddings it was trained on
+        adapter.set_statistics(data.embeddings if prior is None else prior.map_array(data.embeddings))
+    adapter.to(gen.device).train(not keep)
     router = None
     if data.levels is not None and cfg.router:
         router = TimestepRouter(data.levels.shape[0], num_train_timesteps=1000).to(gen.device)
@@ -291,6 +314,10 @@ def _train(t: _Training, cancel, start_epoch: int, start_batch: int, saved_order
     """Stage: the epochs, from where a resumed fine-tuning stopped; saves after every epoch and when cancelled."""
     import torch
 
+    if t.optimizer is None:  # nothing trains: write the decoder once, complete
+        saved = t.save(t.cfg.epochs, 0, None)
+        yield Checkpoint(path=str(saved), step=0)
+        return
     batches = _Batches(t.data, t.cfg.joint_encoder)
     n, bs = len(t.data.rows), t.cfg.batch_size
     clock = EtaClock(t.total, start_step=t.step)

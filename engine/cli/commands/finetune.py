@@ -16,7 +16,7 @@ ORDER = 60
 
 
 def add_arguments(p) -> None:
-    from engine.recon.finetune_config import DEFAULT_PRIOR_EPOCHS, FinetuneConfig
+    from engine.recon.finetune_config import ADAPTER_MODES, DEFAULT_PRIOR_EPOCHS, FinetuneConfig
 
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     p.add_argument("--generator", default="demo", metavar="PATH|demo",
@@ -25,6 +25,9 @@ def add_arguments(p) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=5e-4, help="adapter learning rate (default: 5e-4)")
+    p.add_argument("--adapter", default=FinetuneConfig.adapter, choices=ADAPTER_MODES,
+                   help="whether the conditioning adapter trains: 'keep' the generator's own as trained, 'train' it, "
+                        "or 'auto' (default): keep it when the embedding prior is fitted, else train")
     p.add_argument("--lora-rank", type=int, default=None, metavar="R", help="add LoRA of rank R to the UNet attention")
     p.add_argument("--lora-ff", action="store_true", help="with --lora-rank: also the feed-forward projections")
     p.add_argument("--cross-attn-only", action="store_true", help="train the UNet's cross-attention layers (no LoRA)")
@@ -67,6 +70,7 @@ def run(args) -> int:
     _check_decoder_folder(args)
     unet = "lora" if args.lora_rank is not None else ("cross_attn" if args.cross_attn_only else "frozen")
     cfg = FinetuneConfig(generator=args.generator, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         adapter=args.adapter,
                          unet=unet, lora_rank=args.lora_rank or 4, lora_ff=args.lora_ff, unet_lr=args.unet_lr,
                          drop_prob=args.cond_drop, min_snr_gamma=args.min_snr_gamma or None,
                          joint_encoder=args.joint_encoder, align_weight=args.align_weight,
@@ -78,7 +82,9 @@ def run(args) -> int:
                                                  resume=args.resume),
                      json_events=args.json_events)
     if not args.json_events:
-        print(f"decoder written to {result.decoder_dir} ({result.steps} steps, loss {result.loss:.4f})")
+        trained = (f"{result.steps} steps, loss {result.loss:.4f}" if result.steps
+                   else "the embedding prior; nothing else trains")
+        print(f"decoder written to {result.decoder_dir} ({trained})")
     return 0
 
 

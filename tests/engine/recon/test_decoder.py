@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from engine.errors import CheckpointError, ConfigError
 from engine.events import drive
 from engine.recon.decoder import (Decoder, DecoderState, decoder_state, has_decoder, read_resume_state,
                                   timestep_router_dir)
@@ -41,12 +42,19 @@ def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_sub
     shutil.copytree(fresh_ridge, run)
     state = decoder_state(run)
     assert not state.can_reconstruct and "'pixels' targets; fine-tune a decoder first" in state.description
+    # by default the prior is fitted and the generator's own adapter kept: with no router, nothing else trains
     drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1),
                        subject=tiny_subject_s))
     assert has_decoder(run) and has_decoder(Run(run)) and timestep_router_dir(run) is None  # a ridge: no levels
     description, can, blurry = decoder_state(Run(run))  # a NamedTuple: unpacks as the panel's tuple did
     assert can and blurry and description == (f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, "
-                                             "embedding prior, 1 steps)")
+                                             "embedding prior, the generator's own adapter)")
+    with pytest.raises(CheckpointError, match="nothing to resume"):  # complete, nothing trained step by step
+        read_resume_state(Run(run).decoder_dir)
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1, adapter="train"),
+                       subject=tiny_subject_s))
+    assert decoder_state(run).description == (f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, "
+                                              "embedding prior, 1 steps)")
     meta, state = read_resume_state(Run(run).decoder_dir)
     assert meta["steps"] == state["step"] == 1 and meta["config"]["max_steps"] == 1
 
@@ -62,13 +70,60 @@ def test_fine_tuning_keeps_the_generators_own_spatial_head_and_trains_the_rest(f
     gen_dir = build_tiny_demo_generator(tmp_path / "gen", spatial_channels=2, spatial_head="conv")
     run = tmp_path / "run"
     shutil.copytree(fresh_ridge, run)
-    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, lr=1e-2),
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, lr=1e-2, adapter="train"),
                        subject=tiny_subject_s))
     own = load_generator(str(gen_dir), device="cpu").adapter.state_dict()
     tuned = Decoder.open(run).adapter.state_dict()
     spatial = [k for k in own if k.startswith("spatial_proj.")]
     assert spatial and all(torch.equal(own[k], tuned[k]) for k in spatial)
     assert not torch.equal(own["proj.weight"], tuned["proj.weight"])
+
+
+def test_with_the_prior_fitted_the_generators_own_adapter_is_kept_whole(moe_run, tiny_subject_s, tmp_path):
+    """adapter 'auto' (default): the prior maps the brain's predictions into the embedding the generator's adapter
+    was trained on, so that adapter stays as it is, statistics included; the timestep router still trains."""
+    import torch
+
+    from engine.events import Log
+    from engine.recon.generators import load_generator
+    from tests.engine.recon.tiny_models import build_tiny_demo_generator
+
+    gen_dir = build_tiny_demo_generator(tmp_path / "gen", spatial_channels=2, spatial_head="conv")
+    run = tmp_path / "run"
+    shutil.copytree(moe_run, run, ignore=shutil.ignore_patterns("decoder"))
+    events = []
+    result = drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, prior_epochs=2,
+                                                           router_lr=0.5),
+                                subject=tiny_subject_s), events.append)
+    own = load_generator(str(gen_dir), device="cpu").adapter.state_dict()
+    dec = Decoder.open(run)
+    kept = dec.adapter.state_dict()
+    assert kept.keys() == own.keys() and all(torch.equal(own[k], kept[k]) for k in own)
+    assert result.steps == 2 and not torch.allclose(dec.router.slope.detach(), dec.router.prior_slopes())
+    assert dec.prior is not None and dec.info["adapter"] == "kept"
+    assert any(isinstance(e, Log) and "kept as trained: the embedding prior maps" in e.message for e in events)
+    # 'train' moves it, from the same start
+    drive(finetune_job(run, config=FinetuneConfig(generator=str(gen_dir), max_steps=2, prior_epochs=2, lr=1e-2,
+                                                  adapter="train"), subject=tiny_subject_s))
+    assert Decoder.open(run).info["adapter"] == "trained"
+    assert not torch.equal(own["proj.weight"], Decoder.open(run).adapter.state_dict()["proj.weight"])
+
+
+def test_adapter_keep_without_the_generators_own_adapter_is_one_clear_line(fresh_ridge, tiny_sd15, tiny_subject_s,
+                                                                           tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(fresh_ridge, run)
+    with pytest.raises(ConfigError, match=r"^finetune: adapter 'keep' needs the generator's own adapter for this "
+                                          r"run's embedding: generator .* reads no image embedding, the run predicts "
+                                          r"pixels \(64,\); use adapter 'train' or 'auto'$"):
+        drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_sd15), max_steps=1, adapter="keep"),
+                           subject=tiny_subject_s))
+    with pytest.raises(ConfigError, match="FinetuneConfig.*adapter.*one of"):
+        FinetuneConfig(adapter="frozen")
+
+
+def _within_rounding(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and int(np.abs(a.astype(int) - b.astype(int)).max()) <= 1
 
 
 def test_the_low_level_image_is_the_generators_layout_of_the_priors_output(fresh_ridge, tiny_subject_s, tmp_path):
@@ -99,7 +154,8 @@ def test_the_low_level_image_is_the_generators_layout_of_the_priors_output(fresh
                           subject=tiny_subject_s, trials=[200], out_dir=tmp_path / "r"))
     item = read_index(tmp_path / "r").items[0]
     written = np.asarray(Image.open(tmp_path / "r" / item.blurry).convert("RGB"))
-    assert np.array_equal(written, resize(to_uint8(layout[:1]), dec.generator.image_size)[0])
+    # the same picture up to the uint8 rounding of the VAE's output, which moves with the batch the layout is drawn in
+    assert _within_rounding(written, resize(to_uint8(layout[:1]), dec.generator.image_size)[0])
     # The oracle, with the same settings, starts from the layout the generator draws from the TRUE embedding.
     oracle = {}
     for name, strength in (("o", 0.5), ("o-noise", None)):
@@ -111,7 +167,7 @@ def test_the_low_level_image_is_the_generators_layout_of_the_priors_output(fresh
     assert index.settings["img2img_strength"] is None and read_index(tmp_path / "o").settings["img2img_strength"] == 0.5
     true_layout = dec.layout(TrainedModel.open(run, tiny_subject_s).targets()[[item.image_index]], from_brain=False)
     written = np.asarray(Image.open(tmp_path / "o" / read_index(tmp_path / "o").items[0].blurry).convert("RGB"))
-    assert np.array_equal(written, resize(to_uint8(true_layout), dec.generator.image_size)[0])
+    assert _within_rounding(written, resize(to_uint8(true_layout), dec.generator.image_size)[0])
     assert not np.array_equal(oracle["o"], oracle["o-noise"])
     dec.adapter.spatial_proj = None  # an adapter without a layout head (Stable Diffusion's) has none
     assert dec.layout(pred.embeddings[:2]) is None

@@ -183,7 +183,7 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     subj_path = tmp_path / "tiny.nlsubj"
     write_subject(tiny_subject_s, subj_path)
     rc = main(["finetune", str(ridge_run), "--generator", str(tiny_demo_gen), "--max-steps", "2", "--overwrite",
-               "--subject", str(subj_path), "--json-events"])
+               "--subject", str(subj_path), "--adapter", "train", "--json-events"])
     assert rc == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert lines[0]["event"] == "Started" and lines[-1]["event"] == "Finished"

@@ -20,7 +20,7 @@ def _weights(run):
 def test_cancelled_finetune_resumes_to_the_uninterrupted_result(ridge_run, tiny_demo_gen, tiny_subject_s, tmp_path):
     # 200 training trials / 64 = 3 steps per epoch; 2 epochs; cancelled after step 4 (inside the second epoch).
     cfg = FinetuneConfig(generator=str(tiny_demo_gen), epochs=2, batch_size=64, unet="lora", lora_rank=2,
-                         drop_prob=0.3)
+                         drop_prob=0.3, adapter="train")
     full, cut = tmp_path / "full", tmp_path / "cut"
     for d in (full, cut):
         shutil.copytree(ridge_run, d, ignore=shutil.ignore_patterns("decoder"))
