@@ -4,7 +4,7 @@
     neurolens train --data S --preset P --out R                      (P: --preset, demo-moe by default)
     neurolens reconstruct R --oracle --img2img-strength 0.8 --out R/recon-oracle    (true image embeddings, the
         generator's own adapter, from the low-level image it draws from them: the window's default settings)
-    neurolens finetune R --generator demo
+    neurolens finetune R --generator demo [--adapter A]                (A: --adapter, auto by default)
     neurolens reconstruct R --split test --samples 2 --guidance 3 --steps 25 --out R/recon-g3   (and --guidance 0)
     neurolens reconstruct R ... --guidance 3 --img2img-strength 0.8 --out R/recon-g3-blurry0.8  (the window's default)
     neurolens evaluate R/recon-oracle R/recon-g3 R/recon-g0 R/recon-g3-blurry0.8
@@ -219,6 +219,8 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--img2img", type=float, default=0.8, help="strength of the from-blurry run")
+    p.add_argument("--adapter", default="auto", choices=["auto", "train", "keep"],
+                   help="the fine-tuning's adapter setting (default auto; another is written beside, with its name)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
     p.add_argument("--reuse-run", action="store_true",
                    help="keep the demo subject and trained run of an earlier call in --work (only the decoder stages "
@@ -259,7 +261,7 @@ def cli_stages(args, work: Path, run: Path, oracle: Path, g3: Path, g0: Path, gb
     # It runs with the window's default settings (from the low-level image), as the brain's best route does.
     times["reconstruct_oracle_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                           "--img2img-strength", str(args.img2img), "--oracle", "--out", str(oracle)])
-    times["finetune_s"] = _cli(["finetune", str(run), "--generator", "demo", *quick])
+    times["finetune_s"] = _cli(["finetune", str(run), "--generator", "demo", "--adapter", args.adapter, *quick])
     times["reconstruct_guided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                           "--out", str(g3)])
     times["reconstruct_unguided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", "0", "--out", str(g0)])
@@ -358,7 +360,8 @@ def main(argv=None) -> int:
     n_images = len(read_index(g3).items)
     gen_info = load_generator("demo", device="cpu").info
     goals, best = brain_goals(table, judged, times, oracle, {"guidance 3": g3, f"from blurry {args.img2img:g}": gb})
-    snr = "" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}"
+    snr = ("" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}") + \
+        ("" if args.adapter == "auto" else f"_adapter-{args.adapter}")
     grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{snr.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),
                            work / grid_path.name if args.quick else grid_path)
@@ -371,8 +374,8 @@ def main(argv=None) -> int:
         "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps,
                      "guidance": args.guidance, "sampler": "ddim",
                      "img2img_strength": args.img2img, "test_images": n_images, "preset": args.preset,
-                     "finetune": "defaults (embedding prior and timestep router; the generator's adapter kept, "
-                                 "UNet frozen)",
+                     "finetune": f"adapter {args.adapter}, otherwise defaults (embedding prior, timestep router, UNet "
+                                 "frozen)",
                      "brain route for the goals": best,
                      "snr_scale": args.snr_scale},
         "times": times,

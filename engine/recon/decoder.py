@@ -191,7 +191,7 @@ def decoder_state(run) -> DecoderState:
         # fine-tuning always leaves a low-level image: the encoder's head, the generator's layout or a ridge
         parts = [f"{meta.get('generator', '?')} generator", f"UNet {meta.get('unet', 'frozen')}"]
         parts += ["embedding prior"] if meta.get("prior") else []
-        parts += ["the generator's own adapter"] if meta.get("adapter") == "kept" else []
+        parts += ["its adapter kept"] if meta.get("adapter") == "kept" else []
         parts += [f"{meta.get('steps', '?')} steps"] if meta.get("steps") != 0 else []
         return DecoderState(f"Decoder: fine-tuned ({', '.join(parts)})", True, True)
     try:

@@ -48,7 +48,7 @@ def test_state_before_and_after_fine_tuning(fresh_ridge, tiny_demo_gen, tiny_sub
     assert has_decoder(run) and has_decoder(Run(run)) and timestep_router_dir(run) is None  # a ridge: no levels
     description, can, blurry = decoder_state(Run(run))  # a NamedTuple: unpacks as the panel's tuple did
     assert can and blurry and description == (f"Decoder: fine-tuned ({tiny_demo_gen} generator, UNet frozen, "
-                                             "embedding prior, the generator's own adapter)")
+                                             "embedding prior, its adapter kept)")
     with pytest.raises(CheckpointError, match="nothing to resume"):  # complete, nothing trained step by step
         read_resume_state(Run(run).decoder_dir)
     drive(finetune_job(run, config=FinetuneConfig(generator=str(tiny_demo_gen), max_steps=1, adapter="train"),
