@@ -187,7 +187,6 @@ def gather_images(subject, extra=None) -> tuple[np.ndarray, dict]:
 
 def images_to_pixels(images_u8: np.ndarray, image_size: int, grey: bool):
     """uint8 (n, H, W, 3) → float (n, C, S, S) in [-1, 1] at the working size (the demo generator's conversion)."""
-    import torch
     from torch.nn import functional as F
 
     from engine.recon.diffusion_training import images_to_tensor

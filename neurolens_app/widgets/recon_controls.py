@@ -36,11 +36,13 @@ class DecoderRow(QHBoxLayout):
         self.ft_epochs.setRange(1, 1000)
         self.ft_epochs.setValue(3)
         self.ft_epochs.setPrefix("epochs ")
-        self.ft_epochs.setToolTip("Epochs of decoder fine-tuning")
+        self.ft_epochs.setToolTip("Epochs of decoder fine-tuning (of the router or adapter; the prior has its own)")
         self.addWidget(self.ft_epochs)
         self.finetune_btn = QPushButton("Fine-tune decoder")
-        self.finetune_btn.setToolTip("Train the generator's conditioning adapter (and a timestep router for MoE "
-                                     "encoders) on this run's predictions of the training trials")
+        self.finetune_btn.setToolTip("Fit, on this run's predictions of the training trials, what turns them into "
+                                     "the generator's condition: the embedding prior (the generator's own adapter "
+                                     "then reads its output as it is), a timestep router for MoE encoders, or, "
+                                     "without a prior, the conditioning adapter")
         self.addWidget(self.finetune_btn)
         self.generator_btn = QPushButton("Train a generator on this subject's images")
         self.generator_btn.setToolTip("Learn a small diffusion generator and its image embedder from this subject's "

@@ -29,8 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.readers.assemble import checked, provenance, repeat_numbers
-from engine.data.readers.checks import (check_declared_size, oneline, read_image_rgb, require_dir, require_file,
-                                        to_uint8_images)
+from engine.data.readers.checks import check_declared_size, oneline, read_image_rgb, require_dir, require_file
 from engine.data.subject import Stimuli, Subject, TrialTable, VoxelTable
 from engine.errors import SubjectFormatError
 
