@@ -26,10 +26,10 @@ class FinetuneConfig(Config):
     adapter : {"auto", "train", "keep"}
         Whether the conditioning adapter trains. ``"keep"``: the generator's own adapter stays as the generator
         trained it (the run must predict the generator's embedding). ``"auto"`` (default): kept when the embedding
-        prior is fitted, else trained. The prior's output is the embedding that adapter was trained on; fine-tuning
-        it on the prior's outputs lowered the samples (demo, build 6: PixCorr 0.568 → 0.557, category 79 → 75 %;
-        32 × 32 build: 0.572 → 0.550). With nothing else to train (no router, frozen UNet) the fine-tuning is then
-        the prior alone.
+        prior is fitted, else trained. The prior's output is the embedding that adapter was trained on; training it
+        again on the prior's outputs cost the samples PixCorr and SSIM (demo, build 6, three demo-moe runs: kept
+        +0.009 to +0.012 PixCorr, +0.008 to +0.009 SSIM; category and 2-way within noise). With nothing else to
+        train (no router, frozen UNet) the fine-tuning is then the prior alone.
     router_lr : float
         Learning rate of the timestep router's slopes (its query and keys train at ``lr``). The slopes get a weak
         gradient through the mix of levels: at the adapter's rate they moved 2.0 -> 1.994 in a demo fine-tuning, i.e.
