@@ -5,9 +5,9 @@ from __future__ import annotations
 NAME = "finetune"
 HELP = "fine-tune the image generator's conditioning (and optionally LoRA) on a trained run's brain encoder"
 DESCRIPTION = (
-    "Train, on the subject's training trials, the embedding prior (vector embeddings) and the adapter that turns "
-    "the run's predicted embeddings into the generator's cross-attention condition (with a learned null condition "
-    "for classifier-free guidance), and "
+    "Train, on the subject's training trials, the embedding prior (vector embeddings: the generator's own adapter "
+    "then reads its output as trained, see --adapter) or the adapter that turns the run's predicted embeddings into "
+    "the generator's cross-attention condition (with a learned null condition for classifier-free guidance), and "
     "optionally LoRA or the cross-attention layers of the UNet, a timestep router over a Mixture-of-Experts "
     "encoder's levels, or the encoder itself. Writes RUN_DIR/decoder/ after every epoch and when cancelled "
     "(Ctrl-C); --resume continues an interrupted fine-tuning with its saved settings, to the same result."
