@@ -206,3 +206,23 @@ def test_cli_finetune_and_reconstruct(ridge_run, tiny_demo_gen, tiny_subject_s, 
     err = capsys.readouterr().err
     assert "trial rows 5, 7 are not in split 'test'" in err and not (tmp_path / "refused").exists()
     assert main(["reconstruct", str(ridge_run), "--steps", "0", "--subject", str(subj_path)]) == 2
+
+
+def test_cli_finetune_of_a_run_with_nothing_but_the_prior_to_fit(ridge_run, tiny_demo_gen, tiny_subject_s, tmp_path,
+                                                                 capsys):
+    """A vector run in the generator's own space, no expert levels: the default fine-tuning is the prior alone."""
+    import shutil
+
+    from engine.cli.main import main
+    from engine.data.native import write_subject
+
+    run = tmp_path / "run"
+    shutil.copytree(ridge_run, run, ignore=shutil.ignore_patterns("decoder", "recon"))
+    subj_path = tmp_path / "tiny.nlsubj"
+    write_subject(tiny_subject_s, subj_path)
+    capsys.readouterr()
+    assert main(["finetune", str(run), "--generator", str(tiny_demo_gen), "--prior-epochs", "2",
+                 "--subject", str(subj_path)]) == 0
+    printed = capsys.readouterr()
+    assert f"decoder written to {run / 'decoder'} (the embedding prior; nothing else trains)" in printed.out
+    assert "nothing else trains (the generator's adapter kept, frozen UNet, no router)" in printed.err
