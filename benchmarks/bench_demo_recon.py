@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.results_io import report  # noqa: E402 - needs the path above
 from engine.data.demo.simulate import DEMO_SNR_SCALE  # noqa: E402
+from engine.recon.finetune_config import ADAPTER_MODES  # noqa: E402
 
 GRID_PATH = ROOT / "docs" / "images" / "demo-reconstructions.png"
 N_GRID = 12
@@ -219,7 +220,7 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--img2img", type=float, default=0.8, help="strength of the from-blurry run")
-    p.add_argument("--adapter", default="auto", choices=["auto", "train", "keep"],
+    p.add_argument("--adapter", default="auto", choices=ADAPTER_MODES,
                    help="the fine-tuning's adapter setting (default auto; another is written beside, with its name)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
     p.add_argument("--reuse-run", action="store_true",
@@ -360,9 +361,9 @@ def main(argv=None) -> int:
     n_images = len(read_index(g3).items)
     gen_info = load_generator("demo", device="cpu").info
     goals, best = brain_goals(table, judged, times, oracle, {"guidance 3": g3, f"from blurry {args.img2img:g}": gb})
-    snr = ("" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}") + \
+    suffix = ("" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}") + \
         ("" if args.adapter == "auto" else f"_adapter-{args.adapter}")
-    grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{snr.replace('_', '-')}.png")
+    grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{suffix.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),
                            work / grid_path.name if args.quick else grid_path)
     out = {
@@ -390,7 +391,7 @@ def main(argv=None) -> int:
         "grid": str(grid),
         "work": str(work),
     }
-    report(out, f"bench_demo_recon{snr}", dest=work / f"bench_demo_recon{snr}.json" if args.quick else None)
+    report(out, f"bench_demo_recon{suffix}", dest=work / f"bench_demo_recon{suffix}.json" if args.quick else None)
     return 0
 
 

@@ -265,8 +265,7 @@ def _build_training(cfg: FinetuneConfig, model: TrainedModel, gen, data: _Traini
     n = len(data.rows)
     per_epoch = max(1, n // cfg.batch_size)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(per_epoch * cfg.epochs, cfg.max_steps)
-    if opt is None:
-        total = 0
+    total = total if opt is not None else 0
     return _Training(cfg, model, model.run.decoder_dir, gen, data, adapter, router, encoder, prior, opt,
                      [p for g in groups for p in g["params"]], scaler, amp_dtype, parts, rng, per_epoch, total)
 

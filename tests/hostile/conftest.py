@@ -127,7 +127,8 @@ def base(tmp_path_factory):
     ridge = root / "ridge-run"
     drive(train_job(get_preset("tiny-ridge", subject), str(subj), ridge))
     gen = build_tiny_demo_generator(root / "gen")
-    drive(finetune_job(ridge, config=FinetuneConfig(generator=str(gen), epochs=1, max_steps=2, adapter="train"), subject=str(subj)))
+    drive(finetune_job(ridge, config=FinetuneConfig(generator=str(gen), epochs=1, max_steps=2, adapter="train"),
+                       subject=str(subj)))
     recon = root / "recon"
     drive(reconstruct_job(ridge, ReconstructConfig(samples=2, steps=2), subject=str(subj), out_dir=recon))
     return {"root": root, "subject": subj, "mlp": mlp, "ridge": ridge, "gen": gen, "recon": recon}
