@@ -1,5 +1,9 @@
 """Checkpoints of the demo generator's build: a generator folder plus ``train_state`` (cycle, step) and the live
-weights with their AdamW moments, so a stopped build continues with the same result as an uninterrupted one."""
+weights with their AdamW moments, so a stopped build continues with the same result as an uninterrupted one.
+
+Two checkpoints come before the UNet's first step: after the VAE stage (``train_state`` ``{"stage": "vae"}``: the
+VAE, and torch's random state, from which the UNet and the adapter are initialised) and after the spatial head's
+pre-training (a whole generator folder at cycle 0, step 0)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,11 @@ import dataclasses
 from pathlib import Path
 
 from engine.jsonfile import read_object  # bounded, top-level type checked
-from engine.recon.demo_generator import MANIFEST, OPTIMIZER_FILE, PARTS, DemoGeneratorConfig, write_manifest
+from engine.recon.demo_generator import (MANIFEST, OPTIMIZER_FILE, PARTS, DemoGeneratorConfig, build_manifest,
+                                         save_model_part, write_manifest)
+
+RNG_FILE = "train_state/rng.safetensors"  # the VAE-stage checkpoint's torch random state
+VAE_STAGE = "vae"  # ``train_state["stage"]`` of a checkpoint written after the VAE stage (no UNet yet)
 
 
 @contextlib.contextmanager
@@ -62,9 +70,29 @@ def checkpoint_architecture(folder) -> DemoGeneratorConfig:
     return DemoGeneratorConfig.from_dict(read_object(Path(folder) / MANIFEST)["config"])
 
 
+def save_vae_stage(out_dir, *, vae, cfg: DemoGeneratorConfig, recipe, embedder_identity: str | None,
+                   stimuli: str | None, vae_from=None, init_from=None) -> Path:
+    """Write the checkpoint after the VAE stage (trained or reused, its decoder fine-tuned): the VAE, the manifest
+    and torch's global random state, which the fresh UNet and adapter are drawn from next."""
+    import torch
+
+    from engine.atomic import atomic_dir, atomic_save_safetensors
+
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        save_model_part(tmp, "vae", vae)
+        (tmp / RNG_FILE).parent.mkdir()
+        atomic_save_safetensors(tmp / RNG_FILE, {"torch": torch.get_rng_state()})
+        write_manifest(tmp, build_manifest(cfg, recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli,
+                                           vae_from=vae_from, init_from=init_from,
+                                           train_state={"stage": VAE_STAGE, "cycle": 0, "step": 0,
+                                                        "complete": False}))
+    return Path(out_dir)
+
+
 def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     """(vae, unet, adapter, train state, optimizer state or None) of a folder the recipe ``recipe`` (a
-    ``DemoTrainConfig``) wrote."""
+    ``DemoTrainConfig``) wrote. A checkpoint after the VAE stage has no UNet or adapter yet (None): its train state
+    says ``"stage": "vae"`` and torch's random state is restored here, as it was when it was written."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from safetensors.torch import load_file
 
@@ -78,8 +106,13 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
     # Keys a manifest may lack (written before they existed): those builds ran without them.
     off = {f.name: f.default for f in dataclasses.fields(recipe) if f.name in schedule + offset}
     done_recipe = {"unet_cycles": 1, "cycle_lr_decay": recipe.cycle_lr_decay, **off, **(meta.get("recipe") or {})}
-    state = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
-    state = {"cycle": int(state["cycle"]), "step": int(state["step"])}
+    written = meta.get("train_state") or {"cycle": int(done_recipe["unet_cycles"]), "step": 0, "complete": True}
+    state = {"cycle": int(written["cycle"]), "step": int(written["step"])}
+    if written.get("stage") is not None:
+        if written["stage"] != VAE_STAGE:
+            raise CheckpointError(f"{folder / MANIFEST}: key 'train_state.stage': expected {VAE_STAGE!r}, found "
+                                  f"{written['stage']!r}")
+        state["stage"] = VAE_STAGE
     mine = recipe.to_dict()
     # The learning-rate restarts and the offset noise may be set or moved as long as every begun cycle keeps its
     # peak rate and its offset noise.
@@ -100,6 +133,11 @@ def load_checkpoint(folder, recipe, cfg: DemoGeneratorConfig):
         raise CheckpointError(f"{folder}: already has {state['cycle']} UNet cycle(s); the recipe asks for "
                               f"{recipe.unet_cycles}")
     vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    if state.get("stage") == VAE_STAGE:
+        import torch
+
+        torch.set_rng_state(load_file(str(folder / RNG_FILE))["torch"])
+        return vae, None, None, state, None
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True).train()
     adapter = ConditioningAdapter.load(folder / "adapter")
     opt_file = folder / OPTIMIZER_FILE

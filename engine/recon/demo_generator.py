@@ -150,29 +150,42 @@ def save_demo_generator(out_dir, *, vae, unet, adapter, scheduler, cfg: DemoGene
 
     out_dir = Path(out_dir)
     with atomic_dir(out_dir, overwrite=True) as tmp:
-        vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        unet.save_pretrained(tmp / "unet", safe_serialization=True)
-        for part in ("vae", "unet"):  # a reused part would carry the build machine's path of its source folder
-            config = json.loads((tmp / part / "config.json").read_text(encoding="utf-8"))
-            if config.pop("_name_or_path", None) is not None:
-                (tmp / part / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        save_model_part(tmp, "vae", vae)
+        save_model_part(tmp, "unet", unet)
         scheduler.save_pretrained(tmp / "scheduler")
         adapter.save(tmp / "adapter")
         if optimizer:
             (tmp / OPTIMIZER_FILE).parent.mkdir()
             atomic_save_safetensors(tmp / OPTIMIZER_FILE, optimizer)
-        manifest = {"kind": "demo", "schema": 1, "config": cfg.to_dict(), "embedder": "demo",
-                    "embedder_identity": embedder_identity, "condition": "pooled", "stimuli": stimuli,
-                    "recipe": recipe.to_dict() if recipe else None,
-                    "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        if train_state is not None:
-            manifest["train_state"] = train_state
-        if vae_from is not None:
-            manifest["vae_from"] = str(vae_from)
-        if init_from is not None:
-            manifest["init_from"] = str(init_from)
-        write_manifest(tmp, manifest)
+        write_manifest(tmp, build_manifest(cfg, recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli,
+                                           train_state=train_state, vae_from=vae_from, init_from=init_from))
     return out_dir
+
+
+def save_model_part(folder: Path, part: str, model) -> None:
+    """``model.save_pretrained(folder / part)`` (diffusers layout, safetensors), without the ``_name_or_path`` a
+    reused part would carry: the build machine's path of its source folder."""
+    model.save_pretrained(folder / part, safe_serialization=True)
+    config = json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+    if config.pop("_name_or_path", None) is not None:
+        (folder / part / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def build_manifest(cfg: DemoGeneratorConfig, *, recipe=None, embedder_identity: str | None = None,
+                   stimuli: str | None = None, train_state: dict | None = None, vae_from=None,
+                   init_from=None) -> dict:
+    """The ``generator.json`` of a build (``save_demo_generator``'s arguments of the same names)."""
+    manifest = {"kind": "demo", "schema": 1, "config": cfg.to_dict(), "embedder": "demo",
+                "embedder_identity": embedder_identity, "condition": "pooled", "stimuli": stimuli,
+                "recipe": recipe.to_dict() if recipe else None,
+                "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if train_state is not None:
+        manifest["train_state"] = train_state
+    if vae_from is not None:
+        manifest["vae_from"] = str(vae_from)
+    if init_from is not None:
+        manifest["init_from"] = str(init_from)
+    return manifest
 
 
 def write_manifest(folder, manifest: dict) -> None:

@@ -8,7 +8,8 @@ on the latents, then train the UNet (from scratch, or from an earlier build's UN
 with p = 0.1, and an EMA of the weights, in ``unet_cycles`` warm-restart cycles (each from the previous cycle's EMA
 weights, at a lower peak learning rate).
 ``resources/build/build_demo_generator.py`` runs it and writes the shipped folder ``resources/models/demo-generator/``;
-``checkpoint_every`` + ``continue_from`` resume a stopped build with the same result as an uninterrupted one.
+``checkpoint_every`` + ``continue_from`` resume a stopped build with the same result as an uninterrupted one (checkpoints
+after the VAE stage, after the spatial head's pre-training, and every ``checkpoint_every`` UNet steps).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.events import CancelToken, EtaClock, Log, Metric, Progress, Started, ensure_token
-from engine.recon.demo_checkpoint import ema_swapped, load_checkpoint, optimizer_state, restore_optimizer
+from engine.recon.demo_checkpoint import VAE_STAGE, ema_swapped, load_checkpoint, optimizer_state, restore_optimizer
 from engine.recon.demo_generator import (MANIFEST, DemoGeneratorConfig, build_adapter, build_scheduler, build_unet,
-                                         build_vae, save_demo_generator)
-from engine.recon.diffusion_training import (images_to_tensor, min_snr_weights, spatial_regression, update_with_ema,
+                                         save_demo_generator)
+from engine.recon.demo_vae_stage import vae_stage
+from engine.recon.diffusion_training import (min_snr_weights, spatial_regression, step_generator, update_with_ema,
                                              warmup_cosine_lr)
 
 
@@ -129,8 +131,9 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
         checkpoint's ``train_state/optimizer.safetensors`` the result equals a build from scratch; without it (e.g.
         a committed folder) training resumes from the EMA weights with a fresh optimizer (a warm restart).
     checkpoint_every : int
-        When > 0, write ``out_dir`` every that many UNet steps (EMA weights + ``train_state``), so a stopped build can
-        be continued with ``continue_from=out_dir``.
+        When > 0, write ``out_dir`` every that many UNet steps (EMA weights + ``train_state``), and once after the VAE
+        stage and once after the spatial head's pre-training, so a stopped build can be continued with
+        ``continue_from=out_dir``.
     vae_from : path, optional
         Reuse the VAE of this demo-generator folder instead of training one (stage 1 is skipped).
     init_from : path, optional
@@ -152,30 +155,28 @@ def train_demo_generator(out_dir: str | Path, recipe: DemoTrainConfig = DemoTrai
     gen = torch.Generator().manual_seed(recipe.seed)
 
     vae_from = init_from if vae_from is None else vae_from  # a UNet initialised from a build reuses its VAE
-    vae, unet, adapter, state, resume, vae_from = yield from _starting_point(continue_from, vae_from, recipe, cfg)
+    vae, unet, adapter, state, resume, vae_from, init_from = yield from _starting_point(continue_from, vae_from,
+                                                                                       init_from, recipe, cfg)
     fresh_vae = continue_from is None and vae_from is None
     clock = EtaClock(total, start_step=_steps_done(recipe, cfg, state, continued=continue_from is not None,
                                                    fresh_vae=fresh_vae))
+    save_kw = dict(cfg=cfg, recipe=recipe, embedder_identity=embedder_identity, stimuli=stimuli, vae_from=vae_from,
+                   init_from=init_from)
 
     # ---- stage 1: VAE (trained, or reused with its decoder fine-tuned; as it was when continuing) ---------------------
-    vae, lat = yield from _vae_stage(vae, images, recipe, cfg, gen, dev, cancel, clock, fresh=fresh_vae,
-                                     finetune_decoder=continue_from is None)
+    vae, lat = yield from vae_stage(vae, images, recipe, cfg, gen, dev, cancel, clock, fresh=fresh_vae,
+                                    finetune_decoder=continue_from is None, manifest=save_kw,
+                                    checkpoint_to=out_dir if continue_from is None and checkpoint_every else None)
 
     # ---- stage 2: UNet + conditioning adapter, in cycles ------------------------------------------------------------
-    if continue_from is None:
-        unet, adapter = yield from _fresh_unet_and_adapter(cfg, recipe, init_from, embeddings, lat, dev, cancel, clock)
-    unet.to(dev).train()
-    adapter.to(dev).train()
-    sched = build_scheduler()
-    emb = torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev)
-    params = list(unet.parameters()) + list(adapter.parameters())
-    if continue_from is not None:
-        init_from = json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8")).get("init_from")
-    save_kw = dict(vae=vae, unet=unet, adapter=adapter, scheduler=sched, cfg=cfg, recipe=recipe,
-                   embedder_identity=embedder_identity, stimuli=stimuli, vae_from=vae_from, init_from=init_from)
-    yield from _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe, state, resume, cancel,
-                                  clock, snapshot_every=snapshot_every, checkpoint_every=checkpoint_every,
-                                  save_kw=save_kw)
+    save_kw.update(vae=vae, scheduler=build_scheduler())
+    if unet is None:
+        unet, adapter = yield from _fresh_unet_and_adapter(cfg, recipe, init_from, embeddings, lat, dev, cancel, clock,
+                                                           out_dir=out_dir if checkpoint_every else None,
+                                                           save_kw=save_kw)
+    save_kw.update(unet=unet, adapter=adapter)
+    yield from _train_unet_cycles(out_dir, lat, embeddings, recipe, state, resume, cancel, clock, dev=dev,
+                                  snapshot_every=snapshot_every, checkpoint_every=checkpoint_every, save_kw=save_kw)
     for module in (unet, adapter, vae):
         module.cpu()
     folder = save_demo_generator(out_dir, **save_kw, train_state={"cycle": recipe.unet_cycles, "step": 0,
@@ -201,45 +202,32 @@ def _training_set(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, images, emb
     return images, embeddings, embedder_identity, stimuli
 
 
-def _starting_point(continue_from, vae_from, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig):
-    """Sub-job: (vae, unet, adapter, train state, optimizer state, vae_from) to start from; None for each part that
-    is built afresh."""
+def _starting_point(continue_from, vae_from, init_from, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig):
+    """Sub-job: (vae, unet, adapter, train state, optimizer state, vae_from, init_from) to start from; None for each
+    part that is built afresh. A continued build takes ``vae_from`` and ``init_from`` from its folder."""
     vae = unet = adapter = resume = None
     state = {"cycle": 0, "step": 0}
     if continue_from is not None:
         vae, unet, adapter, state, resume = load_checkpoint(continue_from, recipe, cfg)
-        vae_from = (json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8")).get("vae_from")
-                    or vae_from)
-        yield Log(f"continuing from {continue_from}: VAE and {state['cycle']} UNet cycle(s) + {state['step']} "
-                  f"step(s) done" + ("" if resume else "; no optimizer state: warm restart from the EMA weights"))
+        meta = json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8"))
+        vae_from, init_from = meta.get("vae_from") or vae_from, meta.get("init_from")
+        if state.get("stage") == VAE_STAGE:
+            yield Log(f"continuing from {continue_from}: the VAE stage done")
+        else:
+            yield Log(f"continuing from {continue_from}: VAE and {state['cycle']} UNet cycle(s) + {state['step']} "
+                      f"step(s) done" + ("" if resume else "; no optimizer state: warm restart from the EMA weights"))
     elif vae_from is not None:
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(Path(vae_from) / "vae", local_files_only=True)
         yield Log(f"VAE reused from {vae_from}")
-    return vae, unet, adapter, state, resume, vae_from
-
-
-def _encode_latents(vae, images: np.ndarray, dev, *, set_scaling: bool):
-    """Sub-job: (frozen VAE, scaled latents of ``images``); a freshly trained VAE gets the scaling factor that gives
-    its latents unit variance."""
-    import torch
-
-    vae = vae.to(dev).eval().requires_grad_(False)
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(images_to_tensor(images[i:i + 256]).to(dev)).latent_dist.mean
-                         for i in range(0, len(images), 256)])
-    if set_scaling:
-        vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
-    scaling = float(vae.config.scaling_factor)
-    lat = lat * scaling
-    yield Log(f"VAE ready: latents {tuple(lat.shape[1:])}, scaling factor {scaling:.4f}")
-    return vae, lat
+    return vae, unet, adapter, state, resume, vae_from, init_from
 
 
 def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, init_from, embeddings, lat, dev,
-                            cancel, clock):
-    """Sub-job: a new UNet (or one initialised from ``init_from``) and adapter, its spatial head pre-trained."""
+                            cancel, clock, *, out_dir, save_kw: dict):
+    """Sub-job: a new UNet (or one initialised from ``init_from``) and adapter, its spatial head pre-trained; with
+    ``out_dir``, then written there as the checkpoint before the first UNet step (``save_kw``: the other parts)."""
     import torch
 
     unet = build_unet(cfg)
@@ -253,13 +241,24 @@ def _fresh_unet_and_adapter(cfg: DemoGeneratorConfig, recipe: DemoTrainConfig, i
                                            lat, recipe, dev, cancel, clock,
                                            start=recipe.vae_steps + recipe.vae_decoder_steps)
         yield Log(f"spatial head pre-trained: {recipe.spatial_pretrain_steps} steps, latent MSE {err:.3f}")
+    if out_dir is not None:
+        save_demo_generator(out_dir, **save_kw, unet=unet, adapter=adapter,
+                            train_state={"cycle": 0, "step": 0, "complete": False})
+        yield Log(f"checkpoint before the first UNet step: {out_dir}")
     return unet, adapter
 
 
-def _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe: DemoTrainConfig, state: dict, resume,
-                       cancel, clock, *, snapshot_every: int, checkpoint_every: int, save_kw: dict):
-    """Sub-job, stage 2: the UNet + conditioning adapter, from ``state`` (cycle, step) to the end of the last cycle."""
+def _train_unet_cycles(out_dir, lat, embeddings, recipe: DemoTrainConfig, state: dict, resume, cancel, clock, *, dev,
+                       snapshot_every: int, checkpoint_every: int, save_kw: dict):
+    """Sub-job, stage 2: the UNet + conditioning adapter (``save_kw``'s), from ``state`` (cycle, step) to the end of
+    the last cycle, on ``dev``."""
     import torch
+
+    unet, adapter, sched = save_kw["unet"], save_kw["adapter"], save_kw["scheduler"]
+    unet.to(dev).train()
+    adapter.to(dev).train()
+    emb = torch.from_numpy(np.asarray(embeddings, np.float32)).to(dev)
+    params = list(unet.parameters()) + list(adapter.parameters())
 
     # Each cycle is a warm restart (SGDR-like): a fresh AdamW and EMA starting from the previous cycle's EMA weights
     # at a decayed peak lr. Every step draws its batch and noise from its own generator (seed, cycle, step), so a
@@ -278,7 +277,7 @@ def _train_unet_cycles(out_dir, unet, adapter, params, sched, lat, emb, recipe: 
             done = cycle * recipe.unet_steps + step  # UNet steps before this one, all cycles
             for g in opt.param_groups:
                 g["lr"] = warmup_cosine_lr(step, recipe.unet_steps, peak, recipe.warmup)
-            loss, parts = _unet_loss(unet, adapter, sched, lat, emb, recipe, _step_rng(recipe.seed, cycle, step),
+            loss, parts = _unet_loss(unet, adapter, sched, lat, emb, recipe, step_generator(recipe.seed, cycle, step),
                                      drop_mask, offset=recipe.cycle_offset_noise(cycle))
             update_with_ema(opt, params, loss, ema, step, recipe.ema_decay)
             if step % 50 == 0 or step == recipe.unet_steps - 1:
@@ -318,48 +317,6 @@ def _save_midway(out_dir, params, ema, opt, cycle: int, step: int, *, snapshot_e
             yield Log(f"checkpoint after {done + 1} UNet steps: {out_dir}")
 
 
-def _vae_stage(vae, images: np.ndarray, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, gen, dev, cancel, clock,
-               *, fresh: bool, finetune_decoder: bool):
-    """Sub-job, stage 1: (frozen VAE, scaled latents of ``images``)."""
-    if fresh:
-        vae = yield from _train_vae(images, recipe, cfg, gen, cancel, clock)
-    vae, lat = yield from _encode_latents(vae, images, dev, set_scaling=fresh)
-    if finetune_decoder and recipe.vae_decoder_steps:
-        yield from _finetune_vae_decoder(vae, images, lat, recipe, dev, cancel, clock)
-    return vae, lat
-
-
-def _train_vae(images: np.ndarray, recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, gen, cancel, clock):
-    """Stage 1 (a sub-job): the VAE as a deterministic autoencoder on random crops. Returns the VAE."""
-    import torch
-
-    vae = build_vae(cfg)
-    n = len(images)
-    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    for step in range(recipe.vae_steps):
-        cancel.raise_if_set()
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, recipe.vae_steps, recipe.vae_lr, recipe.warmup)
-        idx = torch.randint(0, n, (recipe.vae_batch,), generator=gen)
-        x = images_to_tensor(images[idx.numpy()])
-        if recipe.vae_crop and recipe.vae_crop < x.shape[-1]:
-            # The autoencoder is fully convolutional: random crops train it at a quarter of the cost.
-            i, j = torch.randint(0, x.shape[-1] - recipe.vae_crop + 1, (2,), generator=gen).tolist()
-            x = x[:, :, i:i + recipe.vae_crop, j:j + recipe.vae_crop]
-        post = vae.encode(x).latent_dist
-        # Decode the posterior mean: with few CPU steps, sampling (log-variance starts at 0, i.e. unit noise)
-        # keeps the decoder from learning; a small penalty on the mean keeps the latents bounded instead of the KL.
-        rec = vae.decode(post.mean).sample
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean() + recipe.kl_weight * (post.mean ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == recipe.vae_steps - 1:
-            yield Metric("vae_loss", float(loss.detach()), step=step)
-        yield Progress(step + 1, clock.total, eta_s=clock.eta(step + 1), stage="vae")
-    return vae
-
-
 def _init_unet_from(unet, folder: Path) -> None:
     """Copy a trained UNet's weights into ``unet``; input channels it lacks (the spatial condition) start at zero."""
     import torch
@@ -382,7 +339,7 @@ def _init_unet_from(unet, folder: Path) -> None:
     unet.load_state_dict(own)
 
 
-PRETRAIN_STREAM = 999  # the spatial pre-training's batches: its own stream of ``_step_rng``
+PRETRAIN_STREAM = 999  # the spatial pre-training's batches: its own stream of ``step_generator``
 
 
 def pretrain_spatial_head(adapter, emb, lat, recipe: DemoTrainConfig, dev, cancel, clock, start: int):
@@ -399,7 +356,7 @@ def pretrain_spatial_head(adapter, emb, lat, recipe: DemoTrainConfig, dev, cance
         for g in opt.param_groups:
             g["lr"] = warmup_cosine_lr(step, recipe.spatial_pretrain_steps, 1e-3, recipe.warmup)
         idx = torch.randint(0, len(lat), (recipe.spatial_pretrain_batch,),
-                            generator=_step_rng(recipe.seed, PRETRAIN_STREAM, step)).to(dev)
+                            generator=step_generator(recipe.seed, PRETRAIN_STREAM, step)).to(dev)
         z = ((emb[idx] - adapter.mean) / adapter.std).flatten(1)  # as ConditioningAdapter.forward
         loss = spatial_regression(adapter.spatial_proj(z), lat[idx])
         opt.zero_grad(set_to_none=True)
@@ -411,45 +368,11 @@ def pretrain_spatial_head(adapter, emb, lat, recipe: DemoTrainConfig, dev, cance
     return float(loss.detach())
 
 
-DECODER_STREAM = 998  # the VAE decoder fine-tuning's batches
-
-
-def _finetune_vae_decoder(vae, images: np.ndarray, lat, recipe: DemoTrainConfig, dev, cancel, clock):
-    """Sub-job: fine-tune the VAE's decoder (encoder frozen, so the latents stay as encoded) on whole images, L1 + MSE.
-
-    The first VAE was trained on 32-px crops for 1,500 CPU steps: its reconstructions of held-out demo images were
-    named right by the judge in 94 % of cases, under the generator's 95 % goal.
-    """
-    import torch
-
-    scaling = float(vae.config.scaling_factor)
-    params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in params:
-        p.requires_grad_(True)
-    vae.decoder.train()
-    opt = torch.optim.AdamW(params, lr=recipe.vae_decoder_lr, weight_decay=0.0)
-    for step in range(recipe.vae_decoder_steps):
-        cancel.raise_if_set()
-        for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, recipe.vae_decoder_steps, recipe.vae_decoder_lr, recipe.warmup)
-        idx = torch.randint(0, len(lat), (recipe.vae_batch,), generator=_step_rng(recipe.seed, DECODER_STREAM, step))
-        x = images_to_tensor(images[idx.numpy()]).to(dev)
-        rec = vae.decode(lat[idx.to(dev)] / scaling).sample
-        loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % 50 == 0 or step == recipe.vae_decoder_steps - 1:
-            yield Metric("vae_decoder_loss", float(loss.detach()), step=step)
-        s = recipe.vae_steps + step + 1
-        yield Progress(s, clock.total, eta_s=clock.eta(s), stage="vae decoder")
-    vae.eval().requires_grad_(False)
-    yield Log(f"VAE decoder fine-tuned: {recipe.vae_decoder_steps} steps, last batch loss {float(loss.detach()):.4f}")
-
-
 def _steps_done(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, state: dict, *, continued: bool,
                 fresh_vae: bool) -> int:
     """Progress steps already done when the build starts."""
+    if continued and state.get("stage") == VAE_STAGE:  # the VAE and its decoder
+        return recipe.vae_steps + recipe.vae_decoder_steps
     if continued:  # every stage before the UNet, and the cycles and steps of ``state``
         return _steps_before_unet(recipe, cfg) + state["cycle"] * recipe.unet_steps + state["step"]
     return 0 if fresh_vae else recipe.vae_steps  # a reused VAE skips only its training
@@ -458,12 +381,6 @@ def _steps_done(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig, state: dict, 
 def _steps_before_unet(recipe: DemoTrainConfig, cfg: DemoGeneratorConfig) -> int:
     """Progress steps of the stages before the UNet (VAE, its decoder, the spatial head's pre-training)."""
     return recipe.vae_steps + recipe.vae_decoder_steps + (recipe.spatial_pretrain_steps if cfg.spatial_channels else 0)
-
-
-def _step_rng(seed: int, cycle: int, step: int):
-    import torch
-
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + cycle * 100_003 + step)
 
 
 def _unet_loss(unet, adapter, sched, lat, emb, recipe: DemoTrainConfig, rng, drop_mask, *, offset: float = 0.0):

@@ -1,6 +1,6 @@
 """Pieces shared by the diffusion trainings (the demo generator's build, a generator trained on the user's images,
 decoder fine-tuning): pixel ↔ tensor conversions, min-SNR-γ weights, the optimiser + EMA step, the spatial map's
-regression, the warm-up + cosine learning rate."""
+regression, the warm-up + cosine learning rate, the seeded generator of each step's batch."""
 
 from __future__ import annotations
 
@@ -57,3 +57,11 @@ def warmup_cosine_lr(step: int, total: int, base: float, warmup: int) -> float:
         return base * (step + 1) / warmup
     p = (step - warmup) / max(1, total - warmup)
     return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def step_generator(seed: int, stream: int, step: int):
+    """A torch generator of its own for step ``step`` of ``stream`` (a UNet cycle, or a stage's own number), so a
+    resumed build draws the same batches and noise as an uninterrupted one."""
+    import torch
+
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + stream * 100_003 + step)

@@ -105,10 +105,12 @@ def load_demo_generator(folder: str | Path | None = None, *, config: GeneratorCo
     if not manifest.is_file():
         raise ModelFolderError(folder, "generator.json", "rebuild the demo generator with "
                                "python resources/build/build_demo_generator.py")
+    meta = read_object(manifest)
     for part in ("unet", "vae", "scheduler", "adapter"):
         if not (folder / part).is_dir():
-            raise ModelFolderError(folder, f"{part}/")
-    meta = read_object(manifest)
+            stage = (meta.get("train_state") or {}).get("stage")
+            raise ModelFolderError(folder, f"{part}/", f"a build checkpoint after its {stage} stage: continue it with "
+                                   "resources/build/build_demo_generator.py --continue-from" if stage else "")
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     unet = load_part(UNet2DConditionModel, folder, "unet")
     vae = load_part(AutoencoderKL, folder, "vae")

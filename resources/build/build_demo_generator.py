@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--continue-from", type=Path, default=None, metavar="FOLDER",
                     help="resume a checkpoint, or add UNet cycles to a finished build (same recipe)")
     ap.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
-                    help="write OUT (EMA weights + optimizer state) every N UNet steps, for --continue-from")
+                    help="write OUT (EMA weights + optimizer state) every N UNet steps, and after the VAE stage and the "
+                         "spatial head's pre-training, for --continue-from")
     ap.add_argument("--vae-from", type=Path, default=None, metavar="FOLDER",
                     help="reuse the VAE of this demo-generator folder instead of training one")
     ap.add_argument("--init-from", type=Path, default=None, metavar="FOLDER",

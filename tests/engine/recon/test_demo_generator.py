@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.errors import ModelFolderError
 from engine.events import Metric, Progress, drive
 from engine.recon.demo_generator import DemoGeneratorConfig
 from engine.recon.demo_refit import refit_demo_adapter
@@ -115,7 +116,7 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     cfg = dataclasses.replace(cfg, spatial_channels=2, spatial_head="conv")
     kw = dict(images=images, embeddings=emb, embedder_identity="test")
     drive(train_demo_generator(tmp_path / "scratch", recipe, cfg, **kw))
-    _stopped_build(tmp_path / "ckpt", recipe, cfg, kw, checkpoint_every=2, stop_after="checkpoint")  # at step 2
+    _stopped_build(tmp_path / "ckpt", recipe, cfg, kw, checkpoint_every=2, stop_after="checkpoint after 2 UNet steps")
     state = load_generator(str(tmp_path / "ckpt"), device="cpu").info["train_state"]
     assert state == {"cycle": 0, "step": 2, "complete": False}
     events = []
@@ -142,6 +143,39 @@ def test_a_build_resumed_from_a_mid_cycle_checkpoint_equals_one_from_scratch(tmp
     drive(refit_demo_adapter(tmp_path / "ckpt", recipe, steps=1, images=images, embeddings=emb), events.append)
     assert [e.step for e in events if isinstance(e, Progress)] == [1, 2, 3, 4]  # 3 pre-training steps + 1
     assert any(isinstance(e, Metric) and e.name == "spatial_pretrain_loss" for e in events)
+
+
+@pytest.mark.parametrize("stop_after, progress_after", [
+    ("checkpoint after the VAE stage", [5, 6, 7, 8, 9, 10, 11]),  # VAE 2 + decoder 2 done: head 3 + UNet 4 to go
+    ("checkpoint before the first UNet step", [8, 9, 10, 11]),  # ... and the spatial head's 3
+])
+def test_a_build_stopped_before_its_first_unet_step_resumes_exactly(tmp_path, stop_after, progress_after):
+    """The stages before the UNet (~40 min of the 2 CPU cores for a full build) are checkpointed too: after the VAE
+    stage (the VAE and torch's random state, which the fresh UNet and adapter are drawn from) and after the spatial
+    head's pre-training; a build continued from either equals one from scratch, bit for bit."""
+    from safetensors.torch import load_file
+
+    images, emb, recipe, cfg = _tiny_build(5, unet_steps=4)
+    cfg = dataclasses.replace(cfg, spatial_channels=2, spatial_head="conv")
+    kw = dict(images=images, embeddings=emb, embedder_identity="test")
+    drive(train_demo_generator(tmp_path / "scratch", recipe, cfg, **kw))
+    _stopped_build(tmp_path / "ckpt", recipe, cfg, kw, checkpoint_every=100, stop_after=stop_after)
+    if stop_after.endswith("VAE stage"):
+        assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["generator.json", "train_state", "vae"]
+        with pytest.raises(ModelFolderError, match="missing unet/ .*checkpoint after its vae stage.*--continue-from"):
+            load_generator(str(tmp_path / "ckpt"), device="cpu")
+    else:
+        assert load_generator(str(tmp_path / "ckpt"), device="cpu").info["train_state"] == {
+            "cycle": 0, "step": 0, "complete": False}
+    events = []
+    drive(train_demo_generator(tmp_path / "ckpt", recipe, cfg, continue_from=tmp_path / "ckpt", **kw), events.append)
+    assert [e.step for e in events if isinstance(e, Progress)] == progress_after
+    for part in ("vae/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.safetensors",
+                 "adapter/model.safetensors"):
+        a, b = load_file(str(tmp_path / "scratch" / part)), load_file(str(tmp_path / "ckpt" / part))
+        assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a), part
+    assert load_generator(str(tmp_path / "ckpt"), device="cpu").info["train_state"]["complete"] is True
+    assert not (tmp_path / "ckpt" / "train_state").exists()
 
 
 def test_init_from_starts_the_unet_from_a_trained_one_with_zero_spatial_input_channels(tmp_path):
