@@ -325,6 +325,13 @@ def brain_goals(table: dict, judged: dict, times: dict, oracle: Path, routes: di
     goals["brain samples beat blurry on PixCorr"] = {
         "value": [brain.get("PixCorr"), blurry_row.get("PixCorr")],
         "met": None if not blurry_row else bool(brain.get("PixCorr", 0) > blurry_row.get("PixCorr", 1))}
+    # What a perfect decoder reaches on this goal: the true embeddings' samples against the low-level image the
+    # generator draws from those same embeddings (a sample commits to what the embedding leaves open; the low-level
+    # image is its mean picture, which PixCorr favours).
+    oracle_low = row_values(table, oracle, "blurry")
+    if oracle_low:
+        goals["brain samples beat blurry on PixCorr"]["ceiling: oracle samples vs oracle low-level image"] = [
+            orc.get("PixCorr"), oracle_low.get("PixCorr")]
     return goals, best
 
 
