@@ -43,15 +43,7 @@ LOGS=$WORK/logs
 mkdir -p "$OUTDIR" "$LOGS" "$WORK/results"
 T0=$(date +%s)
 
-# Wheels carried beside the tree (benchmarks/gpu_wheels.sh) go into a private folder, ahead of nothing they shadow.
-if ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
-    # (compiled to bytecode once here: every step is a new process that imports diffusers)
-    "$PY" -m pip install -q --no-index --no-deps --no-cache-dir --upgrade --target "$WORK/site" \
-        "$ROOT"/.whl/*.whl > "$LOGS/wheels.log" 2>&1 || echo "wheel install failed: see logs/wheels.log"
-    "$PY" -m compileall -q -j 0 "$WORK/site" >> "$LOGS/wheels.log" 2>&1
-fi
-export PYTHONPATH="$ROOT${WORK:+:$WORK/site}${PYTHONPATH:+:$PYTHONPATH}"
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 NEUROLENS_CACHE_DIR="$WORK/cache"
+. "$ROOT/benchmarks/gpu_env.sh"
 export NEUROLENS_BENCH_RESULTS="$WORK/results"
 NL=("$PY" -m engine.cli.main)
 

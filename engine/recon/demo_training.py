@@ -215,7 +215,8 @@ def _starting_point(continue_from, vae_from, init_from, recipe: DemoTrainConfig,
             yield Log(f"continuing from {continue_from}: the VAE stage done")
         else:
             yield Log(f"continuing from {continue_from}: VAE and {state['cycle']} UNet cycle(s) + {state['step']} "
-                      f"step(s) done" + ("" if resume else "; no optimizer state: warm restart from the EMA weights"))
+                      f"step(s) done" + ("" if resume or not state["step"] else
+                                         "; no optimizer state: warm restart from the EMA weights"))
     elif vae_from is not None:
         from diffusers import AutoencoderKL
 

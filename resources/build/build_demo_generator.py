@@ -44,6 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from engine.cli.output import run_job  # noqa: E402
+from engine.cli.main import EXIT_CANCELLED  # noqa: E402
+from engine.errors import Cancelled  # noqa: E402
 from engine.recon.demo_checkpoint import checkpoint_architecture, finish_checkpoint  # noqa: E402
 from engine.recon.demo_generator import FOLDER_NAME, ARCHITECTURE_BY_LATENT_SIZE, demo_architecture  # noqa: E402
 from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
@@ -111,12 +113,18 @@ def main(argv: list[str] | None = None) -> int:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
     else:
         cfg = build_architecture(args.latent_size, args.continue_from)
-        run_job(lambda cancel: train_demo_generator(args.out, recipe, cfg, cancel=cancel,
-                                                    snapshot_every=args.snapshot_every,
-                                                    continue_from=args.continue_from,
-                                                    checkpoint_every=args.checkpoint_every,
-                                                    vae_from=args.vae_from, init_from=args.init_from,
-                                                    device=args.device))
+        try:
+            run_job(lambda cancel: train_demo_generator(args.out, recipe, cfg, cancel=cancel,
+                                                        snapshot_every=args.snapshot_every,
+                                                        continue_from=args.continue_from,
+                                                        checkpoint_every=args.checkpoint_every,
+                                                        vae_from=args.vae_from, init_from=args.init_from,
+                                                        device=args.device))
+        except Cancelled:
+            kept = f"its last checkpoint is {args.out} (--continue-from it)" if args.checkpoint_every else \
+                "nothing was kept (no --checkpoint-every)"
+            print(f"build cancelled: {kept}", file=sys.stderr)
+            return EXIT_CANCELLED
     return 0
 
 
