@@ -54,7 +54,7 @@ fi
 
 left=$(( BUDGET - ($(date +%s) - T0) ))
 set -o pipefail
-timeout -s INT --kill-after=120 "$left" "$PY" "$ROOT/resources/build/build_demo_generator.py" --out "$BUILD" \
+timeout -s INT --kill-after=30 "$left" "$PY" "$ROOT/resources/build/build_demo_generator.py" --out "$BUILD" \
     "${CONTINUE[@]}" --device "$DEVICE" --checkpoint-every 1500 "${BUILD_ARGS[@]}" 2>&1 | tee "$OUTDIR/build.log"
 rc=$?
 [ $rc -eq 124 ] && rc=3  # stopped at the budget (timeout's status after the INT it sent)
