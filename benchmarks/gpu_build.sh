@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --work) WORK=$2; shift 2 ;;
         --budget-s) BUDGET=$2; shift 2 ;;
         --) shift; BUILD_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "gpu_build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
