@@ -2,9 +2,10 @@
 
     neurolens demo create S
     neurolens train --data S --preset P --out R                      (P: --preset, demo-moe by default)
-    neurolens reconstruct R --oracle --img2img-strength 0.8 --out R/recon-oracle    (true image embeddings, the
-        generator's own adapter, from the low-level image it draws from them: the window's default settings)
-    neurolens finetune R --generator demo [--adapter A]                (A: --adapter, auto by default)
+    neurolens reconstruct R --oracle --img2img-strength 0.8 --generator G --out R/recon-oracle    (true image
+        embeddings, the generator's own adapter, from the low-level image it draws from them: the window's default
+        settings; G: --generator, the shipped demo generator by default)
+    neurolens finetune R --generator G [--adapter A]                   (A: --adapter, auto by default)
     neurolens reconstruct R --split test --samples 2 --guidance 3 --steps 25 --out R/recon-g3   (and --guidance 0)
     neurolens reconstruct R ... --guidance 3 --img2img-strength 0.8 --out R/recon-g3-blurry0.8  (the window's default)
     neurolens evaluate R/recon-oracle R/recon-g3 R/recon-g0 R/recon-g3-blurry0.8
@@ -18,7 +19,7 @@ and colour. ``goals`` lists each goal of issue 17 with its value. Writes the com
 ``benchmarks/results/bench_demo_recon.json``.
 
     python benchmarks/bench_demo_recon.py [--work DIR] [--preset demo-moe] [--samples 2] [--steps 25] [--threads 1]
-        [--grid-only DIR]
+        [--generator DIR] [--adapter auto|train|keep] [--reuse-run] [--grid-only DIR]
 """
 
 from __future__ import annotations
@@ -122,8 +123,9 @@ def true_colours(folder: Path, seed: int = 0) -> dict:
     return out
 
 
-def time_one_reconstruction(threads: int = 2, repeats: int = 3) -> float:
-    """Seconds for one 25-step guided (CFG 3) 64-px reconstruction with the shipped generator (best of ``repeats``)."""
+def time_one_reconstruction(threads: int = 2, repeats: int = 3, generator: str = "demo") -> float:
+    """Seconds for one 25-step guided (CFG 3) 64-px reconstruction with ``generator`` (default: the shipped one; best
+    of ``repeats``)."""
     import torch
 
     from engine.recon.generators import load_generator
@@ -131,7 +133,7 @@ def time_one_reconstruction(threads: int = 2, repeats: int = 3) -> float:
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    gen = load_generator("demo", device="cpu")
+    gen = load_generator(generator, device="cpu")
     emb = torch.zeros(1, gen.adapter.config.input_shape[0])
     best = float("inf")
     for _ in range(repeats):
@@ -220,6 +222,10 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=25)
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--img2img", type=float, default=0.8, help="strength of the from-blurry run")
+    p.add_argument("--generator", default="demo", metavar="DIR",
+                   help="a demo-generator folder to measure instead of the shipped one (e.g. a build in progress, "
+                        "written with build_demo_generator.py --finish); its results are written beside, with its "
+                        "folder's name")
     p.add_argument("--adapter", default="auto", choices=ADAPTER_MODES,
                    help="the fine-tuning's adapter setting (default auto; another is written beside, with its name)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
@@ -261,8 +267,10 @@ def cli_stages(args, work: Path, run: Path, oracle: Path, g3: Path, g0: Path, gb
     # Before fine-tuning the run's decoder is the demo generator with its own adapter: the generator's ceiling.
     # It runs with the window's default settings (from the low-level image), as the brain's best route does.
     times["reconstruct_oracle_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
-                                          "--img2img-strength", str(args.img2img), "--oracle", "--out", str(oracle)])
-    times["finetune_s"] = _cli(["finetune", str(run), "--generator", "demo", "--adapter", args.adapter, *quick])
+                                          "--img2img-strength", str(args.img2img), "--oracle", "--out", str(oracle),
+                                          "--generator", args.generator])
+    times["finetune_s"] = _cli(["finetune", str(run), "--generator", args.generator, "--adapter", args.adapter,
+                                *quick])
     times["reconstruct_guided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", str(args.guidance),
                                           "--out", str(g3)])
     times["reconstruct_unguided_s"] = _cli(["reconstruct", str(run), *common, "--guidance", "0", "--out", str(g0)])
@@ -362,14 +370,15 @@ def main(argv=None) -> int:
     judge, judged = judge_image_sets(work, {"oracle": oracle, "guidance 3": g3, "guidance 0": g0,
                                             f"from blurry {args.img2img:g}": gb}, args.quick)
     # On a shared, loaded machine two threads can stall each other: both are recorded, with the load average.
-    times["one_guided_reconstruction_1_thread_s"] = time_one_reconstruction(1)
-    times["one_guided_reconstruction_2_threads_s"] = time_one_reconstruction(2)
+    times["one_guided_reconstruction_1_thread_s"] = time_one_reconstruction(1, generator=args.generator)
+    times["one_guided_reconstruction_2_threads_s"] = time_one_reconstruction(2, generator=args.generator)
     times["load_average_1min_at_timing"] = round(os.getloadavg()[0], 2)
     n_images = len(read_index(g3).items)
-    gen_info = load_generator("demo", device="cpu").info
+    gen_info = load_generator(args.generator, device="cpu").info
     goals, best = brain_goals(table, judged, times, oracle, {"guidance 3": g3, f"from blurry {args.img2img:g}": gb})
     suffix = ("" if args.snr_scale == DEMO_SNR_SCALE else f"_snr{args.snr_scale:g}") + \
-        ("" if args.adapter == "auto" else f"_adapter-{args.adapter}")
+        ("" if args.adapter == "auto" else f"_adapter-{args.adapter}") + \
+        ("" if args.generator == "demo" else f"_generator-{Path(args.generator).name}")
     grid_path = GRID_PATH.with_name(f"{GRID_PATH.stem}{suffix.replace('_', '-')}.png")
     grid = comparison_grid(grid_rows(run, args.guidance, args.img2img),
                            work / grid_path.name if args.quick else grid_path)
@@ -377,7 +386,7 @@ def main(argv=None) -> int:
         "benchmark": "bench_demo_recon",
         "machine": {"cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
                     "python": platform.python_version(), "torch": torch.__version__, "threads": args.threads},
-        "generator": {"built": gen_info.get("built"), "recipe": gen_info.get("recipe"),
+        "generator": {"folder": args.generator, "built": gen_info.get("built"), "recipe": gen_info.get("recipe"),
                       "config": gen_info.get("config"), "train_state": gen_info.get("train_state")},
         "settings": {"max_images": args.max_images or None, "samples": args.samples, "steps": args.steps,
                      "guidance": args.guidance, "sampler": "ddim",
