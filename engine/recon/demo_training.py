@@ -14,13 +14,13 @@ after the VAE stage, after the spatial head's pre-training, and every ``checkpoi
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from engine.events import CancelToken, EtaClock, Log, Metric, Progress, Started, ensure_token
+from engine.jsonfile import read_object
 from engine.recon.demo_checkpoint import VAE_STAGE, ema_swapped, load_checkpoint, optimizer_state, restore_optimizer
 from engine.recon.demo_generator import (MANIFEST, DemoGeneratorConfig, build_adapter, build_scheduler, build_unet,
                                          save_demo_generator)
@@ -209,7 +209,7 @@ def _starting_point(continue_from, vae_from, init_from, recipe: DemoTrainConfig,
     state = {"cycle": 0, "step": 0}
     if continue_from is not None:
         vae, unet, adapter, state, resume = load_checkpoint(continue_from, recipe, cfg)
-        meta = json.loads((Path(continue_from) / MANIFEST).read_text(encoding="utf-8"))
+        meta = read_object(Path(continue_from) / MANIFEST)
         vae_from, init_from = meta.get("vae_from") or vae_from, meta.get("init_from")
         if state.get("stage") == VAE_STAGE:
             yield Log(f"continuing from {continue_from}: the VAE stage done")
