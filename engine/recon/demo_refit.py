@@ -87,3 +87,51 @@ def refit_demo_adapter(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCo
     atomic_write_json(folder / MANIFEST, meta)
     yield Log(f"adapter refitted for embedder {embedder_identity}")
     return folder
+
+
+DECODER_REFIT_STREAM = 997  # the batches of a later fine-tuning of the VAE's decoder (the build's own is 998)
+
+
+def refit_vae_decoder(folder: str | Path, recipe: DemoTrainConfig = DemoTrainConfig(), *, steps: int = 1500,
+                      lr: float = 5e-4, cancel: CancelToken | None = None, images: np.ndarray | None = None):
+    """Job: fine-tune the VAE's decoder of a demo generator folder further, in place (encoder frozen).
+
+    The latents the UNet and the adapter's layout map work in stay as they are, so only how latents become pixels
+    changes (build 6: the 16 × 16 latent's reconstructions of fresh renders named by the judge 95.3 % → 96.5 % after
+    1,500 more steps on 12,000 images). The manifest records each such fine-tuning under ``vae_decoder_refits``.
+    Returns the folder.
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    from engine.atomic import atomic_dir, atomic_write_json
+    from engine.jsonfile import read_object
+    from engine.recon.demo_generator import save_model_part
+    from engine.recon.demo_vae_stage import finetune_vae_decoder
+    from engine.recon.diffusion_training import images_to_tensor
+
+    cancel = ensure_token(cancel)
+    torch.manual_seed(recipe.seed)
+    torch.set_num_threads(recipe.threads)
+    folder = Path(folder)
+    meta = read_object(folder / MANIFEST)
+    cfg = DemoGeneratorConfig.from_dict(meta["config"])
+    yield Started(job="refit-vae-decoder", run_dir=str(folder), total=steps)
+    if images is None:
+        from engine.data.demo.stimuli import render_stimuli
+
+        images = render_stimuli(recipe.n_images, seed=recipe.stimulus_seed, size=cfg.image_size).images
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval().requires_grad_(False)
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(images_to_tensor(images[i:i + 256])).latent_dist.mean
+                         for i in range(0, len(images), 256)]) * float(vae.config.scaling_factor)
+    yield Log(f"{len(images)} images encoded")
+    yield from finetune_vae_decoder(vae, images, lat, recipe, torch.device("cpu"), cancel, EtaClock(steps),
+                                    steps=steps, lr=lr, stream=DECODER_REFIT_STREAM, start=0)
+    with atomic_dir(folder / "vae", overwrite=True) as tmp:
+        save_model_part(tmp.parent, tmp.name, vae)
+    meta["vae_decoder_refits"] = [*meta.get("vae_decoder_refits", []), {
+        "steps": steps, "lr": lr, "stream": DECODER_REFIT_STREAM, "images": len(images),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}]
+    atomic_write_json(folder / MANIFEST, meta)
+    return folder

@@ -23,7 +23,8 @@ def vae_stage(vae, images: np.ndarray, recipe, cfg: DemoGeneratorConfig, gen, de
         vae = yield from _train_vae(images, recipe, cfg, gen, cancel, clock)
     vae, lat = yield from _encode_latents(vae, images, dev, set_scaling=fresh)
     if finetune_decoder and recipe.vae_decoder_steps:
-        yield from _finetune_vae_decoder(vae, images, lat, recipe, dev, cancel, clock)
+        yield from finetune_vae_decoder(vae, images, lat, recipe, dev, cancel, clock, steps=recipe.vae_decoder_steps,
+                                        lr=recipe.vae_decoder_lr, stream=DECODER_STREAM, start=recipe.vae_steps)
     if checkpoint_to is not None:  # the stages before the UNet take ~40 min on 2 CPU cores
         save_vae_stage(checkpoint_to, vae=vae, **(manifest or {}))
         yield Log(f"checkpoint after the VAE stage: {checkpoint_to}")
@@ -78,8 +79,11 @@ def _encode_latents(vae, images: np.ndarray, dev, *, set_scaling: bool):
     return vae, lat
 
 
-def _finetune_vae_decoder(vae, images: np.ndarray, lat, recipe, dev, cancel, clock):
-    """Sub-job: fine-tune the VAE's decoder (encoder frozen, so the latents stay as encoded) on whole images, L1 + MSE.
+def finetune_vae_decoder(vae, images: np.ndarray, lat, recipe, dev, cancel, clock, *, steps: int, lr: float,
+                         stream: int, start: int):
+    """Sub-job: fine-tune the VAE's decoder (encoder frozen, so the latents stay as encoded) on whole images, L1 + MSE,
+    ``steps`` steps of ``recipe.vae_batch`` drawn from ``stream`` of ``step_generator``; progress counts from
+    ``start``.
 
     The first VAE was trained on 32-px crops for 1,500 CPU steps: its reconstructions of held-out demo images were
     named right by the judge in 94 % of cases, under the generator's 95 % goal.
@@ -91,21 +95,20 @@ def _finetune_vae_decoder(vae, images: np.ndarray, lat, recipe, dev, cancel, clo
     for p in params:
         p.requires_grad_(True)
     vae.decoder.train()
-    opt = torch.optim.AdamW(params, lr=recipe.vae_decoder_lr, weight_decay=0.0)
-    for step in range(recipe.vae_decoder_steps):
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    for step in range(steps):
         cancel.raise_if_set()
         for g in opt.param_groups:
-            g["lr"] = warmup_cosine_lr(step, recipe.vae_decoder_steps, recipe.vae_decoder_lr, recipe.warmup)
-        idx = torch.randint(0, len(lat), (recipe.vae_batch,), generator=step_generator(recipe.seed, DECODER_STREAM, step))
+            g["lr"] = warmup_cosine_lr(step, steps, lr, recipe.warmup)
+        idx = torch.randint(0, len(lat), (recipe.vae_batch,), generator=step_generator(recipe.seed, stream, step))
         x = images_to_tensor(images[idx.numpy()]).to(dev)
         rec = vae.decode(lat[idx.to(dev)] / scaling).sample
         loss = (rec - x).abs().mean() + ((rec - x) ** 2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % 50 == 0 or step == recipe.vae_decoder_steps - 1:
+        if step % 50 == 0 or step == steps - 1:
             yield Metric("vae_decoder_loss", float(loss.detach()), step=step)
-        s = recipe.vae_steps + step + 1
-        yield Progress(s, clock.total, eta_s=clock.eta(s), stage="vae decoder")
+        yield Progress(start + step + 1, clock.total, eta_s=clock.eta(start + step + 1), stage="vae decoder")
     vae.eval().requires_grad_(False)
-    yield Log(f"VAE decoder fine-tuned: {recipe.vae_decoder_steps} steps, last batch loss {float(loss.detach()):.4f}")
+    yield Log(f"VAE decoder fine-tuned: {steps} steps, last batch loss {float(loss.detach()):.4f}")

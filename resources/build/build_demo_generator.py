@@ -13,6 +13,7 @@
         --lr-restart-cycle 4 --lr-restart-every 4 --checkpoint-every 250 # ... and 9-12 again (begun cycles keep theirs)
         # build 6: build 5 with these two steps (cycles 5-8, then 9-12)
     python resources/build/build_demo_generator.py --refit-adapter       # only the adapter, after a new embedder
+    python resources/build/build_demo_generator.py --refit-vae-decoder 1500   # only the VAE's decoder, further
     python resources/build/build_demo_generator.py --out DIR --latent-size 32 --unet-cycles 8 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250                      # a 32x32-latent VAE that keeps small objects,
         # from scratch (--device cuda: minutes; resume with --continue-from DIR and the same cycle and restart flags:
@@ -48,7 +49,7 @@ from engine.cli.main import EXIT_CANCELLED  # noqa: E402
 from engine.errors import Cancelled  # noqa: E402
 from engine.recon.demo_checkpoint import checkpoint_architecture, finish_checkpoint  # noqa: E402
 from engine.recon.demo_generator import FOLDER_NAME, ARCHITECTURE_BY_LATENT_SIZE, demo_architecture  # noqa: E402
-from engine.recon.demo_refit import refit_demo_adapter  # noqa: E402
+from engine.recon.demo_refit import refit_demo_adapter, refit_vae_decoder  # noqa: E402
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator  # noqa: E402
 from engine.resources import resource_path  # noqa: E402
 
@@ -69,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
                          "that many cycles (OUT must not exist)")
     ap.add_argument("--refit-adapter", action="store_true",
                     help="retrain only the conditioning adapter of the folder, in place")
+    ap.add_argument("--refit-vae-decoder", type=int, default=0, metavar="STEPS",
+                    help="fine-tune only the VAE's decoder of the folder further, in place, for STEPS steps (the "
+                         "latents, hence the UNet and adapter, stay valid)")
     ap.add_argument("--continue-from", type=Path, default=None, metavar="FOLDER",
                     help="resume a checkpoint, or add UNet cycles to a finished build (same recipe)")
     ap.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
@@ -111,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"finished build written to {finish_checkpoint(args.finish, args.out)}")
     elif args.refit_adapter:
         run_job(lambda cancel: refit_demo_adapter(args.out, DemoTrainConfig(), cancel=cancel))
+    elif args.refit_vae_decoder:
+        run_job(lambda cancel: refit_vae_decoder(args.out, DemoTrainConfig(), steps=args.refit_vae_decoder,
+                                                 cancel=cancel))
     else:
         cfg = build_architecture(args.latent_size, args.continue_from)
         try:

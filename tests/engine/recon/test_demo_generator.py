@@ -8,7 +8,7 @@ import pytest
 from engine.errors import ModelFolderError
 from engine.events import Metric, Progress, drive
 from engine.recon.demo_generator import DemoGeneratorConfig
-from engine.recon.demo_refit import refit_demo_adapter
+from engine.recon.demo_refit import refit_demo_adapter, refit_vae_decoder
 from engine.recon.demo_training import DemoTrainConfig, train_demo_generator
 from engine.recon.generators import load_generator
 from tests.engine.recon.tiny_models import TINY_DEMO
@@ -82,6 +82,41 @@ def test_training_recipe_runs_and_writes_a_loadable_generator(tmp_path):
     again = load_generator(str(folder), device="cpu")
     assert again.info["embedder_identity"] == "new" and again.info["adapter_refit"]["steps"] == 2
     assert (folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == unet_before
+
+
+def test_a_refit_of_the_vae_decoder_changes_only_the_decoder_in_place(tmp_path):
+    """``refit_vae_decoder``: the decoder learns further (its loss on the training images falls), the encoder, hence
+    every latent the UNet and the layout map work in, and every other part stay byte-identical; the manifest records
+    each refit."""
+    import torch
+    from safetensors.torch import load_file
+
+    images, emb, recipe, cfg = _tiny_build(3, unet_steps=1)
+    folder = drive(train_demo_generator(tmp_path / "g", recipe, cfg, images=images, embeddings=emb,
+                                        embedder_identity="test"))
+    vae_file = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    before = load_file(str(vae_file))
+    others = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and "vae" not in p.parts
+              and p.name != "generator.json"}
+
+    def reconstruction_error(gen):
+        with torch.no_grad():
+            return float(np.abs(gen.decode(gen.encode(images)).astype(float) - images).mean())
+
+    err_before = reconstruction_error(load_generator(str(folder), device="cpu"))
+    events = []
+    refit = dataclasses.replace(recipe, warmup=1)
+    for _ in range(2):
+        drive(refit_vae_decoder(folder, refit, steps=30, lr=3e-3, images=images), events.append)
+    after = load_file(str(vae_file))
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("decoder.", "post_quant_conv.")) for k in changed), sorted(changed)[:5]
+    assert {p: p.read_bytes() for p in others} == others
+    gen = load_generator(str(folder), device="cpu")
+    assert [r["steps"] for r in gen.info["vae_decoder_refits"]] == [30, 30]
+    assert reconstruction_error(gen) < err_before
+    assert [e.step for e in events if isinstance(e, Progress)][-1] == 30
 
 
 def test_a_build_continued_with_more_unet_cycles_equals_one_from_scratch(tmp_path):
