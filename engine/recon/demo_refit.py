@@ -107,8 +107,7 @@ def refit_vae_decoder(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCon
     from engine.atomic import atomic_dir, atomic_write_json
     from engine.jsonfile import read_object
     from engine.recon.demo_generator import save_model_part
-    from engine.recon.demo_vae_stage import finetune_vae_decoder
-    from engine.recon.diffusion_training import images_to_tensor
+    from engine.recon.demo_vae_stage import encode_latents, finetune_vae_decoder
 
     cancel = ensure_token(cancel)
     torch.manual_seed(recipe.seed)
@@ -121,11 +120,8 @@ def refit_vae_decoder(folder: str | Path, recipe: DemoTrainConfig = DemoTrainCon
         from engine.data.demo.stimuli import render_stimuli
 
         images = render_stimuli(recipe.n_images, seed=recipe.stimulus_seed, size=cfg.image_size).images
-    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True).eval().requires_grad_(False)
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(images_to_tensor(images[i:i + 256])).latent_dist.mean
-                         for i in range(0, len(images), 256)]) * float(vae.config.scaling_factor)
-    yield Log(f"{len(images)} images encoded")
+    vae = AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True)
+    vae, lat = yield from encode_latents(vae, images, torch.device("cpu"), set_scaling=False)
     yield from finetune_vae_decoder(vae, images, lat, recipe, torch.device("cpu"), cancel, EtaClock(steps),
                                     steps=steps, lr=lr, stream=DECODER_REFIT_STREAM, start=0)
     with atomic_dir(folder / "vae", overwrite=True) as tmp:

@@ -21,7 +21,7 @@ def vae_stage(vae, images: np.ndarray, recipe, cfg: DemoGeneratorConfig, gen, de
     there as the checkpoint after this stage (``manifest``: ``save_vae_stage``'s other arguments)."""
     if fresh:
         vae = yield from _train_vae(images, recipe, cfg, gen, cancel, clock)
-    vae, lat = yield from _encode_latents(vae, images, dev, set_scaling=fresh)
+    vae, lat = yield from encode_latents(vae, images, dev, set_scaling=fresh)
     if finetune_decoder and recipe.vae_decoder_steps:
         yield from finetune_vae_decoder(vae, images, lat, recipe, dev, cancel, clock, steps=recipe.vae_decoder_steps,
                                         lr=recipe.vae_decoder_lr, stream=DECODER_STREAM, start=recipe.vae_steps)
@@ -62,7 +62,7 @@ def _train_vae(images: np.ndarray, recipe, cfg: DemoGeneratorConfig, gen, cancel
     return vae
 
 
-def _encode_latents(vae, images: np.ndarray, dev, *, set_scaling: bool):
+def encode_latents(vae, images: np.ndarray, dev, *, set_scaling: bool):
     """Sub-job: (frozen VAE, scaled latents of ``images``); a freshly trained VAE gets the scaling factor that gives
     its latents unit variance."""
     import torch
