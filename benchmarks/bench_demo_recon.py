@@ -238,9 +238,10 @@ def parse_args(argv) -> argparse.Namespace:
                    help="smoke test (5 fine-tuning steps, 3 denoising steps, 1 sample), written into --work only")
     p.add_argument("--snr-scale", type=float, default=DEMO_SNR_SCALE,
                    help=f"simulate the subject with this signal-to-noise scale (demo create --snr-scale; default "
-                        f"{DEMO_SNR_SCALE:g}: the shipped demo; 1: NSD's single-trial level). A high value (e.g. 10) "
-                        f"measures what a near-perfect decoder of the simulated voxels reaches. Another scale than the "
-                        f"default writes bench_demo_recon_snrF.json and the grid beside them")
+                        f"{DEMO_SNR_SCALE:g}: the shipped demo; 1: NSD's single-trial level). A high value (1000: "
+                        f"nearly noise-free, with --preset demo-ridge) measures what a near-perfect decoder of the "
+                        f"simulated voxels reaches. Another scale than the default writes bench_demo_recon_snrF.json "
+                        f"and the grid beside them")
     p.add_argument("--grid-only", type=Path, default=None, metavar="RUN_DIR",
                    help="only redraw the grid from the recon folders in RUN_DIR")
     return p.parse_args(argv)

@@ -29,7 +29,7 @@ def add_arguments(p) -> None:
     c.add_argument("--snr-scale", type=float, default=None, metavar="F",
                    help="multiply every voxel's NSD-like single-trial signal-to-noise ratio (default 3.7: the "
                         "information of NSD's 27,000 training trials in the demo's 2,000; 1: NSD's single-trial "
-                        "level; lower: a weaker signal)")
+                        "level; lower: a weaker signal; up to 1000: nearly noise-free)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     c.add_argument("--json-events", action="store_true", help="print one JSON event per line")
 

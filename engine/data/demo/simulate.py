@@ -37,6 +37,7 @@ ROI_SNR = (0.68, 0.6, 0.54, 0.46, 0.4, 0.36)  # median single-trial signal-to-no
 # linear decoder's error from N trials at noise SD s equals that from k·N trials at s·sqrt(k), so sqrt(27,000 / 2,000)
 # gives the demo's training set NSD's information. Its test trials are cleaner than NSD's too (docs/demo-subject.md).
 DEMO_SNR_SCALE = 3.7
+MAX_SNR_SCALE = 1000.0  # near noise-free: what a perfect measurement of the simulated voxels supports
 ROI_CATEGORY_WEIGHT = (0.0, 0.0, 0.05, 0.2, 0.7, 0.9)
 ROI_EXPONENT = (0.9, 0.75, 0.65, 0.55, 0.45, 0.4)  # compressive spatial summation
 ROI_CONTRAST_WEIGHT = ((0.5, 0.9), (0.45, 0.85), (0.4, 0.8), (0.15, 0.5), (0.4, 0.8), (0.4, 0.8))  # vs colour
@@ -69,7 +70,8 @@ class DemoConfig:
         Multiplies every voxel's NSD-like single-trial signal-to-noise ratio (``ROI_SNR``). The default,
         ``DEMO_SNR_SCALE`` (3.7), gives the demo's 2,000 training trials the information of NSD's 27,000; 1 is NSD's
         single-trial level; lower values simulate a weaker signal (a 1.5 T scanner, shorter runs), where priors matter
-        more.
+        more. Up to ``MAX_SNR_SCALE``: at 1,000 the trial noise is a thousandth of the signal, so a decoder trained
+        on such a subject shows what a perfect measurement of the simulated voxels supports.
     """
 
     n_train_images: int = 2000
@@ -83,8 +85,8 @@ class DemoConfig:
     snr_scale: float = DEMO_SNR_SCALE
 
     def __post_init__(self) -> None:
-        if not 0 < self.snr_scale <= 10:
-            raise ValueError(f"snr_scale must be in (0, 10], got {self.snr_scale}")
+        if not 0 < self.snr_scale <= MAX_SNR_SCALE:
+            raise ValueError(f"snr_scale must be in (0, {MAX_SNR_SCALE:g}], got {self.snr_scale}")
         if self.test_repeats > self.n_sessions:
             raise ValueError(f"test_repeats ({self.test_repeats}) must be <= n_sessions ({self.n_sessions}): "
                              "each repeat of a test image is shown in a different session")

@@ -269,6 +269,9 @@ def test_snr_scale_weakens_signal_not_voxels(tmp_path):
     assert np.median(b.voxels.noise_ceiling) < np.median(a.voxels.noise_ceiling) - 0.1
     with pytest.raises(ValueError, match="snr_scale"):
         DemoConfig(snr_scale=0)
+    with pytest.raises(ValueError, match="snr_scale"):
+        DemoConfig(snr_scale=simulate.MAX_SNR_SCALE * 1.01)
+    assert DemoConfig(snr_scale=1000).snr_scale == 1000  # the documented nearly noise-free subject
 
 
 def test_cli_help_states_the_default_snr_scale(capsys):
