@@ -231,7 +231,7 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
     p.add_argument("--reuse-run", action="store_true",
                    help="keep the demo subject and trained run of an earlier call in --work (only the decoder stages "
-                        "run again, e.g. after a new generator)")
+                        "run again, e.g. after a new generator; its fine-tuned decoder and reconstructions are replaced)")
     p.add_argument("--max-images", type=int, default=0,
                    help="reconstruct only this many test images, spread over the split (0: all 100)")
     p.add_argument("--quick", action="store_true",
@@ -259,6 +259,8 @@ def cli_stages(args, work: Path, run: Path, oracle: Path, g3: Path, g0: Path, gb
     if args.reuse_run and (run / "model").is_dir():
         times["reused_run"] = str(run)  # demo subject and trained run from an earlier call in this work folder
         shutil.rmtree(run / "decoder", ignore_errors=True)  # the oracle reads the generator's own adapter
+        for folder in (oracle, g3, g0, gb):  # this bench's own outputs of the earlier call
+            shutil.rmtree(folder, ignore_errors=True)
     else:
         times["demo_create_s"] = _cli(["demo", "create", str(subject), "--overwrite",
                                        "--snr-scale", str(args.snr_scale)])
