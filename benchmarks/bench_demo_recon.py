@@ -231,7 +231,7 @@ def parse_args(argv) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared 2-core machine)")
     p.add_argument("--reuse-run", action="store_true",
                    help="keep the demo subject and trained run of an earlier call in --work (only the decoder stages "
-                        "run again, e.g. after a new generator; its fine-tuned decoder and reconstructions are replaced)")
+                        "run again, e.g. after a new generator; the earlier decoder and reconstructions are replaced)")
     p.add_argument("--max-images", type=int, default=0,
                    help="reconstruct only this many test images, spread over the split (0: all 100)")
     p.add_argument("--quick", action="store_true",
