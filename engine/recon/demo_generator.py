@@ -1,14 +1,14 @@
 """The demo generator: a small latent diffusion model for the 64×64 demo stimuli, sized to train and sample on a CPU.
 
 Parts (diffusers classes, so the demo runs through exactly the code real generators use), as shipped
-(``DEMO_ARCHITECTURE``):
+(build 7, ``demo_architecture(32)``; builds 2-6 had ``DEMO_ARCHITECTURE``'s 16×16 latent):
 
-- VAE: ``AutoencoderKL`` 64×64×3 → 16×16×4 (two downsamplings, no attention), latents scaled to unit variance;
-- UNet: ``UNet2DConditionModel`` on 16×16 latents, channels 32/64/64, attention only at 8×8 and 4×4 (self-attention
-  at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of width 64, the
-  same tokens also pooled into the timestep embedding (``global_condition``);
+- VAE: ``AutoencoderKL`` 64×64×3 → 32×32×4 (one downsampling, no attention), latents scaled to unit variance;
+- UNet: ``UNet2DConditionModel`` on 32×32 latents, channels 32/32/64/64, attention only at 8×8 and 4×4
+  (self-attention at 16×16 costs most of a CPU step for little gain on these images), cross-attention on 4 tokens of
+  width 64, the same tokens also pooled into the timestep embedding (``global_condition``);
 - conditioning: a ``ConditioningAdapter`` from the demo image embedder's pooled 128-d vector to those tokens, with
-  the learned null condition, and a spatial condition: a 4×16×16 map predicted from the same vector (trained to be
+  the learned null condition, and a spatial condition: a 4×32×32 map predicted from the same vector (trained to be
   the clean latent) and concatenated to the noisy latents, as InstructPix2Pix concatenates its image; its null is
   zeros. Without it the UNet must learn where the object is from tokens that carry no position, which a CPU-sized
   build never managed (build 2: blobs); with it the UNet sharpens a layout it is given. The map is drawn by a small
@@ -75,10 +75,11 @@ class DemoGeneratorConfig:
         return cls(**d)
 
 
-# The shipped demo generator's architecture: build 2's + the spatial condition (build 3), drawn by a conv head (build 5).
+# The 16 × 16 demo generator's architecture (builds 2-6): build 2's + the spatial condition (build 3), drawn by a conv
+# head (build 5). The shipped build 7 is ``demo_architecture(32)``; its folder's ``generator.json`` records it.
 DEMO_ARCHITECTURE = DemoGeneratorConfig(spatial_channels=4, spatial_head="conv")
 # Per latent size of a 64-px image: the VAE's blocks and, where they differ from ``DEMO_ARCHITECTURE``'s, the UNet's
-# levels. 32 × 32 (one downsampling less) keeps the small objects the shipped 16 × 16 latent loses: VAEs trained alike
+# levels. 32 × 32 (one downsampling less) keeps the small objects the 16 × 16 latent loses: VAEs trained alike
 # round-trip the demo's test images with an independent judge's category 100 % against 93 % (8 × 16 × 16: 96 %;
 # docs/benchmarks.md, "Demo generator build 6"). Its UNet is build 6's with one more level in front (32 channels at
 # 32 × 32, no attention), so attention stays at 8 × 8 and 4 × 4: 1.6× build 6's cost per step on a CPU, where the

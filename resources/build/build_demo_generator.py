@@ -20,8 +20,9 @@
         # the architecture comes from DIR); then cycles 9-12 with offset noise:
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250 --offset-noise 0.1 --offset-noise-cycle 8
-        # build 7 at cycle 12 (measured, not shipped: docs/benchmarks.md): these two steps (it ran with
-        # --unet-cycles 16, stopped after cycle 12 and was written with --finish, which gives the same weights)
+        # build 7, shipped (docs/benchmarks.md): the first step, then the second with --unet-cycles 9 (it ran as one
+        # build with --unet-cycles 16 --offset-noise 0.1 --offset-noise-cycle 8, stopped after cycle 9 and was
+        # written with --finish, which gives the same weights)
     python resources/build/build_demo_generator.py --finish CHECKPOINT --out DIR   # a checkpoint stopped at the end
         # of UNet cycle N, written as the finished N-cycle build (no optimizer state)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
