@@ -83,9 +83,20 @@ def cpu_section(repeats: int, spec: str = "demo") -> dict:
     def plain():
         with torch.no_grad():
             cond, null = gen.adapter(emb), gen.adapter.null_condition(1)
-            out = pipe(prompt_embeds=cond.tokens, negative_prompt_embeds=null.tokens, guidance_scale=GUIDANCE,
-                       num_inference_steps=STEPS, height=gen.image_size, width=gen.image_size,
-                       latents=initial_noise(shape, [0]), output_type="np")
+            hook = None
+            if cond.spatial is not None:
+                # The demo generator's spatial condition rides along the latents' channels; the pipeline knows no such
+                # input, so its UNet's first convolution gets it appended, in the pipeline's CFG order [null; cond].
+                spatial = torch.cat([null.spatial, cond.spatial])
+                hook = gen.unet.conv_in.register_forward_pre_hook(
+                    lambda _module, args: (torch.cat([args[0], spatial.to(args[0])], dim=1),))
+            try:
+                out = pipe(prompt_embeds=cond.tokens, negative_prompt_embeds=null.tokens, guidance_scale=GUIDANCE,
+                           num_inference_steps=STEPS, height=gen.image_size, width=gen.image_size,
+                           latents=initial_noise(shape, [0]), output_type="np")
+            finally:
+                if hook is not None:
+                    hook.remove()
         return (np.clip(out.images, 0, 1) * 255).round().astype(np.uint8)
 
     plain()
