@@ -3,9 +3,9 @@
 #
 #   benchmarks/gpu_build.sh [--device cuda|cpu] [--budget-s 480] [--out DIR] [--work DIR] [-- BUILD_ARGS...]
 #
-# Runs resources/build/build_demo_generator.py on the device (default BUILD_ARGS: build 7's recipe, the 32 x 32
-# latent: --latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 --lr-restart-every 4 --offset-noise 0.1
-# --offset-noise-cycle 8) with --checkpoint-every 1500, one UNet cycle: besides the two checkpoints before the first
+# Runs resources/build/build_demo_generator.py on the device (default BUILD_ARGS: --shipped, the shipped build 7's
+# recipe: the 32 x 32 latent, ten UNet cycles, learning-rate restarts, offset noise) with --checkpoint-every 1500,
+# one UNet cycle: besides the two checkpoints before the first
 # UNet step, the build then checkpoints at the end of each cycle, where no optimizer state is needed, so a
 # checkpoint stays the size of the generator (~20 MB). At --budget-s the build is stopped (SIGINT: it cancels after
 # the current step) and its last checkpoint is what comes back.
@@ -23,8 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 DEVICE=cuda BUDGET=480
 OUTDIR=${OUT:-/tmp/neurolens-gpu-build}
 WORK=""
-BUILD_ARGS=(--latent-size 32 --unet-cycles 16 --lr-restart-cycle 4 --lr-restart-every 4 --offset-noise 0.1
-            --offset-noise-cycle 8)
+BUILD_ARGS=(--shipped)
 while [ $# -gt 0 ]; do
     case "$1" in
         --device) DEVICE=$2; shift 2 ;;

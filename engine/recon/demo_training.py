@@ -37,8 +37,9 @@ class DemoTrainConfig:
     n_images: int = 40000
     stimulus_seed: int = 1234
     # Build 7 (shipped 2026-12-06, issue 17): from scratch on the 32 × 32 latent (``demo_architecture(32)``), 16 UNet
-    # cycles planned with restarts every 4 and offset noise from cycle 9 on, stopped after cycle 9 and written with
-    # ``--finish`` (the folder's ``generator.json`` records it: ``unet_cycles`` 9). Defaults below stay build 5's.
+    # cycles planned with restarts every 4 and offset noise from cycle 9 on, stopped after cycle 10 and written with
+    # ``--finish`` (the folder's ``generator.json`` records it: ``unet_cycles`` 10; ``build_demo_generator.py
+    # --shipped`` is that recipe). Defaults below stay build 5's.
     # Build 6 (2026-12-05, issue 17): build 5 continued to 12 UNet cycles (``--continue-from``, cycles 5-8 and 9-12
     # each restarted at the base rate: ``lr_restart_cycle=4``, ``lr_restart_every=4``; 2 cores, ~9 min per cycle,
     # over two sessions). Defaults below stay build 5's; the shipped folder's ``generator.json`` records build 6's.

@@ -1,12 +1,15 @@
 """Build the shipped demo generator (``resources/models/demo-generator/``) with the fixed, seeded recipe.
 
-    python resources/build/build_demo_generator.py                       # full rebuild on one CPU core
+    python resources/build/build_demo_generator.py --shipped --out DIR --checkpoint-every 250
+        # the shipped build (build 7) from scratch, resumable: after a stop, the same line with --continue-from DIR
+        # (about 20 min per UNet cycle on the 2 CPU cores, ten cycles; --device cuda: minutes)
+    python resources/build/build_demo_generator.py                       # the 16x16-latent recipe (builds 2-6)
     python resources/build/build_demo_generator.py --out DIR             # write elsewhere (e.g. to compare first)
     python resources/build/build_demo_generator.py --out DIR --checkpoint-every 250   # resumable: then, after a stop,
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR      # ... resume where it stopped
     python resources/build/build_demo_generator.py --device cuda         # the same recipe on a GPU (minutes)
     python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
-        --unet-cycles 6 --device cuda                                    # more cycles on the shipped build (exact)
+        --shipped --unet-cycles 12 --device cuda                         # more cycles on the shipped build (exact)
     python resources/build/build_demo_generator.py --out DIR --continue-from resources/models/demo-generator \
         --unet-cycles 8 --lr-restart-cycle 4 --checkpoint-every 250      # cycles 5-8 at the base rate again
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 \
@@ -20,9 +23,9 @@
         # the architecture comes from DIR); then cycles 9-12 with offset noise:
     python resources/build/build_demo_generator.py --out DIR --continue-from DIR --unet-cycles 12 --lr-restart-cycle 4 \
         --lr-restart-every 4 --checkpoint-every 250 --offset-noise 0.1 --offset-noise-cycle 8
-        # build 7, shipped (docs/benchmarks.md): the first step, then the second with --unet-cycles 9 (it ran as one
-        # build with --unet-cycles 16 --offset-noise 0.1 --offset-noise-cycle 8, stopped after cycle 9 and was
-        # written with --finish, which gives the same weights)
+        # build 7, shipped (docs/benchmarks.md; --shipped): the first step, then the second with --unet-cycles 10
+        # (it ran as one build with --unet-cycles 16 --offset-noise 0.1 --offset-noise-cycle 8, stopped after cycle
+        # 10 and was written with --finish, which gives the same weights)
     python resources/build/build_demo_generator.py --finish CHECKPOINT --out DIR   # a checkpoint stopped at the end
         # of UNet cycle N, written as the finished N-cycle build (no optimizer state)
     python resources/build/build_demo_generator.py --out DIR --init-from <build 4> --checkpoint-every 250
@@ -62,8 +65,18 @@ def build_architecture(latent_size: int | None, continue_from: Path | None):
     return demo_architecture(latent_size or 16)
 
 
-def main(argv: list[str] | None = None) -> int:
+# The shipped build's recipe (build 7, ``resources/models/demo-generator/generator.json`` records it): what
+# ``--shipped`` sets, each flag still overridable. It ran as one build with --unet-cycles 16, stopped after cycle 10
+# and written with --finish, which gives the same weights as these 10 cycles.
+SHIPPED_ARGS = {"latent_size": 32, "unet_cycles": 10, "lr_restart_cycle": 4, "lr_restart_every": 4,
+                "offset_noise": 0.1, "offset_noise_cycle": 8}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shipped", action="store_true",
+                    help="the shipped build's recipe: " + " ".join(f"--{k.replace('_', '-')} {v}"
+                                                                    for k, v in SHIPPED_ARGS.items()))
     ap.add_argument("--out", type=Path, default=resource_path("models", FOLDER_NAME),
                     help="output folder (default: the shipped one)")
     ap.add_argument("--finish", type=Path, default=None, metavar="CHECKPOINT",
@@ -101,17 +114,29 @@ def main(argv: list[str] | None = None) -> int:
                          "from pure noise get the global colour from the condition")
     ap.add_argument("--offset-noise-cycle", type=int, default=0, metavar="C",
                     help="with --offset-noise: UNet cycles from C on (1-based: C + 1 on) train with it")
+    if "--shipped" in (sys.argv[1:] if argv is None else argv):
+        ap.set_defaults(**SHIPPED_ARGS)  # defaults, so that a flag given beside --shipped still wins
     args = ap.parse_args(argv)
     if args.lr_restart_every and not args.lr_restart_cycle:
         ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
     if args.latent_size not in (None, 16) and (args.vae_from or args.init_from):
         ap.error(f"--latent-size {args.latent_size} trains its own VAE and UNet: --vae-from and --init-from reuse a "
                  "16x16-latent build's")
+    return args
+
+
+def build_recipe(args: argparse.Namespace) -> DemoTrainConfig:
     recipe = dataclasses.replace(DemoTrainConfig(), lr_restart_cycle=args.lr_restart_cycle,
                                  lr_restart_every=args.lr_restart_every, offset_noise=args.offset_noise,
                                  offset_noise_cycle=args.offset_noise_cycle)
     if args.unet_cycles is not None:
         recipe = dataclasses.replace(recipe, unet_cycles=args.unet_cycles)
+    return recipe
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    recipe = build_recipe(args)
     if args.finish is not None:
         print(f"finished build written to {finish_checkpoint(args.finish, args.out)}")
     elif args.refit_adapter:

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import importlib.util
 from pathlib import Path
 
@@ -354,3 +355,19 @@ def test_a_checkpoint_at_a_cycle_end_finishes_as_the_build_of_that_many_cycles(t
     drive(train_demo_generator(tmp_path / "more", three, cfg, continue_from=tmp_path / "done", **kw))  # goes on
     with pytest.raises(CheckpointError, match="key 'train_state': expected a checkpoint at the end of a UNet cycle"):
         script.main(["--finish", str(tmp_path / "done"), "--out", str(tmp_path / "again")])
+
+
+def test_the_build_scripts_shipped_recipe_is_the_one_the_shipped_generator_records():
+    from engine.resources import resource_path
+
+    script = _build_script()
+    info = json.loads((resource_path("models", "demo-generator") / "generator.json").read_text())
+    args = script.parse_args(["--shipped", "--out", "x"])
+    assert dataclasses.asdict(script.build_recipe(args)) == info["recipe"]
+    arch = dataclasses.asdict(script.build_architecture(args.latent_size, None))
+    assert {k: list(v) if isinstance(v, tuple) else v for k, v in arch.items()} == info["config"]
+    assert info["train_state"] == {"complete": True, "cycle": args.unet_cycles, "step": 0}
+    # A flag given beside --shipped wins; without --shipped the 16 x 16 recipe of builds 2-6 is the default.
+    assert script.build_recipe(script.parse_args(["--shipped", "--unet-cycles", "12"])).unet_cycles == 12
+    plain = script.parse_args([])
+    assert plain.latent_size is None and script.build_recipe(plain) == DemoTrainConfig()
