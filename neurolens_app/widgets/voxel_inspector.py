@@ -13,6 +13,7 @@ from neurolens_app.widgets.colormaps import categorical_lut
 
 _TRAIN_BRUSH = (150, 150, 150, 120)
 _TEST_BRUSH = (214, 39, 40, 200)
+_TUNING_FRAME_PX = 60  # the tuning plot's title and value axis
 
 
 class VoxelInspectorWidget(QWidget):
@@ -96,6 +97,8 @@ class VoxelInspectorWidget(QWidget):
         if vec is not None:
             self.tuning.setTitle(title)
             self._bars(self.tuning, vec, cats, horizontal=True)
+        # One name per row needs a text line per bar: the other plots give way (they have no labels to keep apart).
+        self.tuning.setMinimumHeight(0 if vec is None else len(vec) * self._row_px() + _TUNING_FRAME_PX)
 
         self.routing.clear()
         w = extra.get("routing")
@@ -103,6 +106,14 @@ class VoxelInspectorWidget(QWidget):
         if w is not None:
             wv = np.asarray(w[voxel], np.float32)
             self._bars(self.routing, wv, [f"E{k}" for k in range(len(wv))], colours=True)
+
+    def _row_px(self) -> int:
+        """Pixels per bar so that the names on the left axis do not overlap (the axis font's line, plus a little)."""
+        from PySide6.QtGui import QFontMetrics
+
+        axis = self.tuning.getAxis("left")
+        font = axis.style.get("tickFont") or axis.font()
+        return QFontMetrics(font).height() + 1
 
     @staticmethod
     def _tuning_vector(subject, voxel: int, extra: dict):

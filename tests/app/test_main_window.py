@@ -269,6 +269,24 @@ def test_voxel_inspector_shows_the_selected_runs_encoding_tuning(qtbot, loaded_w
     assert names == list(subject.stimuli.categories)
 
 
+def test_voxel_inspector_keeps_a_text_line_per_category_beside_the_routing_plot(qtbot, demo_subject):
+    """In the dock's usual size with a MoE run's routing shown too, the twelve category names do not overlap."""
+    from PySide6.QtGui import QFontMetrics
+
+    from neurolens_app.widgets.voxel_inspector import VoxelInspectorWidget
+
+    subject = demo_subject
+    insp = VoxelInspectorWidget()
+    qtbot.addWidget(insp)
+    insp.resize(300, 480)
+    insp.show()
+    insp.show_voxel(subject, 5, {"routing": np.full((subject.n_voxels, 2), 0.5, np.float32)})
+    assert insp.routing.isVisible() and insp.tuning.titleLabel.text == "Category tuning (truth)"
+    line = QFontMetrics(insp.tuning.getAxis("left").font()).height()
+    n = len(subject.stimuli.categories)
+    qtbot.waitUntil(lambda: insp.tuning.getViewBox().sceneBoundingRect().height() >= n * line, timeout=5000)
+
+
 def test_open_subject_folder_action_opens_a_folder_subject(qtbot, window, surface_subject_path, monkeypatch):
     from PySide6.QtWidgets import QFileDialog
 
