@@ -114,9 +114,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "from pure noise get the global colour from the condition")
     ap.add_argument("--offset-noise-cycle", type=int, default=0, metavar="C",
                     help="with --offset-noise: UNet cycles from C on (1-based: C + 1 on) train with it")
-    if "--shipped" in (sys.argv[1:] if argv is None else argv):
-        ap.set_defaults(**SHIPPED_ARGS)  # defaults, so that a flag given beside --shipped still wins
     args = ap.parse_args(argv)
+    if args.shipped:  # parsed again with the recipe as the defaults, so that a flag given beside it still wins
+        ap.set_defaults(**SHIPPED_ARGS)
+        args = ap.parse_args(argv)
     if args.lr_restart_every and not args.lr_restart_cycle:
         ap.error("--lr-restart-every needs --lr-restart-cycle (the first restart; 0 is none)")
     if args.latent_size not in (None, 16) and (args.vae_from or args.init_from):

@@ -1,6 +1,6 @@
 import dataclasses
-import json
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -369,5 +369,6 @@ def test_the_build_scripts_shipped_recipe_is_the_one_the_shipped_generator_recor
     assert info["train_state"] == {"complete": True, "cycle": args.unet_cycles, "step": 0}
     # A flag given beside --shipped wins; without --shipped the 16 x 16 recipe of builds 2-6 is the default.
     assert script.build_recipe(script.parse_args(["--shipped", "--unet-cycles", "12"])).unet_cycles == 12
+    assert script.parse_args(["--ship"]).latent_size == 32  # argparse's abbreviation reaches the recipe too
     plain = script.parse_args([])
     assert plain.latent_size is None and script.build_recipe(plain) == DemoTrainConfig()
