@@ -114,7 +114,18 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(0, lambda: win.start(subject=args.subject, demo=args.demo or bool(args.screenshot)))
     rc = app.exec()
     hook.uninstall()
-    return _end_workers(rc)
+    rc = _end_workers(rc)
+    _delete_window(win)
+    return rc
+
+
+def _delete_window(win) -> None:
+    """Destroy the window while the application still exists: left to the interpreter's exit, the QApplication can go
+    first and the widgets' destructors then crash (seen: a failed ``--screenshot`` exiting with a segfault, not 2)."""
+    from PySide6.QtCore import QCoreApplication, QEvent
+
+    win.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # the loop has ended: deliver it now
 
 
 def _end_workers(rc: int) -> int:
